@@ -1,0 +1,377 @@
+"""The training-sample schema and its WebDataset (de)serialisation.
+
+One module owns both directions: the synthesis tool, the converter and the demo corpus write shards
+with :class:`ShardSetWriter`; the DataModule reads them back with :func:`decode_sample`.
+
+Shard layout (one sample = one key)::
+
+    <key>.json        the Example's fields, texts inline, with an ``image`` flag per side
+    <key>.qry.jpg     query image            (any PIL-readable extension)
+    <key>.pos.jpg     positive image
+    <key>.neg0.jpg    hard-negative images, numbered by position in ``negs``
+
+A shard set is a folder of ``*.tar`` shards plus ``sizes.json`` (``{shard file name: samples}``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal
+
+from PIL import Image
+
+TASKS = ("classification", "vqa", "retrieval", "grounding")
+Task = Literal["classification", "vqa", "retrieval", "grounding"]
+#: Modality combinations (query -> document) of the mmE5 synthesis plus the labelled sets.
+MODALITIES = ("IT2I", "T2IT", "IT2IT", "I2I", "I2T", "IT2T", "T2I", "T2T")
+#: Phi-3.5-V's image token, used inside the texts of the public MMEB / mmE5 data.
+PUBLIC_IMAGE_TOKEN = "<|image_1|>"
+SCHEMA_VERSION = 1
+SIZES_FILE = "sizes.json"
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+ROLE_PATTERN = re.compile(r"^(qry|pos|neg\d+)\.(" + "|".join(IMAGE_EXTENSIONS) + r")$")
+
+
+class RecordError(ValueError):
+    """A sample that cannot be decoded. ``reason`` is a short counter name (e.g. ``"bad_json"``)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+@dataclass
+class Side:
+    """One side of a pair: a text, an image, or both.
+
+    ``text`` is raw (it may already hold an instruction or the public ``<|image_1|>`` token);
+    backbone adapters turn it into the model's own prompt. ``image_bytes`` keeps the encoded image
+    when known, so that re-writing a shard does not re-encode and content ids are stable.
+    """
+
+    text: str | None = None
+    image: Image.Image | None = None
+    image_bytes: bytes | None = None
+    image_ext: str = "jpg"
+
+    @property
+    def has_image(self) -> bool:
+        return self.image is not None or self.image_bytes is not None
+
+    def load_image(self, max_pixels: int | None = None, max_side: int | None = None) -> Image.Image | None:
+        """Return the decoded RGB image (decoding ``image_bytes`` on first use)."""
+        if self.image is None and self.image_bytes is not None:
+            self.image = decode_image(self.image_bytes, max_pixels=max_pixels, max_side=max_side)
+        return self.image
+
+    def encoded_image(self) -> tuple[bytes, str] | None:
+        """The image as (bytes, extension), encoding a PIL image as JPEG when no bytes are kept."""
+        if self.image_bytes is not None:
+            return self.image_bytes, self.image_ext
+        if self.image is None:
+            return None
+        buf = io.BytesIO()
+        self.image.convert("RGB").save(buf, format="JPEG", quality=92)
+        self.image_bytes, self.image_ext = buf.getvalue(), "jpg"
+        return self.image_bytes, self.image_ext
+
+    def content_id(self) -> int:
+        """A signed 64-bit hash of text + image bytes: equal content, equal id (false-negative masking)."""
+        h = hashlib.blake2b(digest_size=8)
+        h.update((self.text or "").encode("utf-8"))
+        h.update(b"\x00")
+        enc = self.encoded_image()
+        if enc is not None:
+            h.update(enc[0])
+        return int.from_bytes(h.digest(), "little", signed=True)
+
+
+def compose_text(instruction: str | None, text: str | None) -> str | None:
+    """The mmE5 text layout: ``{instruction}\\n{text}`` (either part may be missing)."""
+    parts = [p for p in (instruction, text) if p]
+    return "\n".join(parts) if parts else None
+
+
+@dataclass
+class Example:
+    """One training sample: a query, its positive, and zero or more hard negatives."""
+
+    id: str
+    query: Side
+    positive: Side
+    negatives: list[Side] = field(default_factory=list)
+    instruction: str | None = None
+    doc_instruction: str | None = None
+    task: str = "retrieval"
+    modality: str = "T2T"
+    lang: str = "en"
+    source: str = "unknown"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def query_side(self) -> Side:
+        """The query as the encoder sees it: instruction prepended to the text."""
+        q = self.query
+        return Side(compose_text(self.instruction, q.text), q.image, q.image_bytes, q.image_ext)
+
+    def candidate_sides(self) -> list[Side]:
+        """Positive first, then the hard negatives, each with ``doc_instruction`` prepended."""
+        return [
+            Side(compose_text(self.doc_instruction, s.text), s.image, s.image_bytes, s.image_ext)
+            for s in [self.positive, *self.negatives]
+        ]
+
+
+def sample_key(example_id: str) -> str:
+    """A WebDataset key for an id: no dots or slashes (the key ends at the first dot)."""
+    return re.sub(r"[^A-Za-z0-9_\-]", "_", example_id)
+
+
+def _side_json(side: Side) -> dict[str, Any]:
+    return {"text": side.text, "image": side.has_image}
+
+
+def encode_sample(example: Example) -> dict[str, Any]:
+    """Example -> a WebDataset sample dict (``__key__`` plus member name -> bytes)."""
+    meta = {
+        "schema": SCHEMA_VERSION,
+        "id": example.id,
+        "source": example.source,
+        "task": example.task,
+        "modality": example.modality,
+        "lang": example.lang,
+        "instruction": example.instruction,
+        "doc_instruction": example.doc_instruction,
+        "qry": _side_json(example.query),
+        "pos": _side_json(example.positive),
+        "negs": [_side_json(s) for s in example.negatives],
+        "meta": example.meta,
+    }
+    sample: dict[str, Any] = {"__key__": sample_key(example.id), "json": json.dumps(meta, ensure_ascii=False).encode()}
+    roles = [("qry", example.query), ("pos", example.positive)] + [
+        (f"neg{i}", s) for i, s in enumerate(example.negatives)
+    ]
+    for role, side in roles:
+        enc = side.encoded_image()
+        if enc is not None:
+            data, ext = enc
+            sample[f"{role}.{ext}"] = data
+    return sample
+
+
+def _text_field(obj: dict[str, Any], name: str, where: str, required: bool = False) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise RecordError("missing_field", f"{where}: field '{name}' is missing")
+        return None
+    if not isinstance(value, str):
+        raise RecordError("bad_type", f"{where}: field '{name}' must be a string, got {type(value).__name__}")
+    return value
+
+
+def decode_sample(sample: dict[str, Any], decode_images: bool = False, max_pixels: int | None = None,
+                  max_side: int | None = None) -> Example:
+    """A WebDataset sample dict (raw bytes members) -> Example; raises :class:`RecordError`.
+
+    Images stay encoded (``Side.image_bytes``) unless ``decode_images`` is set, so that decoding
+    can happen later in a worker with its own limits.
+    """
+    key = sample.get("__key__", "?")
+    raw = sample.get("json")
+    if raw is None:
+        raise RecordError("missing_json", f"sample '{key}' has no .json member")
+    try:
+        meta = json.loads(raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordError("bad_json", f"sample '{key}': {exc}") from None
+    if not isinstance(meta, dict):
+        raise RecordError("bad_json", f"sample '{key}': top level is {type(meta).__name__}, expected an object")
+    images: dict[str, tuple[bytes, str]] = {}
+    for name, value in sample.items():
+        m = ROLE_PATTERN.match(name)
+        if m and isinstance(value, (bytes, bytearray)):
+            images[m.group(1)] = (bytes(value), m.group(2))
+
+    def side(obj: Any, role: str) -> Side:
+        where = f"sample '{key}' side '{role}'"
+        if not isinstance(obj, dict):
+            raise RecordError("bad_type", f"{where}: expected an object, got {type(obj).__name__}")
+        text = _text_field(obj, "text", where)
+        wants_image = obj.get("image", False)
+        if not isinstance(wants_image, bool):
+            raise RecordError("bad_type", f"{where}: field 'image' must be true/false")
+        s = Side(text=text)
+        if wants_image:
+            if role not in images:
+                raise RecordError("missing_image", f"{where}: declares an image but has no {role}.<ext> member")
+            s.image_bytes, s.image_ext = images[role]
+            if decode_images:
+                s.load_image(max_pixels=max_pixels, max_side=max_side)
+        if s.text is None and not s.has_image:
+            raise RecordError("empty_side", f"{where}: neither text nor image")
+        return s
+
+    if "qry" not in meta or "pos" not in meta:
+        raise RecordError("missing_field", f"sample '{key}': fields 'qry' and 'pos' are required")
+    negs = meta.get("negs", [])
+    if not isinstance(negs, list):
+        raise RecordError("bad_type", f"sample '{key}': field 'negs' must be a list")
+    where = f"sample '{key}'"
+    return Example(
+        id=_text_field(meta, "id", where, required=True),  # type: ignore[arg-type]
+        query=side(meta["qry"], "qry"),
+        positive=side(meta["pos"], "pos"),
+        negatives=[side(n, f"neg{i}") for i, n in enumerate(negs)],
+        instruction=_text_field(meta, "instruction", where),
+        doc_instruction=_text_field(meta, "doc_instruction", where),
+        task=_text_field(meta, "task", where) or "retrieval",
+        modality=_text_field(meta, "modality", where) or "T2T",
+        lang=_text_field(meta, "lang", where) or "en",
+        source=_text_field(meta, "source", where) or "unknown",
+        meta=meta.get("meta") if isinstance(meta.get("meta"), dict) else {},
+    )
+
+
+def decode_image(data: bytes, max_pixels: int | None = None, max_side: int | None = None) -> Image.Image:
+    """Bytes -> RGB image, refusing huge images before decoding and bounding the longest side.
+
+    Raises :class:`RecordError` (``image_decode`` or ``image_too_large``).
+    """
+    try:
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if max_pixels is not None and w * h > max_pixels:
+            if img.format == "JPEG" and max_side is not None:
+                img.draft("RGB", (max_side, max_side))  # DCT-domain downscale: never decodes full size
+                if img.size[0] * img.size[1] > max_pixels:
+                    raise RecordError("image_too_large", f"{w}x{h} image exceeds {max_pixels} pixels")
+            else:
+                raise RecordError("image_too_large", f"{w}x{h} image exceeds {max_pixels} pixels")
+        img = img.convert("RGB")
+    except RecordError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise RecordError("image_decode", f"cannot decode image: {exc}") from None
+    if max_side is not None and max(img.size) > max_side:
+        img.thumbnail((max_side, max_side))
+    return img
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(mtime)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_shard(path: str | os.PathLike, examples: Iterable[Example]) -> int:
+    """Write one shard atomically (``<path>.tmp`` then rename); returns the number of samples."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    now = time.time()
+    with tarfile.open(tmp, "w") as tar:
+        for ex in examples:
+            sample = encode_sample(ex)
+            key = sample.pop("__key__")
+            for ext, data in sample.items():
+                _add_member(tar, f"{key}.{ext}", data, now)
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def read_sizes(folder: str | os.PathLike) -> dict[str, int]:
+    """``sizes.json`` of a shard folder (empty dict if absent)."""
+    p = Path(folder) / SIZES_FILE
+    if not p.exists():
+        return {}
+    return {str(k): int(v) for k, v in json.loads(p.read_text()).items()}
+
+
+def write_sizes(folder: str | os.PathLike, sizes: dict[str, int]) -> None:
+    """Write ``sizes.json`` atomically."""
+    p = Path(folder) / SIZES_FILE
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(dict(sorted(sizes.items())), indent=1))
+    os.replace(tmp, p)
+
+
+class ShardSetWriter:
+    """Writes Examples into numbered shards ``<prefix>-000000.tar`` ... and keeps ``sizes.json`` current.
+
+    Each shard is written atomically when full (or on :meth:`close`), so a killed writer leaves only
+    complete shards behind; ``start_shard`` lets a resumed writer continue the numbering.
+    """
+
+    def __init__(self, folder: str | os.PathLike, prefix: str = "shard", samples_per_shard: int = 1000,
+                 start_shard: int = 0):
+        if samples_per_shard < 1:
+            raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.samples_per_shard = samples_per_shard
+        self.shard_index = start_shard
+        self.sizes = read_sizes(self.folder)
+        self._pending: list[Example] = []
+        self.written: list[Path] = []
+
+    def shard_path(self, index: int) -> Path:
+        return self.folder / f"{self.prefix}-{index:06d}.tar"
+
+    def write(self, example: Example) -> None:
+        self._pending.append(example)
+        if len(self._pending) >= self.samples_per_shard:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending samples as one shard (no-op when none are pending)."""
+        if not self._pending:
+            return
+        path = self.shard_path(self.shard_index)
+        n = write_shard(path, self._pending)
+        self.sizes[path.name] = n
+        write_sizes(self.folder, self.sizes)
+        self.written.append(path)
+        self._pending = []
+        self.shard_index += 1
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> "ShardSetWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self.close()
+
+
+def iter_shard(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Group a tar's members into WebDataset-style sample dicts (for tools and tests; training uses webdataset)."""
+    current: dict[str, Any] = {}
+    with tarfile.open(path, "r") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            base = os.path.basename(info.name)
+            key, _, ext = base.partition(".")
+            if current and current["__key__"] != key:
+                yield current
+                current = {}
+            current.setdefault("__key__", key)
+            f = tar.extractfile(info)
+            current[ext] = f.read() if f else b""
+    if current:
+        yield current
