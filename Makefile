@@ -1,0 +1,19 @@
+# The two quick-start commands: `make demo` and `make test` (each installs into .venv first).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test lint bench-kernels
+install:
+	VENV=$(VENV) bash scripts/install.sh
+
+demo: install
+	$(VENV)/bin/mme5 fit --config configs/demo.yaml
+
+test: install
+	$(PY) -m pytest -q -m "not gpu and not vllm" tests
+
+lint: install
+	$(VENV)/bin/ruff check mme5 kernels tools tests
+
+bench-kernels: install
+	$(PY) tools/bench_kernels.py --help
