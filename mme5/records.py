@@ -249,8 +249,10 @@ def decode_image(data: bytes, max_pixels: int | None = None, max_side: int | Non
         img = Image.open(io.BytesIO(data))
         w, h = img.size
         if max_pixels is not None and w * h > max_pixels:
-            if img.format == "JPEG" and max_side is not None:
-                img.draft("RGB", (max_side, max_side))  # DCT-domain downscale: never decodes full size
+            if img.format == "JPEG":
+                # DCT-domain downscale by 1/2, 1/4 or 1/8: the full-size image is never decoded.
+                scale = next((s for s in (2, 4, 8) if (w // s) * (h // s) <= max_pixels), 8)
+                img.draft("RGB", (-(-w // scale), -(-h // scale)))
                 if img.size[0] * img.size[1] > max_pixels:
                     raise RecordError("image_too_large", f"{w}x{h} image exceeds {max_pixels} pixels")
             else:
