@@ -28,6 +28,8 @@ from typing import Any, Iterable, Iterator, Literal
 
 from PIL import Image
 
+from mme5.errors import Mme5Error
+
 TASKS = ("classification", "vqa", "retrieval", "grounding")
 Task = Literal["classification", "vqa", "retrieval", "grounding"]
 #: Modality combinations (query -> document) of the mmE5 synthesis plus the labelled sets.
@@ -40,7 +42,7 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 ROLE_PATTERN = re.compile(r"^(qry|pos|neg\d+)\.(" + "|".join(IMAGE_EXTENSIONS) + r")$")
 
 
-class RecordError(ValueError):
+class RecordError(Mme5Error, ValueError):
     """A sample that cannot be decoded. ``reason`` is a short counter name (e.g. ``"bad_json"``)."""
 
     def __init__(self, reason: str, message: str):

@@ -1,0 +1,96 @@
+"""Row-chunked InfoNCE in pure PyTorch: never holds a B x N tensor, recomputes scores in backward.
+
+Formulation shared with the Triton path (see ``docs/kernels.md``): with content keys ``qk`` (queries)
+and ``ck`` (candidates), entry (i, j) of the score matrix is a *negative* when ``qk[i] != ck[j]``.
+The positive logit ``p_i = q_i . c_{labels_i} / T`` is computed on its own and added back, so
+
+    row_lse_i = logsumexp(negatives of row i, p_i, extra_logits_i)
+    col_lse_i = logaddexp(colneg_lse[labels_i], p_i)        (symmetric only)
+
+where ``colneg_lse[j]`` is the log-sum-exp of the negatives of column j. Only these per-row and
+per-column vectors, q, c and extra_logits are saved for backward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .inputs import InfoNCEInputs
+from .softmax_terms import BackwardTerms, ForwardStats, finish_forward, positive_logits, prepare_backward
+
+DEFAULT_CHUNK_ELEMENTS = 1 << 21  # scores per row chunk (8 MiB in fp32)
+
+
+def _rows_per_chunk(num_queries: int, num_candidates: int, chunk_rows: int | None) -> int:
+    """Rows per chunk: ``chunk_rows`` if given, else ~DEFAULT_CHUNK_ELEMENTS scores, at most half of B."""
+    if chunk_rows is not None:
+        return max(1, int(chunk_rows))
+    rows = max(16, DEFAULT_CHUNK_ELEMENTS // num_candidates)
+    return max(1, min(rows, (num_queries + 1) // 2))
+
+
+def _scores_fp32(q_rows: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """q_rows c^T in fp32 (fp32 accumulation for every input dtype)."""
+    if q_rows.dtype == torch.float32:
+        return q_rows @ c.T
+    if q_rows.is_cuda:
+        return torch.mm(q_rows, c.T, out_dtype=torch.float32)
+    return q_rows.float() @ c.float().T
+
+
+class ChunkedInfoNCE(torch.autograd.Function):
+    """Autograd Function: forward in row chunks with a log-sum-exp per row (and per column)."""
+
+    @staticmethod
+    def forward(ctx, q, c, temperature, extra_logits, labels, query_keys, candidate_keys, symmetric, chunk_rows):
+        c_work = c if (c.dtype == torch.float32 or c.is_cuda) else c.float()
+        inv_t = 1.0 / temperature
+        pos = positive_logits(q, c, labels, inv_t)
+        B, N = q.shape[0], c.shape[0]
+        row_neg = torch.empty(B, device=q.device, dtype=torch.float32)
+        col_neg = torch.full((N,), float("-inf"), device=q.device, dtype=torch.float32) if symmetric else None
+        step = _rows_per_chunk(B, N, chunk_rows)
+        for r0 in range(0, B, step):
+            r1 = min(B, r0 + step)
+            logits = _scores_fp32(q[r0:r1], c_work).mul_(inv_t)
+            logits.masked_fill_(query_keys[r0:r1, None] == candidate_keys[None, :], float("-inf"))
+            row_neg[r0:r1] = torch.logsumexp(logits, dim=1)
+            if symmetric:
+                torch.logaddexp(col_neg, torch.logsumexp(logits, dim=0), out=col_neg)
+        stats = ForwardStats(pos, row_neg, col_neg)
+        loss, saved = finish_forward(stats, labels, extra_logits, symmetric, N)
+        ctx.save_for_backward(q, c, temperature, extra_logits, labels, query_keys, candidate_keys, *saved)
+        ctx.symmetric, ctx.step = symmetric, step
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        q, c, temperature, extra_logits, labels, query_keys, candidate_keys, *saved = ctx.saved_tensors
+        terms: BackwardTerms = prepare_backward(saved, labels, extra_logits, ctx.symmetric, c.shape[0], grad_loss)
+        inv_t = 1.0 / temperature
+        c_work = c if (c.dtype == torch.float32 or c.is_cuda) else c.float()
+        q_work = q if (q.dtype == torch.float32 or q.is_cuda) else q.float()
+        B = q.shape[0]
+        dq = torch.empty(q.shape, device=q.device, dtype=torch.float32)
+        dc = torch.zeros(c.shape, device=c.device, dtype=torch.float32)
+        logit_grad_dot = torch.zeros((), device=q.device, dtype=torch.float32)
+        for r0 in range(0, B, ctx.step):
+            r1 = min(B, r0 + ctx.step)
+            logits = _scores_fp32(q[r0:r1], c_work).mul_(inv_t)
+            # d loss / d logits, divided by the row scale: softmax weights of row and column directions.
+            dlogits = torch.exp(logits - terms.row_lse[r0:r1, None])
+            if ctx.symmetric:
+                dlogits += torch.exp(logits + terms.col_log_weight[None, :])
+            dlogits.masked_fill_(query_keys[r0:r1, None] == candidate_keys[None, :], 0.0)
+            logit_grad_dot += (dlogits * logits).sum()
+            dlogits = dlogits.to(q_work.dtype) if q_work.dtype != torch.float32 else dlogits
+            dq[r0:r1] = dlogits @ c_work
+            dc += dlogits.T @ q_work[r0:r1]
+        return terms.finish(q, c, labels, temperature, dq, dc, logit_grad_dot, inv_t) + (None,) * 5
+
+
+def infonce_chunked(x: InfoNCEInputs, chunk_rows: int | None = None) -> torch.Tensor:
+    """Mean InfoNCE computed in row chunks (see the module docstring); any device."""
+    return ChunkedInfoNCE.apply(
+        x.q, x.c, x.temperature, x.extra_logits, x.labels, x.query_keys, x.candidate_keys, x.symmetric, chunk_rows
+    )

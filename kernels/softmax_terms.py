@@ -1,0 +1,123 @@
+"""The O(B + N) parts of InfoNCE shared by the chunked and Triton paths.
+
+The fast paths produce, from tiles of the score matrix, the log-sum-exp of each row's negatives (and of
+each column's negatives when symmetric). Everything else, the positive logits, the extra logits, the
+loss value and the gradient terms that are vectors rather than matrices, lives here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ForwardStats:
+    """What a fast forward pass hands over: positive logits and negatives' log-sum-exps (fp32)."""
+
+    positive: torch.Tensor  # [B]
+    row_negative_lse: torch.Tensor  # [B]
+    col_negative_lse: torch.Tensor | None  # [N], symmetric only
+
+
+def positive_logits(q: torch.Tensor, c: torch.Tensor, labels: torch.Tensor, inv_t: torch.Tensor) -> torch.Tensor:
+    """p_i = q_i . c_{labels_i} / T in fp32."""
+    return (q.float() * c[labels].float()).sum(dim=1) * inv_t
+
+
+def finish_forward(
+    stats: ForwardStats,
+    labels: torch.Tensor,
+    extra_logits: torch.Tensor | None,
+    symmetric: bool,
+    num_candidates: int,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Loss value and the vectors backward needs (positive logits, row and column log-sum-exps)."""
+    pos = stats.positive
+    parts = [stats.row_negative_lse, pos]
+    if extra_logits is not None:
+        parts.append(torch.logsumexp(extra_logits.float(), dim=1))
+    row_lse = torch.logsumexp(torch.stack(parts), dim=0)
+    loss = (row_lse - pos).mean()
+    if not symmetric:
+        return loss, [pos, row_lse]
+    col_lse = torch.logaddexp(stats.col_negative_lse[labels], pos)
+    loss = 0.5 * (loss + (col_lse - pos).mean())
+    return loss, [pos, row_lse, col_lse]
+
+
+@dataclass
+class BackwardTerms:
+    """Per-row and per-column quantities that turn a recomputed logit tile into its gradient.
+
+    For a negative entry (k, j): d loss / d logit = scale * (exp(logit - row_lse[k]) +
+    exp(logit + col_log_weight[j])); the second term only when symmetric.
+    """
+
+    scale: torch.Tensor  # 0-d: grad_loss / B (halved when symmetric)
+    row_lse: torch.Tensor  # [B]
+    col_log_weight: torch.Tensor | None  # [N]
+    positive: torch.Tensor  # [B]
+    positive_grad: torch.Tensor  # [B], d loss / d positive logit, divided by scale
+    extra_grad: torch.Tensor | None  # [B, K]
+
+    def finish(
+        self,
+        q: torch.Tensor,
+        c: torch.Tensor,
+        labels: torch.Tensor,
+        temperature: torch.Tensor,
+        dq: torch.Tensor,
+        dc: torch.Tensor,
+        logit_grad_dot: torch.Tensor,
+        inv_t: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Add the positives' terms to the negatives' products dq = dS c, dc = dS^T q (fp32, unscaled).
+
+        ``logit_grad_dot`` is sum(dS * logits) over the negatives; it yields the temperature gradient
+        (logits = scores / T, so d logits / d T = -logits / T).
+        """
+        g = self.positive_grad
+        dq.addcmul_(g[:, None], c[labels].float())
+        dc.index_add_(0, labels, g[:, None] * q.float())
+        factor = self.scale * inv_t
+        grad_q = (dq * factor).to(q.dtype)
+        grad_c = (dc * factor).to(c.dtype)
+        grad_t = -self.scale * (logit_grad_dot + (g * self.positive).sum()) * inv_t
+        return grad_q, grad_c, grad_t.reshape(temperature.shape), self.extra_grad
+
+
+def _log_scatter_sum(log_values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """log(sum over i with index[i] == j of exp(log_values[i])) for each j, without overflow."""
+    peak = torch.full((size,), float("-inf"), device=log_values.device, dtype=log_values.dtype)
+    peak.scatter_reduce_(0, index, log_values, reduce="amax")
+    safe = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    total = torch.zeros(size, device=log_values.device, dtype=log_values.dtype)
+    total.index_add_(0, index, torch.exp(log_values - safe[index]))
+    return safe + torch.log(total)
+
+
+def prepare_backward(
+    saved: list[torch.Tensor],
+    labels: torch.Tensor,
+    extra_logits: torch.Tensor | None,
+    symmetric: bool,
+    num_candidates: int,
+    grad_loss: torch.Tensor,
+) -> BackwardTerms:
+    """Turn the saved vectors and the incoming loss gradient into the tile-gradient terms."""
+    pos, row_lse = saved[0], saved[1]
+    B = pos.shape[0]
+    scale = grad_loss.float() / B
+    positive_grad = torch.exp(pos - row_lse) - 1.0
+    col_log_weight = None
+    if symmetric:
+        scale = 0.5 * scale
+        col_lse = saved[2]
+        positive_grad = positive_grad + (torch.exp(pos - col_lse) - 1.0)
+        col_log_weight = _log_scatter_sum(-col_lse, labels, num_candidates)
+    extra_grad = None
+    if extra_logits is not None:
+        extra_grad = (scale * torch.exp(extra_logits.float() - row_lse[:, None])).to(extra_logits.dtype)
+    return BackwardTerms(scale, row_lse, col_log_weight, pos, positive_grad, extra_grad)

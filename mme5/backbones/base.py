@@ -1,0 +1,226 @@
+"""What every backbone family provides, and the shared machinery behind it.
+
+A :class:`BackboneAdapter` turns :class:`~mme5.records.Side` objects into one family's model inputs
+(prompt text with the family's image token, processor call, mixed text/image batches), loads the
+family's processor and model (optionally 8-/4-bit through bitsandbytes), names its LoRA targets, and
+builds its tiny random-initialised twin for tests and the demo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from mme5.errors import UnsupportedModelError
+from mme5.records import PUBLIC_IMAGE_TOKEN, Side
+
+Quantization = Literal["int8", "nf4", "fp4"]
+QUANTIZATIONS = ("int8", "nf4", "fp4")
+TINY_INFO_FILE = "mme5_tiny.json"
+
+
+class BackboneError(UnsupportedModelError):
+    """A backbone that cannot be used: unknown model type, missing path, unsupported option (a ValueError)."""
+
+
+def cache_root() -> Path:
+    """Where tiny twins are built: ``$MME5_CACHE`` or ``~/.cache/mme5``."""
+    env = os.environ.get("MME5_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "mme5"
+
+
+def truncate_text(tokenizer: Any, text: str, max_tokens: int) -> str:
+    """Cut ``text`` to at most ``max_tokens`` tokens (special tokens kept whole), without tokenizer side effects.
+
+    Truncating before the processor expands image placeholders keeps every image's tokens intact,
+    whatever the family inserts for an image; ``max_length`` therefore bounds the text tokens only.
+    """
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return text
+    return tokenizer.decode(ids[:max_tokens], skip_special_tokens=False)
+
+
+def _target_regex(patterns: list[str]) -> str:
+    """One regex matching a dotted module name that ends with any of ``patterns`` (peft full-matches it)."""
+    return r"(?:.*\.)?(?:" + "|".join(f"(?:{p})" for p in patterns) + r")"
+
+
+class BackboneAdapter:
+    """One model family: formatting, processor, model loading, LoRA targets and the tiny twin.
+
+    Subclasses set the class attributes and implement :meth:`build_tiny`; families whose processor
+    needs special handling of mixed text-only / image batches override :meth:`processor_call`.
+    """
+
+    family: ClassVar[str]
+    #: HF ``model_type`` values this adapter handles.
+    model_types: ClassVar[tuple[str, ...]]
+    image_token: ClassVar[str]
+    padding_side: ClassVar[Literal["left", "right"]] = "right"
+    #: Regexes matched against the end of dotted module names (see :meth:`lora_target_regex`).
+    lora_targets: ClassVar[list[str]]
+    #: Bump when the tiny twin's recipe changes: cached twins with another version are rebuilt.
+    tiny_version: ClassVar[int] = 1
+    #: Module-name patterns kept in full precision when quantizing (projectors, heads).
+    skip_quantization: ClassVar[list[str]] = ["lm_head", "multi_modal_projector"]
+
+    def __init__(self, path: str | None = None):
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(path={self.path!r})"
+
+    # ---- formatting -------------------------------------------------------------------------------
+    def format_text(self, side: Side) -> str:
+        """The prompt for one side: ``<|image_1|>`` rewritten to the family's image token.
+
+        An image side without a token gets the token first, then a newline and the text (the layout
+        of the public data); a text-only side carries no image token at all.
+        """
+        text = side.text or ""
+        text = text.replace(PUBLIC_IMAGE_TOKEN, self.image_token)
+        if not side.has_image:
+            return text.replace(self.image_token, "").strip("\n") if self.image_token in text else text
+        if self.image_token not in text:
+            return self.image_token + ("\n" + text if text else "")
+        first = text.index(self.image_token) + len(self.image_token)
+        return text[:first] + text[first:].replace(self.image_token, "")
+
+    # ---- processor --------------------------------------------------------------------------------
+    def load_processor(self, path: str | os.PathLike) -> Any:
+        """The family's processor from ``path``, with the adapter's padding side."""
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(str(path))
+        return self._configure_processor(processor)
+
+    def _configure_processor(self, processor: Any) -> Any:
+        tok = processor.tokenizer
+        tok.padding_side = self.padding_side
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return processor
+
+    def build_inputs(self, processor: Any, sides: list[Side], max_length: int) -> dict[str, torch.Tensor]:
+        """Model inputs for a batch of sides (any mix of text-only, image-only and image+text).
+
+        ``max_length`` bounds each side's text tokens; image placeholder tokens come on top.
+        Images are decoded here if the caller has not done so already (``Side.load_image``).
+        """
+        if not sides:
+            raise ValueError("build_inputs needs at least one side")
+        texts = [truncate_text(processor.tokenizer, self.format_text(s), max_length) for s in sides]
+        images = [s.load_image() if s.has_image else None for s in sides]
+        return dict(self.processor_call(processor, texts, images))
+
+    def processor_call(self, processor: Any, texts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
+        """Run the processor on formatted texts and per-side images (``None`` for text-only sides)."""
+        flat = [im for im in images if im is not None]
+        kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+        if flat:
+            kwargs["images"] = flat
+        return processor(**kwargs)
+
+    # ---- model ------------------------------------------------------------------------------------
+    def model_class(self) -> type:
+        """The transformers class with the family's checkpoint layout (``...ForConditionalGeneration``)."""
+        raise NotImplementedError
+
+    def load_model(self, path: str | os.PathLike, dtype: torch.dtype = torch.float32,
+                   quantization: Quantization | None = None) -> nn.Module:
+        """Load the family's model from ``path`` in ``dtype``; ``quantization`` loads 8-/4-bit weights.
+
+        Quantized models are placed on the current CUDA device when there is one, else on the CPU
+        (bitsandbytes >= 0.45 runs 8- and 4-bit layers there).
+        """
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if quantization is not None:
+            kwargs.update(self.quantization_kwargs(quantization, dtype))
+        return self.model_class().from_pretrained(str(path), **kwargs)
+
+    def quantization_kwargs(self, quantization: str, dtype: torch.dtype) -> dict[str, Any]:
+        """``from_pretrained`` keyword arguments for bitsandbytes ``quantization``."""
+        from transformers import BitsAndBytesConfig
+
+        if quantization == "int8":
+            config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(self.skip_quantization))
+        elif quantization in ("nf4", "fp4"):
+            config = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type=quantization,
+                bnb_4bit_compute_dtype=dtype,
+                bnb_4bit_use_double_quant=quantization == "nf4",
+                llm_int8_skip_modules=list(self.skip_quantization),
+            )
+        else:
+            raise BackboneError(f"quantization '{quantization}' is not supported; expected one of {QUANTIZATIONS}")
+        device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+        return {"quantization_config": config, "device_map": {"": device}}
+
+    def last_hidden_state(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The language model's last hidden states [n, L, H] for ``inputs`` (no LM head computed)."""
+        return model.model(**inputs, use_cache=False).last_hidden_state
+
+    def lora_target_regex(self, patterns: list[str] | None = None) -> str:
+        """The peft ``target_modules`` regex for ``patterns`` (default: :attr:`lora_targets`)."""
+        return _target_regex(list(patterns) if patterns else list(self.lora_targets))
+
+    # ---- tiny twin --------------------------------------------------------------------------------
+    def build_tiny(self, out_dir: str | os.PathLike, seed: int = 0) -> str:
+        """Write a tiny random-initialised twin (model + processor) to ``out_dir``; returns the path."""
+        raise NotImplementedError
+
+    def tiny_dir(self) -> Path:
+        return cache_root() / "tiny" / f"{self.family}-v{self.tiny_version}"
+
+    def ensure_tiny(self, seed: int = 0) -> str:
+        """The cached tiny twin, built once (atomically: temp dir, then rename) and reused afterwards."""
+        target = self.tiny_dir()
+        if _tiny_is_current(target, self.tiny_version, seed):
+            return str(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            with torch.random.fork_rng(devices=[]):
+                self.build_tiny(tmp, seed)
+            (tmp / TINY_INFO_FILE).write_text(json.dumps(
+                {"family": self.family, "version": self.tiny_version, "seed": seed}))
+            if target.exists() and not _tiny_is_current(target, self.tiny_version, seed):
+                stale = Path(tempfile.mkdtemp(prefix=f".{target.name}-stale-", dir=target.parent))
+                os.replace(target, stale / "old")
+                shutil.rmtree(stale, ignore_errors=True)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not _tiny_is_current(target, self.tiny_version, seed):
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return str(target)
+
+
+def _tiny_is_current(folder: Path, version: int, seed: int) -> bool:
+    info = folder / TINY_INFO_FILE
+    if not info.is_file():
+        return False
+    try:
+        meta = json.loads(info.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return meta.get("version") == version and meta.get("seed") == seed
+
+
+def matching_modules(model: nn.Module, pattern: str) -> list[str]:
+    """Names of ``model``'s modules that full-match ``pattern`` (what peft would wrap)."""
+    rx = re.compile(pattern)
+    return [name for name, _ in model.named_modules() if name and rx.fullmatch(name)]

@@ -1,0 +1,87 @@
+"""Mllama (Llama-3.2-Vision), the mmE5 backbone: images enter through cross-attention layers."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from mme5.backbones.base import BackboneAdapter
+from mme5.backbones.tokenizer import build_tokenizer
+
+SPECIAL_TOKENS = [
+    "<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>", "<|image|>",
+    "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|python_tag|>",
+]
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|image|>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+class MllamaAdapter(BackboneAdapter):
+    """Llama-3.2-Vision. Text-only rows in a batch with images get an all-zero cross-attention mask,
+    which makes the cross-attention layers the identity for them (same output as a text-only batch)."""
+
+    family = "mllama"
+    model_types = ("mllama",)
+    image_token = "<|image|>"
+    padding_side = "right"
+    # Text self-attention, cross-attention and vision attention all name their projections q/k/v/o_proj.
+    lora_targets = ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]
+    skip_quantization = ["lm_head", "multi_modal_projector", "vision_model"]
+    tiny_version = 2
+
+    def model_class(self) -> type:
+        from transformers import MllamaForConditionalGeneration
+
+        return MllamaForConditionalGeneration
+
+    def processor_call(self, processor: Any, texts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
+        kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+        if any(im is not None for im in images):
+            # Nested per-row lists; empty rows are padded with zero tiles (aspect ratio id 0) and an
+            # all-zero cross-attention mask.
+            kwargs["images"] = [[im] if im is not None else [] for im in images]
+        return processor(**kwargs)
+
+    def build_tiny(self, out_dir: str | os.PathLike, seed: int = 0) -> str:
+        from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaProcessor
+        from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
+
+        tok = build_tokenizer(
+            SPECIAL_TOKENS, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
+            pad_token="<|finetune_right_pad_id|>", extra_attributes={"image_token": self.image_token},
+            chat_template=CHAT_TEMPLATE, padding_side=self.padding_side,
+        )
+        image_processor = MllamaImageProcessorPil(size={"height": 32, "width": 32}, max_image_tiles=1)
+        processor = MllamaProcessor(image_processor, tok, chat_template=CHAT_TEMPLATE)
+        config = MllamaConfig(
+            vision_config=dict(
+                hidden_size=32, num_hidden_layers=2, num_global_layers=1, attention_heads=2,
+                intermediate_size=64, vision_output_dim=96, image_size=32, patch_size=8, max_num_tiles=1,
+                intermediate_layers_indices=[0, 1], supported_aspect_ratios=[[1, 1]],
+            ),
+            text_config=dict(
+                vocab_size=len(tok), hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                num_key_value_heads=2, intermediate_size=128, cross_attention_layers=[1],
+                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                max_position_embeddings=4096,
+            ),
+            image_token_index=tok.image_token_id,
+        )
+        torch.manual_seed(seed)
+        model = MllamaForConditionalGeneration(config)
+        # Mllama's scalar gates (cross-attention, gated vision layers, tile embeddings) start at zero,
+        # so images would have no effect; open them as a trained checkpoint has them.
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "gate" in name.rsplit(".", 1)[-1] and param.numel() == 1:
+                    param.uniform_(0.5, 1.0)
+        model.save_pretrained(out_dir)
+        processor.save_pretrained(out_dir)
+        return str(out_dir)

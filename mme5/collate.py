@@ -1,0 +1,112 @@
+"""The Collator: a list of Examples -> one contrastive training batch of model inputs.
+
+It runs in DataLoader workers, so it is picklable and loads the backbone's processor lazily (once
+per process). Images are decoded here, inside the worker, with the configured size limits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+import torch
+
+from mme5.backbones import BackboneAdapter, get_adapter
+from mme5.records import Example, RecordError, Side
+
+
+class Batch(TypedDict):
+    """What the Collator returns (and the training module consumes)."""
+
+    query: dict[str, torch.Tensor]
+    """Model inputs for the B queries."""
+    candidates: dict[str, torch.Tensor]
+    """Model inputs for the B positives, then the K negatives of query 0, of query 1, ..."""
+    num_negatives: int
+    """K, hard negatives per query (0 when some example of the batch has none)."""
+    candidate_ids: torch.Tensor
+    """Content ids (int64) of the B + B*K candidates, for false-negative masking."""
+    ids: list[str]
+    """Example ids."""
+
+
+class Collator:
+    """Turns Examples into a :class:`Batch` with the backbone's formatting and processor.
+
+    Args:
+        model: the backbone (model folder, cached hub id or ``tiny-<family>``), as for the Encoder.
+        max_length: maximum text tokens per side (image tokens come on top).
+        max_negatives: keep at most this many hard negatives per query (None: all). Examples with
+            fewer negatives than the batch's K repeat their last one; if any example has none, K = 0.
+        max_pixels: refuse images with more pixels than this (a decoding guard).
+        max_side: downscale images whose longest side exceeds this (None: keep the size).
+    """
+
+    def __init__(self, model: str, max_length: int = 256, max_negatives: int | None = None,
+                 max_pixels: int | None = 64_000_000, max_side: int | None = None):
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        if max_negatives is not None and max_negatives < 0:
+            raise ValueError(f"max_negatives must be >= 0 or None, got {max_negatives}")
+        self.model = str(model)
+        self.max_length = max_length
+        self.max_negatives = max_negatives
+        self.max_pixels = max_pixels
+        self.max_side = max_side
+        self._adapter: BackboneAdapter | None = None
+        self._processor: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_adapter"] = None
+        state["_processor"] = None
+        return state
+
+    @property
+    def adapter(self) -> BackboneAdapter:
+        if self._adapter is None:
+            self._adapter = get_adapter(self.model)
+        return self._adapter
+
+    @property
+    def processor(self) -> Any:
+        if self._processor is None:
+            self._processor = self.adapter.load_processor(self.adapter.path)
+        return self._processor
+
+    def num_negatives(self, examples: list[Example]) -> int:
+        """K for a batch: the largest negative count (capped), or 0 if some example has none."""
+        counts = [len(ex.negatives) for ex in examples]
+        if not counts or min(counts) == 0:
+            return 0
+        k = max(counts)
+        return min(k, self.max_negatives) if self.max_negatives is not None else k
+
+    def _decoded(self, side: Side, example: Example) -> Side:
+        if side.has_image:
+            try:
+                side.load_image(max_pixels=self.max_pixels, max_side=self.max_side)
+            except RecordError as exc:
+                raise RecordError(exc.reason, f"example '{example.id}': {exc}") from None
+        return side
+
+    def __call__(self, examples: list[Example]) -> Batch:
+        if not examples:
+            raise ValueError("Collator got an empty list of examples")
+        k = self.num_negatives(examples)
+        queries = [self._decoded(ex.query_side(), ex) for ex in examples]
+        positives: list[Side] = []
+        negatives: list[Side] = []
+        for ex in examples:
+            cands = [self._decoded(s, ex) for s in ex.candidate_sides()]
+            positives.append(cands[0])
+            negs = cands[1:1 + k]
+            negs += [negs[-1]] * (k - len(negs)) if negs else []
+            negatives.extend(negs)
+        candidates = positives + negatives
+        return Batch(
+            query=self.adapter.build_inputs(self.processor, queries, self.max_length),
+            candidates=self.adapter.build_inputs(self.processor, candidates, self.max_length),
+            num_negatives=k,
+            candidate_ids=torch.tensor([s.content_id() for s in candidates], dtype=torch.long),
+            ids=[ex.id for ex in examples],
+        )

@@ -1,0 +1,225 @@
+"""Shard sets: brace-expanded specs, their sizes, and how an epoch's shards are dealt to readers.
+
+A *reader* (or slot) is one DataLoader worker of one rank: ``slot = rank * num_workers + worker``.
+In epoch mode each shard of a set goes to exactly one slot per epoch (disjoint, complete coverage);
+in resampled mode every slot draws shards with replacement from the whole set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from braceexpand import braceexpand
+
+from mme5.data.skips import EMPTY_SHARD, SHARD_OPEN, TRUNCATED_TAR, DataError
+from mme5.records import SIZES_FILE, read_sizes, write_sizes
+
+log = logging.getLogger("mme5.data")
+
+
+@dataclass
+class ShardSet:
+    """One shard set of a mixture.
+
+    Args:
+        shards: brace-expanded spec (``data/train-{000000..000099}.tar``), a folder of ``*.tar``
+            shards, or any URL / ``pipe:`` command that webdataset accepts.
+        weight: mixing weight; each draw picks this set with probability weight / sum(weights).
+        name: label used in logs and errors (default: the spec).
+    """
+
+    shards: str
+    weight: float = 1.0
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.shards
+
+
+def derive_seed(*parts: object) -> int:
+    """A 64-bit seed from any tuple of printable parts (stable across processes and runs)."""
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
+
+
+def is_local(url: str) -> bool:
+    return "://" not in url and not url.startswith("pipe:")
+
+
+def expand_shards(spec: str) -> list[str]:
+    """The shard URLs of a spec: a folder (its ``*.tar``), or a brace expansion (``{a,b}``, ``{000..009}``).
+
+    Missing shards are not an error here: :func:`resolve` counts them as unopenable (``shard_open``).
+    """
+    if is_local(spec) and os.path.isdir(spec):
+        urls = sorted(str(p) for p in Path(spec).glob("*.tar"))
+        if not urls:
+            raise DataError(f"shard folder '{spec}' holds no *.tar file")
+        return urls
+    urls = [u for part in spec.split("::") for u in braceexpand(part)]
+    if not urls:
+        raise DataError(f"shard spec '{spec}' expands to no shard")
+    return urls
+
+
+def count_samples(url: str) -> tuple[int, str | None]:
+    """Samples in one shard (distinct keys), reading only tar headers for local files.
+
+    Returns ``(count, problem)``: a damaged shard counts the samples readable before the damage
+    (problem ``truncated_tar``), an unreadable one counts 0 (``shard_open``), an empty one 0
+    (``empty_shard``).
+    """
+    keys: set[str] = set()
+    if is_local(url) and not os.path.isfile(url):
+        return 0, SHARD_OPEN
+    try:
+        if is_local(url):
+            with tarfile.open(url, "r:*") as tar:
+                for info in tar:
+                    if info.isfile():
+                        keys.add(os.path.basename(info.name).partition(".")[0])
+        else:
+            from webdataset.gopen import gopen
+
+            with gopen(url, "rb") as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+                for info in tar:
+                    if info.isfile():
+                        keys.add(os.path.basename(info.name).partition(".")[0])
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        log.warning("data: counting samples of '%s' stopped early: %s", url, exc)
+        return len(keys), (TRUNCATED_TAR if keys else SHARD_OPEN)
+    return len(keys), (None if keys else EMPTY_SHARD)
+
+
+def _remote_sizes(folder_url: str) -> dict[str, int]:
+    from webdataset.gopen import gopen
+
+    try:
+        with gopen(folder_url + "/" + SIZES_FILE, "rb") as f:
+            return {str(k): int(v) for k, v in json.loads(f.read()).items()}
+    except Exception:  # noqa: BLE001 - any failure means "no sizes file there"; we count instead
+        return {}
+
+
+def shard_sizes(urls: Sequence[str], write: bool = True) -> tuple[list[int], list[tuple[str, str]]]:
+    """Samples per shard, from ``sizes.json`` next to the shards, else counted (and written when local).
+
+    ``write`` adds the counted sizes to each local folder's ``sizes.json`` (done by the one process
+    that prepares data; other ranks count in memory if the file is still missing). Also returns the
+    problems found: ``(reason, url)`` for shards that are missing, unreadable, damaged or empty.
+    """
+    problems: list[tuple[str, str]] = []
+    by_folder: dict[str, dict[str, int]] = {}
+    sizes: list[int] = []
+    counted: dict[str, dict[str, int]] = {}
+    for url in urls:
+        folder, name = os.path.split(url) if is_local(url) else url.rsplit("/", 1) if "/" in url else ("", url)
+        if folder not in by_folder:
+            by_folder[folder] = read_sizes(folder or ".") if is_local(url) else (
+                _remote_sizes(folder) if folder and not url.startswith("pipe:") else {})
+        known = by_folder[folder]
+        if is_local(url) and not os.path.isfile(url):
+            sizes.append(0)
+            problems.append((SHARD_OPEN, url))
+            continue
+        if name in known:
+            sizes.append(known[name])
+            if known[name] == 0:
+                problems.append((EMPTY_SHARD, url))
+            continue
+        n, problem = count_samples(url)
+        if problem:
+            problems.append((problem, url))
+        sizes.append(n)
+        known[name] = n
+        if is_local(url):
+            counted.setdefault(folder or ".", {})[name] = n
+    if write:
+        for folder, new in counted.items():
+            try:
+                write_sizes(folder, {**read_sizes(folder), **new})
+                log.info("data: wrote %s with %d counted shard(s) in '%s'", SIZES_FILE, len(new), folder)
+            except OSError as exc:
+                log.warning("data: cannot write %s in '%s' (%s); counts kept in memory", SIZES_FILE, folder, exc)
+    return sizes, problems
+
+
+@dataclass
+class ResolvedSet:
+    """A shard set with its URLs and per-shard sample counts."""
+
+    label: str
+    urls: list[str]
+    sizes: list[int]
+    weight: float
+    problems: list[tuple[str, str]]
+
+    @property
+    def samples(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def readable(self) -> list[str]:
+        """The shards that hold samples (empty and unopenable ones are left out, and counted)."""
+        return [u for u, n in zip(self.urls, self.sizes) if n > 0]
+
+
+def resolve(sets: Sequence[ShardSet], write_sizes_files: bool = True) -> list[ResolvedSet]:
+    """Expand and size every set; checks weights and that something is there to read."""
+    if not sets:
+        raise DataError("no training shard set given (set `train`, or `demo` for the demo corpus)")
+    out = []
+    for s in sets:
+        if not s.weight > 0:
+            raise DataError(f"shard set '{s.label}': weight must be > 0, got {s.weight}")
+        urls = expand_shards(s.shards)
+        sizes, problems = shard_sizes(urls, write=write_sizes_files)
+        out.append(ResolvedSet(s.label, urls, sizes, float(s.weight), problems))
+    empty = [r for r in out if r.samples == 0]
+    if empty:
+        names = "; ".join(f"'{r.label}' ({len(r.urls)} shards: {_short_list(r.urls)})" for r in empty)
+        raise DataError(f"no readable sample in shard set {names}: every shard is empty or unreadable")
+    return out
+
+
+def _short_list(urls: Sequence[str], n: int = 3) -> str:
+    return ", ".join(urls[:n]) + (f", ... (+{len(urls) - n})" if len(urls) > n else "")
+
+
+def fingerprint(sets: Sequence[ResolvedSet]) -> str:
+    """A short hash of the shard lists, sizes and weights (resume checks the data did not change)."""
+    h = hashlib.blake2b(digest_size=8)
+    for r in sets:
+        h.update(repr((r.urls, r.sizes, r.weight)).encode())
+    return h.hexdigest()
+
+
+def deal_shards(rset: ResolvedSet, slots: int, seed: int, epoch: int, set_index: int) -> list[list[str]]:
+    """Epoch mode: each shard to one slot, shuffled by (seed, epoch), balancing samples per slot.
+
+    Shards are shuffled, then dealt largest first to the slot with the fewest samples so far (ties
+    keep the shuffled order and the lowest slot), which keeps slot totals within one shard of equal.
+    """
+    usable = [i for i, n in enumerate(rset.sizes) if n > 0]
+    if len(usable) < slots:
+        raise DataError(
+            f"shard set '{rset.label}' has {len(usable)} readable shard(s) but {slots} readers (ranks x workers) "
+            f"each need at least one in epoch mode: add shards, lower num_workers, or set resampled=True")
+    order = usable
+    random.Random(derive_seed(seed, epoch, set_index, "deal")).shuffle(order)
+    order.sort(key=lambda i: -rset.sizes[i])  # stable: equal sizes keep the shuffled order
+    totals = [0] * slots
+    dealt: list[list[str]] = [[] for _ in range(slots)]
+    for i in order:
+        s = min(range(slots), key=lambda k: (totals[k], len(dealt[k]), k))
+        dealt[s].append(rset.urls[i])
+        totals[s] += rset.sizes[i]
+    return dealt

@@ -1,0 +1,29 @@
+"""Errors a user can cause (bad config value, missing file, malformed data, unsupported model).
+
+The `mme5` command prints these as one line (`mme5: error: ...`) instead of a traceback. Raise a
+subclass of :class:`Mme5Error` (or the standard exception it also derives from) with a message that
+names the thing and what was expected.
+"""
+
+from __future__ import annotations
+
+
+class Mme5Error(Exception):
+    """Base class of errors caused by input or configuration, reported without a traceback."""
+
+
+class ConfigError(Mme5Error, ValueError):
+    """A configuration value that cannot work (unknown choice, inconsistent settings)."""
+
+
+class MissingPathError(Mme5Error, FileNotFoundError):
+    """A file or folder the configuration names does not exist."""
+
+
+class UnsupportedModelError(Mme5Error, ValueError):
+    """A model whose family mme5 has no adapter for."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types the command line reports as one line."""
+    return (Mme5Error,)

@@ -1,0 +1,60 @@
+"""MMEB and XTD evaluation: readers, distinct-item encoding, cached embeddings, ranking metrics,
+Lightning callbacks, reports, and the standalone ``mme5 evaluate``.
+
+Quick use with any embedding function ``embed(sides: list[Side]) -> Tensor[n, D]``::
+
+    from mme5.eval import evaluate_mmeb, markdown_report
+    result = evaluate_mmeb(embed, "data/MMEB-eval", image_root="data/eval_images")
+    print(markdown_report(mmeb=result))
+"""
+
+from mme5.eval.cache import EmbeddingCache, model_fingerprint
+from mme5.eval.datasets import (
+    MMEB_DATASETS,
+    MMEB_META_TASK,
+    MMEB_OOD,
+    XTD_LANGUAGES,
+    DatasetInfo,
+    EvalDataError,
+    RetrievalSet,
+    resolve_mmeb,
+    resolve_xtd,
+)
+from mme5.eval.distributed import DistContext
+from mme5.eval.items import Item, ItemTable
+from mme5.eval.metrics import RankingMetrics, truth_rank
+from mme5.eval.runner import (
+    DatasetScore,
+    EmbedFn,
+    EvalResult,
+    evaluate_mmeb,
+    evaluate_xtd,
+    load_mmeb,
+    load_xtd,
+    run_benchmark,
+)
+
+__all__ = [
+    "MMEB_DATASETS", "MMEB_META_TASK", "MMEB_OOD", "XTD_LANGUAGES", "DatasetInfo", "DatasetScore",
+    "DistContext", "EmbedFn", "EmbeddingCache", "EvalDataError", "EvalResult", "Item", "ItemTable",
+    "RankingMetrics", "RetrievalSet", "cli_main", "evaluate_mmeb", "evaluate_xtd", "load_mmeb", "load_xtd",
+    "markdown_report", "model_fingerprint", "resolve_mmeb", "resolve_xtd", "run_benchmark", "truth_rank",
+    "MMEBEvaluation", "XTDEvaluation",
+]
+
+
+def __getattr__(name: str):
+    # Lightning, matplotlib and model loading are imported only when these are asked for.
+    if name in ("MMEBEvaluation", "XTDEvaluation"):
+        from mme5.eval import callbacks
+
+        return getattr(callbacks, name)
+    if name == "markdown_report":
+        from mme5.eval.report import markdown_report
+
+        return markdown_report
+    if name == "cli_main":
+        from mme5.eval.cli import cli_main
+
+        return cli_main
+    raise AttributeError(f"module 'mme5.eval' has no attribute '{name}'")

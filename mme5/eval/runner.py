@@ -1,0 +1,312 @@
+"""Evaluate an embedding function on MMEB / XTD folders.
+
+The embedding contract: ``embed(sides: list[Side]) -> Tensor[n, D]``, one row per side. The runner
+encodes each distinct (text, image path) item once (or takes it from the embedding cache), splits
+the items to encode over ranks and all-gathers their embeddings, scores every row against its own
+candidates in chunks, and reduces the per-dataset metrics across ranks (torchmetrics sync).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mme5.errors import ConfigError, Mme5Error
+from mme5.eval.cache import EmbeddingCache
+from mme5.eval.datasets import (
+    META_TASKS,
+    XTD_LANGUAGES,
+    Benchmark,
+    load_benchmark,
+    resolve_mmeb,
+    resolve_xtd,
+)
+from mme5.eval.distributed import DistContext
+from mme5.eval.items import Item, check_images, image_signature, load_side
+from mme5.eval.metrics import RankingMetrics
+from mme5.eval.scoring import SCORE_BUDGET, rows_for_rank, score_rows
+from mme5.records import Side
+
+log = logging.getLogger("mme5.eval")
+
+EmbedFn = Callable[[list[Side]], Tensor]
+KS = (1, 5, 10)
+NDCG_K = 10
+
+
+class EmbeddingError(Mme5Error, ValueError):
+    """The embedding function returned something other than one finite vector per side."""
+
+
+@dataclass
+class EncodeStats:
+    """What one evaluation cost: distinct items, how many were encoded, how many came from the cache."""
+
+    distinct_items: int = 0
+    encoded: int = 0
+    from_cache: int = 0
+    encoded_here: int = 0
+    seconds: float = 0.0
+
+    @property
+    def items_per_second(self) -> float:
+        return self.encoded_here / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass
+class DatasetScore:
+    """One dataset's scores (percent) and size."""
+
+    name: str
+    meta_task: str
+    ood: bool
+    rows: int
+    total_rows: int
+    candidates: int
+    metrics: dict[str, float]
+    chance_p1: float | None = None
+
+    @property
+    def precision_at_1(self) -> float:
+        return self.metrics["precision@1"]
+
+
+@dataclass
+class EvalResult:
+    """The outcome of one benchmark evaluation; ``summary`` holds the headline means (percent)."""
+
+    benchmark: str
+    datasets: list[DatasetScore]
+    missing: list[str]
+    summary: dict[str, float]
+    rows: int
+    rows_x_candidates: int
+    encode: EncodeStats
+    seconds: float
+    step: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def score(self, name: str) -> DatasetScore:
+        for d in self.datasets:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (per-dataset scores, summary, cost, missing datasets)."""
+        out = asdict(self)
+        out["encode"]["items_per_second"] = self.encode.items_per_second
+        return out
+
+
+def _validate(out: object, n: int) -> Tensor:
+    if not isinstance(out, Tensor):
+        raise EmbeddingError(f"the embedding function returned {type(out).__name__}, expected a Tensor [n, D]")
+    if out.ndim != 2 or out.shape[0] != n:
+        raise EmbeddingError(f"the embedding function returned shape {tuple(out.shape)} for {n} sides, "
+                             f"expected [{n}, D]")
+    out = out.detach().float()
+    if not torch.isfinite(out).all():
+        raise EmbeddingError("the embedding function returned non-finite values")
+    return F.normalize(out, dim=-1)
+
+
+def encode_local(embed: EmbedFn, items: Sequence[Item], image_root: str | os.PathLike | None,
+                 batch_size: int) -> Tensor | None:
+    """Embed ``items`` in batches (the next batch's images load while the current one encodes)."""
+    if not items:
+        return None
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+
+    def load(batch: Sequence[Item]) -> list[Side]:
+        return [load_side(it, image_root) for it in batch]
+
+    outs: list[Tensor] = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, batches[0])
+        for b in range(len(batches)):
+            sides = pending.result()
+            if b + 1 < len(batches):
+                pending = pool.submit(load, batches[b + 1])
+            outs.append(_validate(embed(sides), len(sides)))
+    return torch.cat(outs)
+
+
+def encode_items(embed: EmbedFn, items: Sequence[Item], image_root: str | os.PathLike | None,
+                 batch_size: int = 64, cache: EmbeddingCache | None = None, fingerprint: str | None = None,
+                 ctx: DistContext | None = None) -> tuple[Tensor, EncodeStats]:
+    """Embeddings [len(items), D] (float32, L2-normalised) of every item, on every rank.
+
+    Items found in ``cache`` under ``fingerprint`` are not encoded; the others are split in
+    contiguous blocks over ranks, encoded, all-gathered, and stored in the cache by rank 0.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    ctx = ctx or DistContext.current()
+    n = len(items)
+    stats = EncodeStats(distinct_items=n)
+    found = torch.zeros(n, dtype=torch.bool)
+    cached: Tensor | None = None
+    keys: list[bytes] = []
+    use_cache = cache is not None and fingerprint is not None
+    if use_cache:
+        if ctx.rank == 0:
+            keys = [_cache_key(it, image_root) for it in items]
+            found, cached = cache.lookup(fingerprint, keys)  # type: ignore[union-attr]
+        found = ctx.broadcast_object(found)  # type: ignore[assignment]
+        width = ctx.broadcast_object(cached.shape[1] if cached is not None else 0)
+        if int(found.sum()) > 0:
+            cached = ctx.broadcast_tensor(cached, (int(found.sum()), width), torch.float32)  # type: ignore
+    todo = (~found).nonzero().flatten().tolist()
+    counts = [len(rows_for_rank(len(todo), r, ctx.world_size)) for r in range(ctx.world_size)]
+    mine = rows_for_rank(len(todo), ctx.rank, ctx.world_size)
+    t0 = time.perf_counter()
+    local = encode_local(embed, [items[todo[j]] for j in mine], image_root, batch_size)
+    stats.seconds = time.perf_counter() - t0
+    stats.encoded_here = len(mine)
+    width = ctx.max_int(local.shape[1] if local is not None else 0)
+    if width == 0 and cached is not None:
+        width = cached.shape[1]
+    device = local.device if local is not None else (cached.device if cached is not None else ctx.device)
+    if ctx.distributed:
+        if local is None:
+            local = torch.zeros(0, width, device=ctx.device)
+        new = ctx.all_gather_rows(local, counts) if todo else torch.zeros(0, width, device=ctx.device)
+        device = new.device
+    else:
+        new = local if local is not None else torch.zeros(0, width, device=device)
+    emb = torch.empty(n, width, dtype=torch.float32, device=device)
+    if todo:
+        emb[torch.tensor(todo, dtype=torch.long, device=device)] = new.to(device)
+    if cached is not None and int(found.sum()) > 0:
+        emb[found.to(device)] = cached.to(device)
+    stats.encoded, stats.from_cache = len(todo), int(found.sum())
+    if use_cache and ctx.rank == 0 and todo:
+        cache.store(fingerprint, [keys[i] for i in todo], new)  # type: ignore[union-attr, arg-type]
+    return emb, stats
+
+
+def _cache_key(item: Item, image_root: str | os.PathLike | None) -> bytes:
+    """Item content key plus the image file's size and mtime, so a replaced image is re-encoded."""
+    sig = image_signature(image_root, item)
+    if not sig:
+        return item.key()
+    return hashlib.blake2b(item.key() + sig, digest_size=16).digest()
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def summarize_mmeb(scores: list[DatasetScore]) -> dict[str, float]:
+    """Meta-task means, IND / OOD means and the overall mean of Precision@1 (percent)."""
+    out: dict[str, float] = {}
+    tasks = list(META_TASKS) + sorted({s.meta_task for s in scores} - set(META_TASKS))
+    for task in tasks:
+        group = [s.precision_at_1 for s in scores if s.meta_task == task]
+        if group:
+            out[task] = _mean(group)
+    ind = [s.precision_at_1 for s in scores if not s.ood]
+    ood = [s.precision_at_1 for s in scores if s.ood]
+    if ind:
+        out["IND"] = _mean(ind)
+    if ood:
+        out["OOD"] = _mean(ood)
+    out["Overall"] = _mean(s.precision_at_1 for s in scores)
+    return out
+
+
+def summarize_xtd(scores: list[DatasetScore]) -> dict[str, float]:
+    """Per-language Recall@1/5/10 and the mean Recall@10 over languages (percent)."""
+    out: dict[str, float] = {}
+    for s in scores:
+        for k in KS:
+            out[f"{s.name}/R@{k}"] = s.metrics[f"hit@{k}"]
+    out["mean_R@10"] = _mean(s.metrics["hit@10"] for s in scores)
+    return out
+
+
+def run_benchmark(benchmark: str, embed: EmbedFn, bench: Benchmark, image_root: str | os.PathLike | None,
+                  batch_size: int = 64, cache: EmbeddingCache | None = None, fingerprint: str | None = None,
+                  ctx: DistContext | None = None, score_budget: int = SCORE_BUDGET,
+                  step: int | None = None) -> EvalResult:
+    """Encode the benchmark's distinct items once, score every dataset, summarise."""
+    ctx = ctx or DistContext.current()
+    t0 = time.perf_counter()
+    check_images(bench.items.items, image_root, what=f"{benchmark} evaluation")
+    emb, stats = encode_items(embed, bench.items.items, image_root, batch_size, cache, fingerprint, ctx)
+    scores: list[DatasetScore] = []
+    for rset in bench.sets:
+        metric = RankingMetrics(ks=KS, ndcg_k=NDCG_K).to(emb.device)
+        metric.update(torch.zeros(0))
+        score_rows(rset, emb, metric, rows_for_rank(len(rset.queries), ctx.rank, ctx.world_size), score_budget)
+        values = {k: float(v) for k, v in metric.compute().items()}
+        rows = int(values.pop("rows"))
+        info = rset.meta
+        scores.append(DatasetScore(
+            name=rset.name, meta_task=info.meta_task if info else "", ood=bool(info and info.ood), rows=rows,
+            total_rows=rset.total_rows, candidates=rset.num_pairs,
+            metrics={k: 100.0 * v for k, v in values.items()},
+            chance_p1=None if info is None or info.chance_p1 is None else 100.0 * info.chance_p1))
+        log.info("%s %s: P@1 %.2f over %d rows", benchmark, rset.name, scores[-1].precision_at_1, rows)
+    summary = summarize_mmeb(scores) if benchmark == "mmeb" else summarize_xtd(scores)
+    if bench.missing:
+        log.warning("%s: %d requested dataset(s) are not in the folder: %s", benchmark, len(bench.missing),
+                    ", ".join(bench.missing))
+    return EvalResult(
+        benchmark=benchmark, datasets=scores, missing=list(bench.missing), summary=summary,
+        rows=sum(len(s.queries) for s in bench.sets), rows_x_candidates=sum(s.num_pairs for s in bench.sets),
+        encode=stats, seconds=time.perf_counter() - t0, step=step)
+
+
+def load_mmeb(mmeb_dir: str | os.PathLike, datasets: Sequence[str] | None = None,
+              max_rows: int | None = None) -> Benchmark:
+    """Read the requested MMEB datasets (all 36 + ``datasets.json`` extras by default)."""
+    found, missing = resolve_mmeb(mmeb_dir, datasets)
+    if not found:
+        raise ConfigError(f"none of the requested MMEB datasets is in '{mmeb_dir}' "
+                          f"(looked for {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+    return load_benchmark(found, missing, max_rows)
+
+
+def load_xtd(xtd_dir: str | os.PathLike, languages: Sequence[str] = XTD_LANGUAGES,
+             max_rows: int | None = None) -> Benchmark:
+    """Read the requested XTD languages."""
+    found, missing = resolve_xtd(xtd_dir, languages)
+    if not found:
+        raise ConfigError(f"none of the XTD languages {', '.join(languages)} is in '{xtd_dir}'")
+    return load_benchmark(found, missing, max_rows)
+
+
+def evaluate_mmeb(embed: EmbedFn, mmeb_dir: str | os.PathLike, image_root: str | os.PathLike | None,
+                  datasets: Sequence[str] | None = None, max_rows: int | None = None, batch_size: int = 64,
+                  cache_dir: str | os.PathLike | None = None, fingerprint: str | None = None,
+                  ctx: DistContext | None = None) -> EvalResult:
+    """MMEB: per-dataset Precision@1 (+ hit@k, MRR, nDCG@10), meta-task / IND / OOD / overall means.
+
+    ``cache_dir`` with a ``fingerprint`` of the model enables the on-disk embedding cache.
+    """
+    bench = load_mmeb(mmeb_dir, datasets, max_rows)
+    cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
+    return run_benchmark("mmeb", embed, bench, image_root, batch_size, cache, fingerprint, ctx)
+
+
+def evaluate_xtd(embed: EmbedFn, xtd_dir: str | os.PathLike, image_root: str | os.PathLike | None,
+                 languages: Sequence[str] = XTD_LANGUAGES, max_rows: int | None = None, batch_size: int = 64,
+                 cache_dir: str | os.PathLike | None = None, fingerprint: str | None = None,
+                 ctx: DistContext | None = None) -> EvalResult:
+    """XTD text -> image retrieval: per-language Recall@1/5/10 and their mean Recall@10."""
+    bench = load_xtd(xtd_dir, languages, max_rows)
+    cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
+    return run_benchmark("xtd", embed, bench, image_root, batch_size, cache, fingerprint, ctx)
+

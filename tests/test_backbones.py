@@ -1,0 +1,215 @@
+"""Backbone adapters: formatting, adapter choice and errors, tiny twins, mixed text/image batches."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skdata
+
+from mme5.backbones import ADAPTERS, TINY_NAMES, BackboneError, get_adapter
+from mme5.backbones.base import TINY_INFO_FILE, matching_modules
+from mme5.backbones.llava import LlavaAdapter
+from mme5.backbones.tokenizer import MULTILINGUAL_TEXT, build_tokenizer
+from mme5.records import PUBLIC_IMAGE_TOKEN, Side
+
+TINY = list(TINY_NAMES)
+
+
+def photo(name: str = "astronaut", size: tuple[int, int] | None = None) -> Image.Image:
+    img = Image.fromarray(getattr(skdata, name)()).convert("RGB")
+    return img.resize(size) if size else img
+
+
+def mixed_sides() -> list[Side]:
+    return [
+        Side(f"{PUBLIC_IMAGE_TOKEN}\nRepresent the given image with the following question: what is this?",
+             photo("astronaut")),
+        Side("Find me an everyday image that matches the given caption: a cup of coffee"),
+        Side("Zdjęcie kota. Кошка. 一只猫。고양이. Köpek.", photo("chelsea", (70, 45))),
+        Side(None, photo("coffee", (40, 90))),
+        Side("text only, second"),
+    ]
+
+
+@pytest.fixture(scope="module", params=TINY)
+def tiny(request):
+    adapter = get_adapter(request.param)
+    processor = adapter.load_processor(adapter.path)
+    model = adapter.load_model(adapter.path)
+    return adapter, processor, model
+
+
+# ---- formatting ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls", ADAPTERS, ids=lambda c: c.family)
+def test_format_text_rewrites_places_and_strips_image_tokens(cls):
+    ad = cls()
+    img = photo("camera", (8, 8))
+    tok = ad.image_token
+    assert ad.format_text(Side(f"{PUBLIC_IMAGE_TOKEN}\nRepresent the image.", img)) == f"{tok}\nRepresent the image."
+    assert ad.format_text(Side("A caption", img)) == f"{tok}\nA caption"
+    assert ad.format_text(Side(None, img)) == tok
+    assert ad.format_text(Side("", img)) == tok
+    # Text-only sides never carry an image token, even when the raw text has one.
+    assert ad.format_text(Side("plain text")) == "plain text"
+    assert ad.format_text(Side(f"{PUBLIC_IMAGE_TOKEN}\nno image here")) == "no image here"
+    # One image per side: extra tokens are dropped, the first stays where it was.
+    assert ad.format_text(Side(f"Look {PUBLIC_IMAGE_TOKEN} and {tok}", img)) == f"Look {tok} and "
+
+
+def test_image_tokens_per_family():
+    tokens = {cls.family: cls.image_token for cls in ADAPTERS}
+    assert tokens["mllama"] == "<|image|>"
+    assert tokens["llava"] == tokens["llava_next"] == "<image>"
+    if "qwen2_vl" in tokens:
+        assert tokens["qwen2_vl"] == "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+# ---- choosing an adapter ---------------------------------------------------------------------------
+
+def test_unknown_model_type_is_one_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(BackboneError, match=r"unsupported model_type 'bert'.*mllama.*llava") as info:
+        get_adapter(str(tmp_path))
+    assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
+
+
+def test_missing_path_is_one_clear_error(tmp_path):
+    with pytest.raises(BackboneError, match=r"'.*nowhere' not found.*supported model types: mllama"):
+        get_adapter(str(tmp_path / "nowhere"))
+    with pytest.raises(BackboneError, match="no config.json"):
+        get_adapter(str(tmp_path))
+    with pytest.raises(BackboneError, match="tiny twins: tiny-mllama"):
+        get_adapter("tiny-gpt")
+
+
+def test_folder_is_chosen_by_model_type(tiny):
+    adapter, _, _ = tiny
+    again = get_adapter(adapter.path)
+    assert type(again) is type(adapter) and again.path == adapter.path
+
+
+# ---- tiny twins ------------------------------------------------------------------------------------
+
+def test_tiny_twin_is_cached_reused_and_rebuilt_on_version_change(tmp_path, monkeypatch):
+    monkeypatch.setenv("MME5_CACHE", str(tmp_path))
+    first = get_adapter("tiny-llava").path
+    assert first == str(tmp_path / "tiny" / "llava-v1")
+    weights = os.path.join(first, "model.safetensors")
+    stamp = os.stat(weights).st_mtime_ns
+    assert get_adapter("tiny-llava").path == first and os.stat(weights).st_mtime_ns == stamp
+    # A folder holding another version's twin (or a half-written one) is replaced.
+    info = os.path.join(first, TINY_INFO_FILE)
+    meta = json.loads(open(info).read())
+    meta["version"] = 0
+    open(info, "w").write(json.dumps(meta))
+    assert get_adapter("tiny-llava").path == first
+    assert json.loads(open(info).read())["version"] == LlavaAdapter.tiny_version
+    assert [p.name for p in (tmp_path / "tiny").iterdir()] == ["llava-v1"]  # no temp dirs left behind
+
+
+def test_tiny_twin_is_deterministic_from_seed(tmp_path):
+    from safetensors.torch import load_file
+
+    ad = LlavaAdapter()
+    a = load_file(os.path.join(ad.build_tiny(tmp_path / "a", seed=3), "model.safetensors"))
+    b = load_file(os.path.join(ad.build_tiny(tmp_path / "b", seed=3), "model.safetensors"))
+    c = load_file(os.path.join(ad.build_tiny(tmp_path / "c", seed=4), "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_tiny_twin_loads_like_a_real_checkpoint(tiny):
+    from transformers import AutoConfig, AutoProcessor
+
+    adapter, _, model = tiny
+    processor = AutoProcessor.from_pretrained(adapter.path)
+    assert processor.tokenizer.convert_tokens_to_ids("<|image|>" if adapter.family == "mllama" else "<image>") \
+        is not None if adapter.family != "qwen2_vl" else True
+    assert AutoConfig.from_pretrained(adapter.path).model_type in adapter.model_types
+    assert type(model).__name__.endswith("ForConditionalGeneration")
+    text = model.config.get_text_config()
+    assert text.hidden_size == 64 and sum(p.numel() for p in model.parameters()) < 2_000_000
+
+
+def test_offline_tokenizer_covers_demo_languages():
+    tok = build_tokenizer(["<s>", "</s>", "<image>"], bos_token="<s>", eos_token="</s>",
+                          extra_attributes={"image_token": "<image>"})
+    samples = ["Il cane corre nel parco", "Собака бежит по парку", "两只狗在雪地里玩耍", "Pies biegnie, żółć",
+               "Köpek parkta koşuyor, ışık", "개가 공원에서 뛰고 있습니다", "¿Dónde está la estación?", "unseen: ÆØÅ ☃"]
+    for text in samples:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids) == text
+    # The trained merges compress the built-in text well below one token per byte.
+    ids = tok(MULTILINGUAL_TEXT, add_special_tokens=False)["input_ids"]
+    assert len(ids) < len(MULTILINGUAL_TEXT.encode()) / 3
+    assert tok("<image>hi", add_special_tokens=False)["input_ids"][0] == tok.image_token_id
+
+
+def test_lora_targets_exist_in_the_model(tiny):
+    adapter, _, model = tiny
+    names = matching_modules(model, adapter.lora_target_regex())
+    assert names and all(isinstance(model.get_submodule(n), torch.nn.Linear) for n in names)
+    for pattern in adapter.lora_targets:
+        assert matching_modules(model, adapter.lora_target_regex([pattern])), pattern
+    joined = " ".join(names)
+    vision = {"mllama": "vision_model", "llava": "vision_tower", "llava_next": "vision_tower", "qwen2_vl": "visual"}
+    assert vision[adapter.family] in joined and "language_model" in joined and "down_proj" in joined
+    if adapter.family == "mllama":
+        assert "cross_attn.q_proj" in joined and "cross_attn.o_proj" in joined
+    assert "lm_head" not in joined and "multi_modal_projector" not in joined
+
+
+# ---- inputs and forward ----------------------------------------------------------------------------
+
+def test_mixed_batch_forward_backward(tiny):
+    adapter, processor, model = tiny
+    sides = mixed_sides()
+    inputs = adapter.build_inputs(processor, sides, max_length=64)
+    assert inputs["input_ids"].shape[0] == len(sides)
+    model.zero_grad()
+    hidden = adapter.last_hidden_state(model, inputs)
+    assert hidden.shape[:2] == inputs["input_ids"].shape and torch.isfinite(hidden).all()
+    (hidden * torch.randn_like(hidden)).sum().backward()
+    vision = {"mllama": "vision_model", "llava": "vision_tower", "llava_next": "vision_tower", "qwen2_vl": "visual"}
+    vision_grads = [p.grad for n, p in model.named_parameters() if vision[adapter.family] in n]
+    assert any(g is not None and g.abs().sum() > 0 for g in vision_grads)
+
+
+def test_text_only_row_of_a_mixed_batch_matches_a_text_only_batch(tiny):
+    adapter, processor, model = tiny
+    sides = mixed_sides()
+    mixed = adapter.build_inputs(processor, sides, max_length=64)
+    alone = adapter.build_inputs(processor, [sides[1]], max_length=64)
+    with torch.no_grad():
+        h_mixed = adapter.last_hidden_state(model, mixed)
+        h_alone = adapter.last_hidden_state(model, alone)
+    n = int(alone["attention_mask"].sum())
+    row = h_mixed[1][mixed["attention_mask"][1].bool()]
+    assert row.shape[0] == n
+    torch.testing.assert_close(row, h_alone[0][alone["attention_mask"][0].bool()], atol=1e-5, rtol=1e-4)
+
+
+def test_all_text_and_all_image_batches(tiny):
+    adapter, processor, model = tiny
+    for sides in ([Side("only text"), Side("more text here")], [Side(None, photo()), Side("x", photo("coffee"))]):
+        inputs = adapter.build_inputs(processor, sides, max_length=16)
+        with torch.no_grad():
+            assert torch.isfinite(adapter.last_hidden_state(model, inputs)).all()
+
+
+def test_max_length_bounds_text_tokens_and_keeps_the_image(tiny):
+    adapter, processor, _ = tiny
+    long_text = " ".join(["word", "słowo", "слово", "단어"] * 100)
+    text_only = adapter.build_inputs(processor, [Side(long_text)], max_length=20)
+    assert text_only["input_ids"].shape[1] <= 20 + 2  # plus the family's BOS
+    with_image = adapter.build_inputs(processor, [Side(long_text, photo())], max_length=20)
+    image_id = processor.tokenizer.convert_tokens_to_ids(
+        "<|image_pad|>" if adapter.family == "qwen2_vl" else adapter.image_token)
+    assert (with_image["input_ids"] == image_id).any()
