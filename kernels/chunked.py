@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from .inputs import InfoNCEInputs
+from .matmul import addmm_fp32_, matmul_fp32
 from .softmax_terms import BackwardTerms, ForwardStats, finish_forward, positive_logits, prepare_backward
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 21  # scores per row chunk (8 MiB in fp32)
@@ -27,15 +28,6 @@ def _rows_per_chunk(num_queries: int, num_candidates: int, chunk_rows: int | Non
         return max(1, int(chunk_rows))
     rows = max(16, DEFAULT_CHUNK_ELEMENTS // num_candidates)
     return max(1, min(rows, (num_queries + 1) // 2))
-
-
-def _scores_fp32(q_rows: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """q_rows c^T in fp32 (fp32 accumulation for every input dtype)."""
-    if q_rows.dtype == torch.float32:
-        return q_rows @ c.T
-    if q_rows.is_cuda:
-        return torch.mm(q_rows, c.T, out_dtype=torch.float32)
-    return q_rows.float() @ c.float().T
 
 
 class ChunkedInfoNCE(torch.autograd.Function):
@@ -52,7 +44,7 @@ class ChunkedInfoNCE(torch.autograd.Function):
         step = _rows_per_chunk(B, N, chunk_rows)
         for r0 in range(0, B, step):
             r1 = min(B, r0 + step)
-            logits = _scores_fp32(q[r0:r1], c_work).mul_(inv_t)
+            logits = matmul_fp32(q[r0:r1], c_work.T).mul_(inv_t)
             logits.masked_fill_(query_keys[r0:r1, None] == candidate_keys[None, :], float("-inf"))
             row_neg[r0:r1] = torch.logsumexp(logits, dim=1)
             if symmetric:
@@ -76,16 +68,17 @@ class ChunkedInfoNCE(torch.autograd.Function):
         logit_grad_dot = torch.zeros((), device=q.device, dtype=torch.float32)
         for r0 in range(0, B, ctx.step):
             r1 = min(B, r0 + ctx.step)
-            logits = _scores_fp32(q[r0:r1], c_work).mul_(inv_t)
+            logits = matmul_fp32(q[r0:r1], c_work.T).mul_(inv_t)
             # d loss / d logits, divided by the row scale: softmax weights of row and column directions.
-            dlogits = torch.exp(logits - terms.row_lse[r0:r1, None])
+            dlogits = torch.sub(logits, terms.row_lse[r0:r1, None]).exp_()
             if ctx.symmetric:
-                dlogits += torch.exp(logits + terms.col_log_weight[None, :])
+                dlogits += torch.add(logits, terms.col_log_weight[None, :]).exp_()
             dlogits.masked_fill_(query_keys[r0:r1, None] == candidate_keys[None, :], 0.0)
-            logit_grad_dot += (dlogits * logits).sum()
-            dlogits = dlogits.to(q_work.dtype) if q_work.dtype != torch.float32 else dlogits
-            dq[r0:r1] = dlogits @ c_work
-            dc += dlogits.T @ q_work[r0:r1]
+            logit_grad_dot += torch.vdot(dlogits.view(-1), logits.view(-1))
+            if q_work.dtype != torch.float32:
+                dlogits = dlogits.to(q_work.dtype)
+            dq[r0:r1] = matmul_fp32(dlogits, c_work)
+            addmm_fp32_(dc, dlogits.T, q_work[r0:r1])
         return terms.finish(q, c, labels, temperature, dq, dc, logit_grad_dot, inv_t) + (None,) * 5
 
 

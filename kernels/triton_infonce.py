@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from .inputs import InfoNCEInputs
+from .matmul import addmm_fp32_, matmul_fp32
 from .softmax_terms import ForwardStats, finish_forward, positive_logits, prepare_backward
 
 INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -166,9 +167,11 @@ def _kernel_flags(dtype: torch.dtype) -> dict:
     }
 
 
-def _launch_options(cfg: TileConfig) -> dict:
+def _launch_options(cfg: TileConfig, dtype: torch.dtype) -> dict:
+    # fp32 tiles take twice the shared memory per stage: halve the K step on the GPU.
+    block_k = cfg.block_k if (INTERPRETER or dtype != torch.float32) else min(cfg.block_k, 32)
     return {
-        "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n, "BLOCK_K": cfg.block_k,
+        "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n, "BLOCK_K": block_k,
         "num_warps": cfg.num_warps, "num_stages": cfg.num_stages,
     }
 
@@ -199,7 +202,7 @@ def triton_forward_stats(x: InfoNCEInputs, inv_t: torch.Tensor) -> ForwardStats:
     _infonce_forward_kernel[(programs,)](
         q, c, x.query_keys, x.candidate_keys, inv_t, row_max, row_sum, col_max, col_sum,
         B, N, D, q.stride(0), q.stride(1), c.stride(0), c.stride(1),
-        SYMMETRIC=x.symmetric, **_kernel_flags(q.dtype), **_launch_options(cfg),
+        SYMMETRIC=x.symmetric, **_kernel_flags(q.dtype), **_launch_options(cfg, q.dtype),
     )
     row_neg = row_max + torch.log(row_sum)
     col_neg = None
@@ -208,22 +211,6 @@ def triton_forward_stats(x: InfoNCEInputs, inv_t: torch.Tensor) -> ForwardStats:
         ref = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
         col_neg = ref + torch.log((col_sum * torch.exp(col_max - ref)).sum(dim=0))
     return ForwardStats(positive_logits(q, c, x.labels, inv_t), row_neg, col_neg)
-
-
-def _matmul_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    if a.dtype == torch.float32:
-        return a @ b
-    if a.is_cuda:
-        return torch.mm(a, b, out_dtype=torch.float32)
-    return a.float() @ b.float()
-
-
-def _accumulate_matmul(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """acc += a @ b with fp32 accumulation, without a temporary on CUDA."""
-    if a.dtype == torch.float32 or a.is_cuda:
-        torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc) if a.dtype != torch.float32 else acc.addmm_(a, b)
-    else:
-        acc.addmm_(a.float(), b.float())
 
 
 def _chunk_rows(cfg: TileConfig, B: int, N: int, element_size: int) -> int:
@@ -270,11 +257,11 @@ class TritonInfoNCE(torch.autograd.Function):
             _infonce_score_grad_kernel[(row_tiles, col_tiles)](
                 q, c, query_keys, candidate_keys, inv_t, row_lse, col_logw, ds, dots,
                 r0, r1, N, D, q.stride(0), q.stride(1), c.stride(0), c.stride(1), ds.stride(0),
-                SYMMETRIC=ctx.symmetric, **_kernel_flags(q.dtype), **_launch_options(cfg),
+                SYMMETRIC=ctx.symmetric, **_kernel_flags(q.dtype), **_launch_options(cfg, q.dtype),
             )
             logit_grad_dot += dots[: row_tiles * col_tiles].sum()
-            dq[r0:r1] = _matmul_fp32(ds, c)
-            _accumulate_matmul(dc, ds.T, q[r0:r1])
+            dq[r0:r1] = matmul_fp32(ds, c)
+            addmm_fp32_(dc, ds.T, q[r0:r1])
         return terms.finish(q, c, labels, temperature, dq, dc, logit_grad_dot, inv_t.reshape(())) + (None,) * 4
 
 

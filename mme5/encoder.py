@@ -105,12 +105,18 @@ class Encoder(nn.Module):
         self.processor = self.adapter.load_processor(self.adapter.path)
         base = self.adapter.load_model(self.adapter.path, dtype=DTYPES[dtype], quantization=quantization)
         base.config.use_cache = False
+        head = base.get_output_embeddings()
+        if head is not None:  # never used for embeddings: keep it out of optimisers and DDP's unused set
+            head.requires_grad_(False)
         if quantization is not None and lora is not None:
             from peft import prepare_model_for_kbit_training
 
             base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
         if gradient_checkpointing:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x
+                base.activation_checkpointing_enable({"use_reentrant": False})
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model: nn.Module = self._add_lora(base, lora) if lora is not None else base
         self.gradient_checkpointing = gradient_checkpointing
 

@@ -128,10 +128,17 @@ def test_tiny_twin_is_deterministic_from_seed(tmp_path):
 def test_tiny_twin_loads_like_a_real_checkpoint(tiny):
     from transformers import AutoConfig, AutoProcessor
 
-    adapter, _, model = tiny
-    processor = AutoProcessor.from_pretrained(adapter.path)
-    assert processor.tokenizer.convert_tokens_to_ids("<|image|>" if adapter.family == "mllama" else "<image>") \
-        is not None if adapter.family != "qwen2_vl" else True
+    adapter, processor, model = tiny
+    if adapter.family == "qwen2_vl":
+        try:  # Qwen2-VL's full processor needs torchvision (for videos); the adapter works without it.
+            AutoProcessor.from_pretrained(adapter.path)
+        except ImportError as exc:
+            assert "torchvision" in str(exc).lower()
+    else:
+        assert type(AutoProcessor.from_pretrained(adapter.path)) is type(processor)
+    assert type(processor).__name__.lower().startswith(adapter.family.replace("_", ""))
+    for token in ("<|image_pad|>",) if adapter.family == "qwen2_vl" else (adapter.image_token,):
+        assert processor.tokenizer.convert_tokens_to_ids(token) == model.config.image_token_id
     assert AutoConfig.from_pretrained(adapter.path).model_type in adapter.model_types
     assert type(model).__name__.endswith("ForConditionalGeneration")
     text = model.config.get_text_config()

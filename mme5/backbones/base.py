@@ -70,7 +70,8 @@ class BackboneAdapter:
     lora_targets: ClassVar[list[str]]
     #: Bump when the tiny twin's recipe changes: cached twins with another version are rebuilt.
     tiny_version: ClassVar[int] = 1
-    #: Module-name patterns kept in full precision when quantizing (projectors, heads).
+    #: Modules kept in full precision when quantizing (heads, projectors, the vision tower): names
+    #: anywhere in the dotted module path.
     skip_quantization: ClassVar[list[str]] = ["lm_head", "multi_modal_projector"]
 
     def __init__(self, path: str | None = None):
@@ -131,8 +132,8 @@ class BackboneAdapter:
         return processor(**kwargs)
 
     # ---- model ------------------------------------------------------------------------------------
-    def model_class(self) -> type:
-        """The transformers class with the family's checkpoint layout (``...ForConditionalGeneration``)."""
+    def model_class_for(self, path: str | os.PathLike) -> type:
+        """The transformers class for the checkpoint at ``path`` (``...ForConditionalGeneration``)."""
         raise NotImplementedError
 
     def load_model(self, path: str | os.PathLike, dtype: torch.dtype = torch.float32,
@@ -145,26 +146,30 @@ class BackboneAdapter:
         kwargs: dict[str, Any] = {"dtype": dtype}
         if quantization is not None:
             kwargs.update(self.quantization_kwargs(quantization, dtype))
-        return self.model_class().from_pretrained(str(path), **kwargs)
+        return self.model_class_for(path).from_pretrained(str(path), **kwargs)
 
     def quantization_kwargs(self, quantization: str, dtype: torch.dtype) -> dict[str, Any]:
         """``from_pretrained`` keyword arguments for bitsandbytes ``quantization``."""
         from transformers import BitsAndBytesConfig
 
         if quantization == "int8":
-            config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(self.skip_quantization))
+            config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=self._skip_patterns())
         elif quantization in ("nf4", "fp4"):
             config = BitsAndBytesConfig(
                 load_in_4bit=True,
                 bnb_4bit_quant_type=quantization,
                 bnb_4bit_compute_dtype=dtype,
                 bnb_4bit_use_double_quant=quantization == "nf4",
-                llm_int8_skip_modules=list(self.skip_quantization),
+                llm_int8_skip_modules=self._skip_patterns(),
             )
         else:
             raise BackboneError(f"quantization '{quantization}' is not supported; expected one of {QUANTIZATIONS}")
         device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
         return {"quantization_config": config, "device_map": {"": device}}
+
+    def _skip_patterns(self) -> list[str]:
+        # transformers matches these from the start of the module path (or as a suffix).
+        return [rf"(?:.*\.)?{name}" for name in self.skip_quantization]
 
     def last_hidden_state(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The language model's last hidden states [n, L, H] for ``inputs`` (no LM head computed)."""

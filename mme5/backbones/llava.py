@@ -56,7 +56,7 @@ class LlavaAdapter(BackboneAdapter):
     skip_quantization = ["lm_head", "multi_modal_projector", "vision_tower"]
     tiny_version = 1
 
-    def model_class(self) -> type:
+    def model_class_for(self, path: str | os.PathLike) -> type:
         from transformers import LlavaForConditionalGeneration
 
         return LlavaForConditionalGeneration

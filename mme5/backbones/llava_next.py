@@ -21,7 +21,7 @@ class LlavaNextAdapter(LlavaAdapter):
     model_types = ("llava_next",)
     tiny_version = 1
 
-    def model_class(self) -> type:
+    def model_class_for(self, path: str | os.PathLike) -> type:
         from transformers import LlavaNextForConditionalGeneration
 
         return LlavaNextForConditionalGeneration

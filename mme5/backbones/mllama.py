@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 import torch
+from torch import nn
 
 from mme5.backbones.base import BackboneAdapter
 from mme5.backbones.tokenizer import build_tokenizer
@@ -24,8 +25,15 @@ CHAT_TEMPLATE = (
 
 
 class MllamaAdapter(BackboneAdapter):
-    """Llama-3.2-Vision. Text-only rows in a batch with images get an all-zero cross-attention mask,
-    which makes the cross-attention layers the identity for them (same output as a text-only batch)."""
+    """Llama-3.2-Vision (``model_type`` ``mllama``).
+
+    The processor pads image-less rows of a mixed batch with a zero image and an all-zero
+    cross-attention mask, but transformers' cross-attention then lets such rows attend uniformly to
+    the padding image (only the cross-attention MLP is masked). So that a text-only side embeds the
+    same whatever else is in its batch, :meth:`last_hidden_state` runs the image rows and the
+    text-only rows as two sub-batches (the text-only one skips the cross-attention layers, as a
+    text-only batch does) and puts the rows back in order.
+    """
 
     family = "mllama"
     model_types = ("mllama",)
@@ -36,7 +44,7 @@ class MllamaAdapter(BackboneAdapter):
     skip_quantization = ["lm_head", "multi_modal_projector", "vision_model"]
     tiny_version = 2
 
-    def model_class(self) -> type:
+    def model_class_for(self, path: str | os.PathLike) -> type:
         from transformers import MllamaForConditionalGeneration
 
         return MllamaForConditionalGeneration
@@ -48,6 +56,22 @@ class MllamaAdapter(BackboneAdapter):
             # all-zero cross-attention mask.
             kwargs["images"] = [[im] if im is not None else [] for im in images]
         return processor(**kwargs)
+
+    def last_hidden_state(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = inputs.get("cross_attention_mask")
+        if inputs.get("pixel_values") is None or mask is None:
+            return super().last_hidden_state(model, _text_only(inputs))
+        has_image = mask.flatten(1).any(dim=1)
+        if bool(has_image.all()):
+            return super().last_hidden_state(model, inputs)
+        if not bool(has_image.any()):
+            return super().last_hidden_state(model, _text_only(inputs))
+        image_rows = has_image.nonzero().squeeze(1)
+        text_rows = (~has_image).nonzero().squeeze(1)
+        h_image = super().last_hidden_state(model, {k: v[image_rows] for k, v in inputs.items()})
+        h_text = super().last_hidden_state(model, _text_only({k: v[text_rows] for k, v in inputs.items()}))
+        order = torch.argsort(torch.cat([image_rows, text_rows]))
+        return torch.cat([h_image, h_text])[order.to(h_image.device)]
 
     def build_tiny(self, out_dir: str | os.PathLike, seed: int = 0) -> str:
         from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaProcessor
@@ -85,3 +109,10 @@ class MllamaAdapter(BackboneAdapter):
         model.save_pretrained(out_dir)
         processor.save_pretrained(out_dir)
         return str(out_dir)
+
+
+IMAGE_KEYS = ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask")
+
+
+def _text_only(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in inputs.items() if k not in IMAGE_KEYS}

@@ -30,7 +30,7 @@ RGB: dict[str, tuple[int, int, int]] = {
     "black": (18, 18, 18), "white": (238, 238, 238), "gray": (125, 125, 125),
 }
 #: Object radius as a fraction of the quadrant's side.
-RADIUS = {"small": 0.22, "large": 0.40}
+RADIUS = {"small": 0.25, "large": 0.42}
 SUPERSAMPLE = 2
 JPEG_QUALITY = 90
 
@@ -226,7 +226,7 @@ def render_scene(scene: Scene, seed: int, size: int) -> Image.Image:
         ca, sa = math.cos(angle), math.sin(angle)
         pts = [(cx + r * (x * ca - y * sa), cy + r * (x * sa + y * ca)) for x, y in _unit_outline(obj.shape)]
         draw.polygon(pts, fill=fill)
-    return img.resize((size, size), Image.BILINEAR, reducing_gap=None)
+    return img.reduce(SUPERSAMPLE)
 
 
 def render(picture: Picture, size: int) -> Image.Image:

@@ -4,9 +4,9 @@ Tie rule (the official MMEB/VLM2Vec code takes ``np.argmax`` over a row's scores
 first maximum, and the ground truth is candidate 0): a candidate outranks the truth only when its
 score is strictly greater. So a tie between the truth and any other candidate counts for the truth,
 for Precision@1 as in the official code, and for hit@k, MRR and nDCG@k alike. The rank of the truth
-is ``#{j > 0 : s_j > s_0}`` (0-based). Candidates that are the very same item as the truth (a
-duplicate in the row) have the identical embedding and so tie with it exactly; they are excluded by
-item id rather than left to floating-point luck.
+is ``#{j > 0 : s_j > s_0}`` (0-based). Candidates whose embedding is bit-identical to the truth's
+(the truth repeated in its row, or the same content under another path) tie with it exactly; they
+are excluded by id (see :mod:`mme5.eval.scoring`) rather than left to the rounding of a matrix product.
 
 State is a handful of sums, so memory does not grow with rows x candidates, and ``compute`` sums the
 states of all ranks (torchmetrics' sync) before dividing.
@@ -35,7 +35,9 @@ def truth_rank(scores: Tensor, valid: Tensor) -> Tensor:
 class RankingMetrics(Metric):
     """Precision@1, hit@k (= Recall@k with one relevant item), MRR and nDCG@k from truth ranks.
 
-    ``update(ranks)`` takes the 0-based rank of the truth per row (see :func:`truth_rank`).
+    ``update(ranks, tied)`` takes the 0-based rank of the truth per row (see :func:`truth_rank`) and,
+    optionally, which rows won only by a tie with another item: their share is reported as
+    ``tie@1``, a warning sign for collapsed embeddings (a constant embedding scores 100 by the rule).
     """
 
     is_differentiable = False
@@ -51,10 +53,13 @@ class RankingMetrics(Metric):
         self.add_state("hits", torch.zeros(len(self.ks), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("rr", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("ndcg", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("ties", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("rows", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, ranks: Tensor) -> None:  # noqa: D102
+    def update(self, ranks: Tensor, tied: Tensor | None = None) -> None:  # noqa: D102
         ranks = ranks.to(device=self.hits.device, dtype=torch.float64).reshape(-1)
+        if tied is not None:
+            self.ties += tied.to(self.hits.device).sum()
         ks = torch.tensor(self.ks, dtype=torch.float64, device=ranks.device)
         self.hits += (ranks[None, :] < ks[:, None]).sum(dim=1)
         self.rr += (1.0 / (ranks + 1.0)).sum()
@@ -68,6 +73,7 @@ class RankingMetrics(Metric):
         out["precision@1"] = out["hit@1"]
         out["mrr"] = self.rr / n
         out[f"ndcg@{self.ndcg_k}"] = self.ndcg / n
+        out["tie@1"] = self.ties / n
         out["rows"] = self.rows
         return out
 

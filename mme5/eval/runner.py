@@ -33,7 +33,7 @@ from mme5.eval.datasets import (
 from mme5.eval.distributed import DistContext
 from mme5.eval.items import Item, check_images, image_signature, load_side
 from mme5.eval.metrics import RankingMetrics
-from mme5.eval.scoring import SCORE_BUDGET, rows_for_rank, score_rows
+from mme5.eval.scoring import SCORE_BUDGET, canonical_ids, rows_for_rank, score_rows
 from mme5.records import Side
 
 log = logging.getLogger("mme5.eval")
@@ -245,11 +245,13 @@ def run_benchmark(benchmark: str, embed: EmbedFn, bench: Benchmark, image_root: 
     t0 = time.perf_counter()
     check_images(bench.items.items, image_root, what=f"{benchmark} evaluation")
     emb, stats = encode_items(embed, bench.items.items, image_root, batch_size, cache, fingerprint, ctx)
+    canon = canonical_ids(emb)
     scores: list[DatasetScore] = []
     for rset in bench.sets:
         metric = RankingMetrics(ks=KS, ndcg_k=NDCG_K).to(emb.device)
         metric.update(torch.zeros(0))
-        score_rows(rset, emb, metric, rows_for_rank(len(rset.queries), ctx.rank, ctx.world_size), score_budget)
+        score_rows(rset, emb, metric, rows_for_rank(len(rset.queries), ctx.rank, ctx.world_size), score_budget,
+                   canon)
         values = {k: float(v) for k, v in metric.compute().items()}
         rows = int(values.pop("rows"))
         info = rset.meta

@@ -1,26 +1,39 @@
 """Per-row scoring in chunks: each row's query against that row's own candidates.
 
-Embeddings are looked up by item id. For a chunk of rows, the distinct items the chunk refers to
-are scored with one matrix product and the row scores gathered from it, so a candidate repeated in
-a row (or across rows) gets bit-identical scores, and no rows x candidates x D tensor is built.
+Embeddings are looked up by item id. Items whose embeddings are bit-identical (the same content
+under two image paths, or a model that ignores a difference) are first mapped to one id: their scores
+must tie exactly, and a matrix product does not promise equal rounding for equal columns. A chunk of
+rows that shares its candidates (classification: every row has the class list) is scored with one
+product of the queries and the chunk's distinct items; rows with their own candidates gather them.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from mme5.eval.datasets import RetrievalSet
 from mme5.eval.metrics import RankingMetrics, truth_rank
 
-#: Upper bound on the entries of one chunk's (rows x distinct items) score matrix.
-SCORE_BUDGET = 1 << 24
+#: Upper bound on the elements of one chunk's score matrix (rows x distinct items) or gathered candidates.
+SCORE_BUDGET = 1 << 25
 
 
 def rows_for_rank(num_rows: int, rank: int, world_size: int) -> range:
     """The contiguous block of rows one rank scores."""
     per = -(-num_rows // world_size)
     return range(min(rank * per, num_rows), min((rank + 1) * per, num_rows))
+
+
+def canonical_ids(emb: Tensor) -> Tensor:
+    """[n] LongTensor: for each item, the first item with a bit-identical embedding."""
+    arr = np.ascontiguousarray(emb.detach().to("cpu", torch.float32).numpy())
+    if arr.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long)
+    rows = arr.view(np.dtype((np.void, arr.dtype.itemsize * arr.shape[1]))).reshape(-1)
+    _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+    return torch.from_numpy(first[inverse.reshape(-1)]).long()
 
 
 def _padded(candidates: list[list[int]]) -> Tensor:
@@ -31,34 +44,64 @@ def _padded(candidates: list[list[int]]) -> Tensor:
     return out
 
 
-def chunk_ranks(queries: Tensor, cands: Tensor, emb: Tensor) -> Tensor:
-    """Truth ranks of a chunk: ``queries`` [R] item ids, ``cands`` [R, K] item ids (-1 = padding)."""
-    valid = (cands >= 0) & (cands != cands[:, :1])
-    flat = torch.cat([queries, cands.clamp_min(0).reshape(-1)])
-    uniq, inverse = torch.unique(flat, return_inverse=True)
-    table = emb[uniq.to(emb.device)]
-    q = table[inverse[: len(queries)].to(emb.device)]
-    scores = q @ table.T
-    cand_scores = scores.gather(1, inverse[len(queries):].view_as(cands).to(emb.device))
-    return truth_rank(cand_scores, valid.to(emb.device))
+def chunk_ranks(queries: Tensor, cands: Tensor, emb: Tensor, canon: Tensor, gather: bool = False
+                ) -> tuple[Tensor, Tensor]:
+    """(truth ranks, won-by-tie flags) of a chunk of rows.
+
+    ``queries`` [R] and ``cands`` [R, K] are item ids (-1 = padding); ``canon`` maps item ids to the
+    first item with a bit-identical embedding. Candidates with the truth's canonical id cannot outrank
+    it; a row "won by a tie" has a top score shared with another item than the truth itself.
+    ``gather=False`` scores the chunk's distinct items with one matrix product (rows sharing a candidate
+    list); ``gather=True`` gathers each row's own candidates ([R, K, D]; rows with their own lists).
+    """
+    dev = emb.device
+    pad = cands < 0
+    canon_q = canon[queries].to(dev)
+    canon_c = torch.where(pad, cands, canon[cands.clamp_min(0)]).to(dev)
+    if gather:
+        cand_scores = torch.bmm(emb[canon_c.clamp_min(0)], emb[canon_q].unsqueeze(-1)).squeeze(-1)
+    else:
+        flat = torch.cat([canon_q, canon_c.clamp_min(0).reshape(-1)])
+        uniq, inverse = torch.unique(flat, return_inverse=True)
+        table = emb[uniq]
+        scores = table[inverse[: len(queries)]] @ table.T
+        cand_scores = scores.gather(1, inverse[len(queries):].view_as(cands))
+    pad = pad.to(dev)
+    valid = ~pad & (canon_c != canon_c[:, :1])
+    other_item = ~pad & (cands.to(dev) != cands[:, :1].to(dev))
+    ranks = truth_rank(cand_scores, valid)
+    same = ((cand_scores == cand_scores[:, :1]) | ~valid) & other_item
+    same[:, 0] = False
+    return ranks, same.any(dim=1) & (ranks == 0)
 
 
 def score_rows(rset: RetrievalSet, emb: Tensor, metric: RankingMetrics, rows: range | None = None,
-               budget: int = SCORE_BUDGET) -> None:
+               budget: int = SCORE_BUDGET, canon: Tensor | None = None, strategy: str = "auto") -> None:
     """Update ``metric`` with the truth ranks of ``rows`` of ``rset`` (all rows by default).
 
-    ``emb`` [num_items, D] holds the L2-normalised embedding of every item id ``rset`` uses.
+    ``emb`` [num_items, D] holds the L2-normalised embedding of every item id ``rset`` uses;
+    ``canon`` is :func:`canonical_ids` of ``emb`` (computed here when not given). Rows go in chunks
+    whose score matrix (rows x distinct items) or gathered candidates (pairs x D) stay within
+    ``budget`` elements; ``strategy`` ("auto", "distinct", "gather") picks how a chunk is scored:
+    "auto" takes the distinct-items product when rows share candidates, else the per-row gather.
     """
+    if strategy not in ("auto", "distinct", "gather"):
+        raise ValueError(f"strategy must be 'auto', 'distinct' or 'gather', got '{strategy}'")
     rows = range(len(rset.queries)) if rows is None else rows
+    canon = canonical_ids(emb) if canon is None else canon
+    dim = emb.shape[1]
     start = rows.start
     while start < rows.stop:
         n = rows.stop - start
         while True:
             block = rset.candidates[start : start + n]
+            pairs = n * max(len(c) for c in block)
             distinct = len({i for c in block for i in c} | set(rset.queries[start : start + n]))
-            if n == 1 or n * distinct <= budget:
+            use_distinct = strategy == "distinct" or (strategy == "auto" and n * distinct <= 2 * pairs)
+            cost = n * distinct if use_distinct else pairs * dim
+            if n == 1 or cost <= budget:
                 break
             n = (n + 1) // 2
         queries = torch.tensor(rset.queries[start : start + n], dtype=torch.long)
-        metric.update(chunk_ranks(queries, _padded(block), emb))
+        metric.update(*chunk_ranks(queries, _padded(block), emb, canon, gather=not use_distinct))
         start += n

@@ -18,7 +18,8 @@ class TransformersBackend(Backend):
     name = "transformers"
 
     def __init__(self, model: str, device: str = "cpu", dtype: str = "float32",
-                 sampling: SamplingConfig | None = None, chat_template: str | None = None):
+                 sampling: SamplingConfig | None = None, chat_template: str | None = None,
+                 threads: int | None = None):
         """
         Args:
             model: local folder of a Hugging Face VLM (weights, processor, tokenizer with a chat template).
@@ -26,9 +27,12 @@ class TransformersBackend(Backend):
             dtype: ``float32``, ``bfloat16`` or ``float16``.
             sampling: decoding settings.
             chat_template: a Jinja chat template replacing the processor's own.
+            threads: CPU threads torch may use (default: torch's choice). On a shared or small
+                machine 1 is often fastest for small models.
         """
         super().__init__(sampling)
         self.model_path, self.device, self.dtype, self.chat_template = model, device, dtype, chat_template
+        self.threads = threads
         self._model = None
         self._grammars: dict[str, Any] = {}
 
@@ -39,6 +43,9 @@ class TransformersBackend(Backend):
         import torch
         import xgrammar as xgr
         from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
 
         try:
             self._processor = AutoProcessor.from_pretrained(self.model_path)
@@ -55,7 +62,7 @@ class TransformersBackend(Backend):
         self._torch = torch
 
     def _grammar(self, schema: dict[str, Any]):
-        key = json.dumps(schema, sort_keys=True)
+        key = json.dumps(schema)  # property order kept: the model writes fields in schema order
         if key not in self._grammars:
             # No free whitespace: a weak model otherwise loops on spaces and newlines between tokens.
             self._grammars[key] = self._compiler.compile_json_schema(key, any_whitespace=False)

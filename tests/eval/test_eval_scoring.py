@@ -22,9 +22,11 @@ from mme5.errors import ConfigError, MissingPathError
 from mme5.eval import MMEB_DATASETS, RankingMetrics, evaluate_mmeb, evaluate_xtd, truth_rank
 from mme5.eval.datasets import EvalDataError
 from mme5.eval.items import ItemError
-from mme5.eval.scoring import score_rows
+from mme5.eval.scoring import canonical_ids, score_rows
 from mme5.eval.runner import encode_items, load_mmeb
 from mme5.records import Side
+
+from evalfixtures import HashEmbedder
 
 
 def _read_any(path) -> pd.DataFrame:
@@ -114,19 +116,43 @@ def test_tie_rule_favours_the_truth():
     assert out["mrr"].item() == pytest.approx((1 + 1 + 1 / 3) / 3)
 
 
-def test_duplicate_of_truth_is_a_tie_not_a_miss(fixture_folders, embedder):
-    # OVEN rows 0, 3, 6, 9 repeat the truth inside the row; row of astronaut_0 has a content copy
-    bench = load_mmeb(fixture_folders.mmeb_dir, ["OVEN"])
+@pytest.mark.parametrize("name", ["ImageNet-1K", "VisualNews_t2i", "OVEN"])
+def test_chunking_and_strategies_agree(fixture_folders, embedder, name):
+    bench = load_mmeb(fixture_folders.mmeb_dir, [name])
     emb, _ = encode_items(embedder, bench.items.items, fixture_folders.image_root)
     rset = bench.sets[0]
-    assert any(len(set(c)) < len(c) for c in rset.candidates)
-    # make the truth beat no one but its duplicates: rank must stay below the count of strictly better
-    m = RankingMetrics()
-    score_rows(rset, emb, m)
-    m_small = RankingMetrics()
-    score_rows(rset, emb, m_small, budget=7)  # many tiny chunks: same result
-    for k, v in m.compute().items():
-        assert m_small.compute()[k].item() == pytest.approx(v.item(), abs=1e-12)
+    results = []
+    for strategy in ("auto", "distinct", "gather"):
+        for budget in (1 << 25, 7):  # one chunk; one row per chunk
+            m = RankingMetrics()
+            score_rows(rset, emb, m, budget=budget, strategy=strategy)
+            results.append({k: v.item() for k, v in m.compute().items()})
+    for other in results[1:]:
+        assert other == pytest.approx(results[0], abs=1e-12)
+
+
+def test_copies_of_the_truth_share_its_id(fixture_folders, embedder):
+    bench = load_mmeb(fixture_folders.mmeb_dir, ["OVEN"])
+    emb, _ = encode_items(embedder, bench.items.items, fixture_folders.image_root)
+    canon = canonical_ids(emb)
+    items = bench.items.items
+    copy = next(i for i, it in enumerate(items) if it.image_path == "copies/astronaut_0.png")
+    orig = next(i for i, it in enumerate(items) if it.image_path == "photos/astronaut_0.png"
+                and it.text == items[copy].text)
+    assert copy != orig and canon[copy] == canon[orig]
+    assert any(len(set(c)) < len(c) for c in bench.sets[0].candidates)  # the truth repeated in its row
+
+
+def test_collapsed_model_is_flagged_by_tie_rate(fixture_folders):
+    # the official rule gives a constant embedding 100 %: tie@1 says why
+    def constant(sides):
+        return torch.ones(len(sides), 8) / 8**0.5
+
+    result = evaluate_mmeb(constant, fixture_folders.mmeb_dir, fixture_folders.image_root, datasets=["ImageNet-1K"])
+    m = result.score("ImageNet-1K").metrics
+    assert m["precision@1"] == 100.0 and m["tie@1"] == 100.0
+    fine = evaluate_mmeb(HashEmbedder(), fixture_folders.mmeb_dir, fixture_folders.image_root, datasets=["OVEN"])
+    assert fine.score("OVEN").metrics["tie@1"] == pytest.approx(100 / 12)  # the content copy under another path
 
 
 def test_metric_state_does_not_grow():

@@ -24,10 +24,15 @@ SPECIALS = ["<pad>", "<|eos|>", "<image>", "<|end|>", "<|system|>", "<|user|>", 
 def _corpus() -> list[str]:
     from mme5.synth import prompts
 
+    from mme5.synth.schema import INTERPRETATION_KEYS, SCORE_KEYS
+
+    keys = ["visual_interpretation", *INTERPRETATION_KEYS, "sample", "instruction", "query", "positive",
+            "hard_negative", "self_evaluation", *SCORE_KEYS, "improvements", "revised_sample"]
+    # The JSON skeleton repeated, so BPE merges keys and punctuation into few tokens (short generations).
+    skeleton = " ".join(f'{{"{k}": "' for k in keys) + ' ", "' + '"}, "' + '"}}'
     texts = [prompts.SYSTEM_PROMPT, prompts.STYLE_EXAMPLES, *prompts.TASK_GUIDE.values(),
              *prompts.QUERY_GUIDE.values(), *prompts.DOC_GUIDE.values(), *prompts.FIELD_GUIDE.values(),
-             '{"visual_interpretation": {"description": "a", "objects": "b"}, "sample": {"instruction": "c"}}',
-             "the quick brown fox jumps over the lazy dog 0123456789"]
+             "the quick brown fox jumps over the lazy dog 0123456789"] + [skeleton] * 20
     return texts * 4
 
 
@@ -94,7 +99,7 @@ def _rename_for_vllm(folder: Path) -> None:
         raise RuntimeError("tiny model unexpectedly sharded; rename its index too")
 
 
-if __name__ == "__main__":  # python tests/synth/tiny_vlm.py OUT_DIR
+if __name__ == "__main__":  # python tests/synth/synth_tiny_vlm.py OUT_DIR
     import sys
 
     print(build_tiny_llava(sys.argv[1]))

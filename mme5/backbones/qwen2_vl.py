@@ -1,0 +1,138 @@
+"""Qwen2-VL and Qwen2.5-VL: dynamic-resolution patches replace ``<|image_pad|>`` tokens (M-RoPE positions).
+
+transformers' ``Qwen2VLProcessor`` also owns a video processor, which needs torchvision; where
+torchvision does not import, :meth:`Qwen2VLAdapter.load_processor` builds the same processor class
+around the (PIL) image processor and the tokenizer alone, so the image+text inputs are produced by
+the same code either way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mme5.backbones.base import BackboneAdapter
+from mme5.backbones.tokenizer import build_tokenizer
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|image_pad|>", "<|video_pad|>",
+]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+#: The tiny twin sees images resized to between 32x32 and 64x64 pixels (4 to 16 merged tokens).
+TINY_MIN_PIXELS = 32 * 32
+TINY_MAX_PIXELS = 64 * 64
+
+
+def processor_without_video(image_processor: Any, tokenizer: Any, chat_template: str | None = None) -> Any:
+    """A ``Qwen2VLProcessor`` holding only the image processor and tokenizer (no torchvision needed).
+
+    ``ProcessorMixin.__init__`` insists on building the video processor class, which imports
+    torchvision; the processor's ``__call__`` only touches the video processor for videos, so the
+    instance is assembled without that constructor.
+    """
+    from transformers import Qwen2VLProcessor
+
+    proc = Qwen2VLProcessor.__new__(Qwen2VLProcessor)
+    proc.image_processor = image_processor
+    proc.tokenizer = tokenizer
+    proc.chat_template = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
+    proc.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+    proc.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
+    proc.image_token_id = tokenizer.convert_tokens_to_ids(proc.image_token)
+    proc.video_token_id = tokenizer.convert_tokens_to_ids(proc.video_token)
+    return proc
+
+
+class Qwen2VLAdapter(BackboneAdapter):
+    """Qwen2-VL (``qwen2_vl``) and Qwen2.5-VL (``qwen2_5_vl``); left padding, as the family generates."""
+
+    family = "qwen2_vl"
+    model_types = ("qwen2_vl", "qwen2_5_vl")
+    image_token = "<|vision_start|><|image_pad|><|vision_end|>"
+    padding_side = "left"
+    # Text attention q/k/v/o_proj and MLP down_proj (Qwen2.5-VL's vision MLP too); vision attention qkv/proj.
+    lora_targets = ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj", r"visual\.blocks\.\d+\.attn\.(?:qkv|proj)"]
+    skip_quantization = ["lm_head", "visual"]
+    tiny_version = 1
+
+    def model_class_for(self, path: str | os.PathLike) -> type:
+        from transformers import AutoConfig
+
+        model_type = AutoConfig.from_pretrained(str(path)).model_type
+        if model_type == "qwen2_5_vl":
+            from transformers import Qwen2_5_VLForConditionalGeneration
+
+            return Qwen2_5_VLForConditionalGeneration
+        from transformers import Qwen2VLForConditionalGeneration
+
+        return Qwen2VLForConditionalGeneration
+
+    def load_processor(self, path: str | os.PathLike) -> Any:
+        from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+
+        try:
+            processor = AutoProcessor.from_pretrained(str(path))
+        except (ImportError, AttributeError, ValueError, OSError, RuntimeError):
+            # No usable torchvision: the video processor cannot be built; images do not need it.
+            processor = processor_without_video(
+                AutoImageProcessor.from_pretrained(str(path)), AutoTokenizer.from_pretrained(str(path)))
+        return self._configure_processor(processor)
+
+    def build_tiny(self, out_dir: str | os.PathLike, seed: int = 0) -> str:
+        from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        tok = build_tokenizer(
+            SPECIAL_TOKENS, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+            extra_attributes={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                              "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"},
+            chat_template=CHAT_TEMPLATE, padding_side=self.padding_side,
+        )
+        image_processor = Qwen2VLImageProcessorPil(
+            patch_size=8, merge_size=2, temporal_patch_size=2,
+            size={"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS},
+        )
+        ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+        config = Qwen2VLConfig(
+            text_config=dict(
+                vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
+                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+            ),
+            vision_config=dict(
+                depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=8,
+                spatial_merge_size=2, temporal_patch_size=2,
+            ),
+            image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+            vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        )
+        torch.manual_seed(seed)
+        model = Qwen2VLForConditionalGeneration(config)
+        model.save_pretrained(out_dir)
+        tok.save_pretrained(out_dir)
+        image_processor.save_pretrained(out_dir)
+        _write_processor_files(Path(out_dir), image_processor)
+        return str(out_dir)
+
+
+def _write_processor_files(out: Path, image_processor: Any) -> None:
+    """The files that let ``AutoProcessor`` (with torchvision) build the full processor, as on the hub."""
+    pre = json.loads((out / "preprocessor_config.json").read_text())
+    pre["processor_class"] = "Qwen2VLProcessor"
+    (out / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
+    video = {k: v for k, v in pre.items() if k != "image_processor_type"}
+    video["video_processor_type"] = "Qwen2VLVideoProcessor"
+    (out / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}, indent=2))

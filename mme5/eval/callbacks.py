@@ -1,0 +1,203 @@
+"""Lightning callbacks that run MMEB / XTD evaluation during ``fit``.
+
+They call ``pl_module.embed_sides(sides, batch_size)`` (the EmbeddingModule's evaluation entry), on
+every rank: the distinct items are split over ranks and all-gathered, the metrics reduced across
+ranks. Rank 0 writes ``<bench>_step<N>.json`` / ``.md``, ``<bench>_history.json`` and a plot of the
+scores over training steps (``<bench>_scores.png``) into ``output_dir`` (default:
+``<trainer.log_dir>/eval``), and logs the headline numbers (``mmeb/Overall``, ``xtd/mean_R@10``, ...)
+to the trainer's loggers and ``trainer.callback_metrics`` (so a ModelCheckpoint can monitor them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from mme5.errors import ConfigError
+from mme5.eval.cache import EmbeddingCache, model_fingerprint
+from mme5.eval.datasets import XTD_LANGUAGES, Benchmark
+from mme5.eval.distributed import DistContext
+from mme5.eval.report import headline, markdown_report, plot_history, write_json
+from mme5.eval.runner import EvalResult, load_mmeb, load_xtd, run_benchmark
+from mme5.records import Side
+
+log = logging.getLogger("mme5.eval")
+
+
+class _BenchmarkEvaluation(Callback):
+    benchmark = ""
+
+    def __init__(self, image_root: str | None, every_n_steps: int | None, on_fit_end: bool, max_rows: int | None,
+                 batch_size: int, output_dir: str | None, cache_dir: str | None) -> None:
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ConfigError(f"{type(self).__name__}: every_n_steps must be >= 1 or None, got {every_n_steps}")
+        if batch_size < 1:
+            raise ConfigError(f"{type(self).__name__}: batch_size must be >= 1, got {batch_size}")
+        self.image_root = image_root
+        self.every_n_steps = every_n_steps
+        self.on_fit_end_enabled = on_fit_end
+        self.max_rows = max_rows
+        self.batch_size = batch_size
+        self.output_dir = output_dir
+        self.cache_dir = cache_dir
+        self.history: list[dict[str, float]] = []
+        self.last_result: EvalResult | None = None
+        self._bench: Benchmark | None = None
+        self._last_step: int | None = None
+
+    # ---- what subclasses provide ---------------------------------------------------------------
+    def _load(self) -> Benchmark:
+        raise NotImplementedError
+
+    # ---- hooks -----------------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:  # noqa: D102
+        if stage == "fit" and not callable(getattr(pl_module, "embed_sides", None)):
+            raise ConfigError(f"{type(self).__name__} needs a LightningModule with embed_sides(sides, batch_size) "
+                              f"(mme5.module.EmbeddingModule); got {type(pl_module).__name__}")
+        if self._bench is None:
+            self._bench = self._load()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # noqa: D102
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        # on_train_end, not on_fit_end: at on_fit_end Lightning has already moved the model to the CPU
+        if self.on_fit_end_enabled and trainer.global_step != self._last_step:
+            self.evaluate(trainer, pl_module)
+
+    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+        return {"history": self.history, "last_step": self._last_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
+        self.history = list(state_dict.get("history", []))
+        self._last_step = state_dict.get("last_step")
+
+    # ---- the evaluation --------------------------------------------------------------------------
+    def out_dir(self, trainer: pl.Trainer) -> Path:
+        """Where reports go: ``output_dir``, else ``<log_dir or default_root_dir>/eval``."""
+        if self.output_dir is not None:
+            return Path(self.output_dir)
+        return Path(trainer.log_dir or trainer.default_root_dir) / "eval"
+
+    @torch.no_grad()
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EvalResult:
+        """Evaluate the module now (every rank must call this), report on rank 0, log the headline."""
+        if self._bench is None:
+            self._bench = self._load()
+        step = trainer.global_step
+        was_training = pl_module.training
+        pl_module.eval()
+
+        def embed(sides: list[Side]) -> torch.Tensor:
+            return pl_module.embed_sides(sides, self.batch_size)
+
+        cache, fingerprint = None, None
+        if self.cache_dir is not None:
+            cache = EmbeddingCache(self.cache_dir)
+            encoder = getattr(pl_module, "encoder", None)
+            fingerprint = encoder.fingerprint() if callable(getattr(encoder, "fingerprint", None)) \
+                else model_fingerprint(pl_module)
+        try:
+            result = run_benchmark(self.benchmark, embed, self._bench, self.image_root, self.batch_size, cache,
+                                   fingerprint, DistContext.current(), step=step)
+        finally:
+            pl_module.train(was_training)
+        self._last_step = step
+        self.last_result = result
+        numbers = headline(**{self.benchmark: result})
+        self.history.append({"step": step, **numbers})
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in numbers.items()})
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(numbers, step=step)
+            self._write(trainer, result)
+        return result
+
+    def _write(self, trainer: pl.Trainer, result: EvalResult) -> None:
+        out = self.out_dir(trainer)
+        out.mkdir(parents=True, exist_ok=True)
+        name = self.benchmark
+        write_json(out / f"{name}_step{result.step}.json", **{name: result})
+        (out / f"{name}_step{result.step}.md").write_text(
+            markdown_report(**{name: result}, title=f"{name.upper()} at step {result.step}"))
+        tmp = out / f"{name}_history.json.tmp"
+        tmp.write_text(json.dumps(self.history, indent=1))
+        os.replace(tmp, out / f"{name}_history.json")
+        plot_history(self.history, out / f"{name}_scores.png", title=f"{name.upper()} during training")
+        log.info("%s at step %d: %s", name, result.step,
+                 ", ".join(f"{k} {v:.1f}" for k, v in headline(**{name: result}).items()))
+
+
+class MMEBEvaluation(_BenchmarkEvaluation):
+    """Evaluate on MMEB (public layout) during fit: Precision@1 per dataset, meta-task / IND / OOD / overall.
+
+    Args:
+        mmeb_dir: folder with one parquet (or HF dataset folder) per dataset.
+        image_root: folder the image paths in the parquet files are relative to.
+        datasets: dataset names to evaluate; None: the 36 official ones found in the folder plus those in
+            its datasets.json (requested but absent ones are reported as missing).
+        every_n_steps: also evaluate every N optimizer steps (None: only at the end of training).
+        on_fit_end: evaluate when training ends.
+        max_rows: evaluate only the first N rows of each dataset (None: all).
+        batch_size: sides per ``embed_sides`` call.
+        output_dir: where JSON, markdown and the plot go (default: ``<log_dir>/eval``).
+        cache_dir: on-disk embedding cache (keyed by the model's fingerprint); None: no cache.
+    """
+
+    benchmark = "mmeb"
+
+    def __init__(self, mmeb_dir: str, image_root: str | None = None, datasets: Sequence[str] | None = None,
+                 every_n_steps: int | None = None, on_fit_end: bool = True, max_rows: int | None = None,
+                 batch_size: int = 64, output_dir: str | None = None, cache_dir: str | None = None) -> None:
+        super().__init__(image_root, every_n_steps, on_fit_end, max_rows, batch_size, output_dir, cache_dir)
+        self.mmeb_dir = mmeb_dir
+        self.datasets = list(datasets) if datasets is not None else None
+
+    @property
+    def state_key(self) -> str:  # noqa: D102
+        return self._generate_state_key(mmeb_dir=str(self.mmeb_dir), datasets=self.datasets)
+
+    def _load(self) -> Benchmark:
+        return load_mmeb(self.mmeb_dir, self.datasets, self.max_rows)
+
+
+class XTDEvaluation(_BenchmarkEvaluation):
+    """Evaluate on XTD (text -> image, one folder entry per language) during fit: Recall@1/5/10, mean R@10.
+
+    Args:
+        xtd_dir: folder with ``<lang>.parquet`` or ``<lang>/test-*.parquet``.
+        image_root: folder the image paths are relative to.
+        languages: languages to evaluate (absent ones are reported as missing).
+        every_n_steps: also evaluate every N optimizer steps (None: only at the end of training).
+        on_fit_end: evaluate when training ends.
+        max_rows: evaluate only the first N rows per language (None: all).
+        batch_size: sides per ``embed_sides`` call.
+        output_dir: where JSON, markdown and the plot go (default: ``<log_dir>/eval``).
+        cache_dir: on-disk embedding cache (keyed by the model's fingerprint); None: no cache.
+    """
+
+    benchmark = "xtd"
+
+    def __init__(self, xtd_dir: str, image_root: str | None = None, languages: Sequence[str] = XTD_LANGUAGES,
+                 every_n_steps: int | None = None, on_fit_end: bool = True, max_rows: int | None = None,
+                 batch_size: int = 64, output_dir: str | None = None, cache_dir: str | None = None) -> None:
+        super().__init__(image_root, every_n_steps, on_fit_end, max_rows, batch_size, output_dir, cache_dir)
+        self.xtd_dir = xtd_dir
+        self.languages = list(languages)
+
+    @property
+    def state_key(self) -> str:  # noqa: D102
+        return self._generate_state_key(xtd_dir=str(self.xtd_dir), languages=self.languages)
+
+    def _load(self) -> Benchmark:
+        return load_xtd(self.xtd_dir, self.languages, self.max_rows)

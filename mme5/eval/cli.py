@@ -1,0 +1,91 @@
+"""``mme5 evaluate`` / ``tools/evaluate.py``: MMEB and XTD on an exported folder, a checkpoint or a backbone."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Literal, Sequence
+
+from mme5.errors import ConfigError
+from mme5.eval.datasets import XTD_LANGUAGES
+from mme5.eval.runner import EvalResult
+
+
+def evaluate(
+    model: str,
+    mmeb_dir: str | None = None,
+    xtd_dir: str | None = None,
+    image_root: str | None = None,
+    demo_root: str | None = None,
+    datasets: list[str] | None = None,
+    languages: list[str] = list(XTD_LANGUAGES),
+    max_rows: int | None = None,
+    batch_size: int = 64,
+    output_dir: str | None = None,
+    cache_dir: str | None = ".mme5-cache/embeddings",
+    quantization: Literal["int8", "nf4", "fp4"] | None = None,
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+    device: str = "auto",
+) -> dict[str, EvalResult]:
+    """Evaluate an embedding model on MMEB and/or XTD and print the tables.
+
+    Args:
+        model: a Lightning checkpoint (*.ckpt), a folder written by `mme5 export`, a Hugging Face model
+            folder of a supported family, or a tiny twin name (tiny-llava, ...).
+        mmeb_dir: MMEB folder (one parquet or HF dataset folder per dataset); skipped when None.
+        xtd_dir: XTD folder (<lang>.parquet or <lang>/test-*.parquet); skipped when None.
+        image_root: the folder image paths in the parquet files are relative to.
+        demo_root: use the demo corpus in this folder (generated when missing) for MMEB, XTD and images.
+        datasets: MMEB datasets to evaluate (default: the 36 official + the folder's datasets.json).
+        languages: XTD languages to evaluate.
+        max_rows: only the first N rows of each dataset / language (None: all).
+        batch_size: sides per model call.
+        output_dir: write results.json and results.md here (None: print only).
+        cache_dir: embedding cache keyed by the model's fingerprint (None: off).
+        quantization: load the weights in 8-bit ("int8") or 4-bit ("nf4", "fp4") through bitsandbytes.
+        dtype: weight dtype for backbones loaded directly.
+        device: "auto" (CUDA when available), "cpu", "cuda", "cuda:N".
+    """
+    from mme5.eval.models import load_model
+    from mme5.eval.report import markdown_report, write_json
+    from mme5.eval.runner import evaluate_mmeb, evaluate_xtd
+
+    if demo_root is not None:
+        from mme5.demo import ensure_demo_corpus
+
+        paths = ensure_demo_corpus(demo_root)
+        mmeb_dir = mmeb_dir or str(paths.mmeb_dir)
+        xtd_dir = xtd_dir or str(paths.xtd_dir)
+        image_root = image_root or str(paths.image_root)
+    if mmeb_dir is None and xtd_dir is None:
+        raise ConfigError("nothing to evaluate: give --mmeb_dir, --xtd_dir or --demo_root")
+    loaded = load_model(model, quantization=quantization, device=device, dtype=dtype, batch_size=batch_size)
+    results: dict[str, EvalResult] = {}
+    common = dict(max_rows=max_rows, batch_size=batch_size, cache_dir=cache_dir, fingerprint=loaded.fingerprint)
+    if mmeb_dir is not None:
+        results["mmeb"] = evaluate_mmeb(loaded.embed, mmeb_dir, image_root, datasets=datasets, **common)
+    if xtd_dir is not None:
+        results["xtd"] = evaluate_xtd(loaded.embed, xtd_dir, image_root, languages=languages, **common)
+    report = markdown_report(**results, title=loaded.description)
+    print(report)
+    if output_dir is not None:
+        out = Path(output_dir)
+        write_json(out / "results.json", **results)
+        (out / "results.md").write_text(report)
+        print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    return results
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``mme5 evaluate`` (arguments as for :func:`evaluate`)."""
+    from jsonargparse import ArgumentParser
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = ArgumentParser(prog="mme5 evaluate", description=evaluate.__doc__.split("\n")[0])
+    parser.add_function_arguments(evaluate)
+    parser.add_argument("--config", action="config", help="a YAML file with these arguments")
+    cfg = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    cfg.pop("config", None)
+    evaluate(**cfg.as_dict())
+    return 0

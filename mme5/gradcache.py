@@ -1,0 +1,204 @@
+"""GradCache: contrastive steps whose negative pool does not cost activation memory.
+
+A cached step runs in three phases (Gao et al., "Scaling Deep Contrastive Learning Batch Size under
+Memory Limited Setup"):
+
+1. encode every chunk of queries and candidates without autograd, remembering the RNG state
+   (CPU and the current CUDA device) before each chunk;
+2. compute the loss on the detached representations (through the same loss module, cross-rank
+   gathering included) and take its gradient w.r.t. the representations (and the loss module's own
+   parameters, e.g. a learnable temperature);
+3. re-encode each chunk with autograd under its replayed RNG state (same dropout masks) and back-
+   propagate the cached gradient into the encoder: ``backward(reps, cached_grad)``.
+
+Only one chunk's activations are alive at a time, so peak memory grows with the chunk size, not the
+batch. The caller owns the last chunk's backward (:class:`CachedStep` returns it as a scalar
+"surrogate" whose gradient equals the cached one), so that a training loop can run it as its own
+backward: that is where DDP synchronises gradients, scales fp16 losses and divides by the number of
+accumulated batches.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+Inputs = dict[str, Tensor]
+
+
+class RngState:
+    """The CPU RNG state and, when ``device`` is CUDA, that device's RNG state, captured at creation."""
+
+    def __init__(self, device: torch.device | None = None):
+        self.cpu = torch.get_rng_state()
+        self.cuda_device = device if device is not None and device.type == "cuda" else None
+        self.cuda = torch.cuda.get_rng_state(self.cuda_device) if self.cuda_device is not None else None
+
+    @contextmanager
+    def replay(self) -> Iterator[None]:
+        """Run the body with the captured state; the RNG state outside is left as it was."""
+        devices = [self.cuda_device] if self.cuda_device is not None else []
+        with torch.random.fork_rng(devices=devices, device_type="cuda" if devices else "cpu"):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state(self.cuda, self.cuda_device)
+            yield
+
+
+def _images_per_row(input_ids: Tensor, image_token_id: int | None) -> Tensor | None:
+    """Images in each row = runs of consecutive image tokens (one token per image for Mllama,
+    an expanded run for LLaVA / Qwen2-VL)."""
+    if image_token_id is None:
+        return None
+    is_img = input_ids == image_token_id
+    starts = is_img.clone()
+    starts[:, 1:] &= ~is_img[:, :-1]
+    return starts.sum(dim=1)
+
+
+def split_inputs(inputs: Inputs, chunk: int, image_token_id: int | None = None) -> list[Inputs]:
+    """Split collated model inputs into row chunks of at most ``chunk`` rows.
+
+    Row-major tensors (first dimension = rows: ids, masks, Mllama's per-row image tensors) are sliced
+    by rows. Per-image tensors of families that stack only the images present (LLaVA, LLaVA-NeXT:
+    ``pixel_values``/``image_sizes`` with one entry per image) are sliced by the images of each chunk's
+    rows, found from the image tokens in ``input_ids``; Qwen2-VL's flattened ``pixel_values`` are
+    sliced by the patches of each image (``image_grid_thw``).
+    """
+    if chunk < 1:
+        raise ValueError(f"grad_cache_chunk must be >= 1, got {chunk}")
+    if "input_ids" not in inputs:
+        raise ValueError(f"cannot split model inputs without 'input_ids' (keys: {sorted(inputs)})")
+    n = inputs["input_ids"].shape[0]
+    bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+    if len(bounds) == 1:
+        return [inputs]
+    per_row = _images_per_row(inputs["input_ids"], image_token_id)
+    image_starts = None
+    if per_row is not None:
+        image_starts = [0] + torch.cumsum(per_row, 0).tolist()
+    patch_starts = None
+    if "image_grid_thw" in inputs:
+        patches = inputs["image_grid_thw"].prod(dim=1)
+        patch_starts = [0] + torch.cumsum(patches, 0).tolist()
+    n_images = image_starts[-1] if image_starts is not None else None
+
+    chunks: list[Inputs] = [{} for _ in bounds]
+    for key, value in inputs.items():
+        if not isinstance(value, Tensor) or value.dim() == 0:
+            for part in chunks:
+                part[key] = value
+            continue
+        rows = value.shape[0]
+        per_image = True
+        if key == "pixel_values" and patch_starts is not None and image_starts is not None:
+            cuts = [(patch_starts[image_starts[a]], patch_starts[image_starts[b]]) for a, b in bounds]
+        elif rows == n:
+            cuts, per_image = bounds, False
+        elif n_images is not None and rows == n_images:
+            cuts = [(image_starts[a], image_starts[b]) for a, b in bounds]
+        else:
+            raise ValueError(
+                f"cannot split model input '{key}' of shape {tuple(value.shape)} into row chunks: its first "
+                f"dimension is neither the {n} rows nor the {n_images} images of the batch"
+            )
+        for part, (a, b) in zip(chunks, cuts):
+            if per_image and a == b:
+                continue  # a chunk without images carries no image tensors (vision towers reject empty ones)
+            part[key] = value[a:b]
+    return chunks
+
+
+@dataclass
+class CachedStep:
+    """What :func:`grad_cache_step` returns."""
+
+    loss: Tensor
+    """The loss (detached, as the loss module returned it)."""
+    stats: dict[str, Tensor]
+    """The loss module's statistics."""
+    surrogate: Tensor
+    """A scalar whose backward adds the last chunk's cached gradient (plus the loss parameters' and the
+    ``touch`` parameters' gradients) to ``.grad``; the caller runs it as the step's final backward."""
+
+
+def grad_cache_step(
+    encode: Callable[[Inputs], Tensor],
+    loss_fn: Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor]]],
+    query_chunks: Sequence[Inputs],
+    candidate_chunks: Sequence[Inputs],
+    loss_params: Sequence[Tensor] = (),
+    grad_scale: float = 1.0,
+    touch: Sequence[Tensor] = (),
+    device: torch.device | None = None,
+) -> CachedStep:
+    """One GradCache step; backpropagates every chunk but the last, returns the last as a surrogate.
+
+    Args:
+        encode: model inputs -> representations ``[n, D]`` (the encoder, called in its current mode).
+        loss_fn: ``(q [B, D], c [N, D]) -> (loss, stats)``; may gather across ranks.
+        query_chunks / candidate_chunks: the inputs split into chunks (:func:`split_inputs`).
+        loss_params: parameters of the loss itself (e.g. a learnable temperature); their gradient is
+            folded into the surrogate.
+        grad_scale: factor on the gradients backpropagated here, to match what the caller's loop does
+            to the surrogate (fp16 loss scale / accumulated batches).
+        touch: parameters to put in the surrogate's graph with a zero gradient when the earlier chunks
+            gave them a ``.grad``, so that DDP's reducer sees (and averages) those gradients even if the
+            last chunk does not use them (e.g. vision weights and a text-only last chunk).
+        device: where the RNG state matters (CUDA device of the encoder), or None for CPU only.
+    """
+    chunks = [("q", x) for x in query_chunks] + [("c", x) for x in candidate_chunks]
+    states: list[RngState] = []
+    reps: dict[str, list[Tensor]] = {"q": [], "c": []}
+    with torch.no_grad():
+        for side, inputs in chunks:
+            states.append(RngState(device))
+            reps[side].append(encode(inputs))
+    q = torch.cat(reps["q"]).detach().requires_grad_(True)
+    c = torch.cat(reps["c"]).detach().requires_grad_(True)
+    loss, stats = loss_fn(q, c)
+    params = [p for p in loss_params if p.requires_grad]
+    grads = torch.autograd.grad(loss, [q, c, *params], allow_unused=True)
+    grad_q, grad_c, param_grads = grads[0], grads[1], grads[2:]
+    cached = {"q": list(torch.split(grad_q, [t.shape[0] for t in reps["q"]])),
+              "c": list(torch.split(grad_c, [t.shape[0] for t in reps["c"]]))}
+    order = {"q": 0, "c": 0}
+    surrogate: Tensor | None = None
+    for i, ((side, inputs), state) in enumerate(zip(chunks, states)):
+        grad = cached[side][order[side]]
+        order[side] += 1
+        with state.replay():
+            out = encode(inputs)
+        if i < len(chunks) - 1:
+            torch.autograd.backward(out, grad_tensors=(grad * grad_scale).to(out.dtype))
+        else:
+            surrogate = (out * grad.to(out.dtype)).sum()
+    assert surrogate is not None
+    for p, g in zip(params, param_grads):
+        if g is not None:
+            surrogate = surrogate + (p * g.to(p.dtype)).sum()
+    for p in touch:
+        if p.grad is None:
+            continue
+        surrogate = surrogate + p.reshape(-1)[:1].sum() * 0.0
+    return CachedStep(loss=loss.detach(), stats=stats, surrogate=surrogate)
+
+
+def chunked_reference_step(
+    encode: Callable[[Inputs], Tensor],
+    loss_fn: Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Any]]],
+    query_chunks: Sequence[Inputs],
+    candidate_chunks: Sequence[Inputs],
+) -> tuple[Tensor, dict[str, Any]]:
+    """The same forward micro-batching as :func:`grad_cache_step`, but with the whole graph kept.
+
+    The oracle for GradCache tests: it draws the same dropout masks (same chunk order and shapes)
+    and returns the loss for an ordinary backward.
+    """
+    q = torch.cat([encode(x) for x in query_chunks])
+    c = torch.cat([encode(x) for x in candidate_chunks])
+    return loss_fn(q, c)

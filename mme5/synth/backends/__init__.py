@@ -1,0 +1,9 @@
+"""Generation backends: vLLM offline engine, an OpenAI-compatible server, local transformers."""
+
+from .base import Backend, Generation, GenerationRequest, SamplingConfig
+from .openai_server import OpenAIServerBackend
+from .transformers_local import TransformersBackend
+from .vllm_offline import VLLMOfflineBackend
+
+__all__ = ["Backend", "Generation", "GenerationRequest", "SamplingConfig", "OpenAIServerBackend",
+           "TransformersBackend", "VLLMOfflineBackend"]

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# GPU check of the fused InfoNCE kernels (mme5 issue 3), unattended, from the repository root:
+#   1. pytest tests/kernels with CUDA (gpu-marked tests included, no Triton interpreter);
+#   2. the bf16 benchmark: B=N in {4096, 16384, 32768} at D=4096 for reference / compile / chunked /
+#      triton, one B=N=262144 triton-only point, and the measured bf16 matmul rate.
+# Writes pytest.log, bench.log, kernels_gpu.csv and PNG plots under $OUT (default benchmarks/results/gpu).
+# Needs python3 with CUDA torch + triton; mme5 is staged from this tree when it is not installed, and
+# jsonargparse is installed from tmp/whl/*.whl when missing and present (no network needed).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/results/gpu}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+unset TRITON_INTERPRET
+
+$PY -c 'import torch, triton; assert torch.cuda.is_available(), "no CUDA device"; print("torch", torch.__version__, "triton", triton.__version__, torch.cuda.get_device_name())' || exit 1
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null | tee "$OUT/gpu.txt"
+
+if ! $PY -c 'import mme5.kernels' 2>/dev/null; then
+  stage=$(mktemp -d)
+  cp -r mme5 "$stage/mme5" && cp -r kernels "$stage/mme5/kernels"
+  export PYTHONPATH="$stage${PYTHONPATH:+:$PYTHONPATH}"
+fi
+if ! $PY -c 'import jsonargparse' 2>/dev/null && compgen -G 'tmp/whl/*.whl' >/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/mme5-site tmp/whl/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/mme5-site"
+fi
+$PY -c 'import mme5.kernels, jsonargparse' || exit 1
+
+status=0
+timeout "${TEST_TIMEOUT:-200}" $PY -m pytest tests/kernels -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" || status=1
+
+bench() { $PY tools/bench_kernels.py --dtype bfloat16 --dims '[4096]' --modes '[full]' --out "$OUT/kernels_gpu.csv" "$@" 2>&1 | tee -a "$OUT/bench.log"; }
+bench --sizes '[4096, 16384, 32768]' --providers '[reference, compile, chunked, triton, inf_cl]' \
+  --matmul_rate true --repeats "${REPEATS:-5}" --plot false || status=1
+bench --sizes '[262144]' --providers '[triton]' --warmup 1 --repeats 2 || status=1
+exit $status

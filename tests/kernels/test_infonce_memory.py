@@ -1,0 +1,90 @@
+"""Memory contract: chunked and triton neither save nor allocate a B x N tensor.
+
+Two witnesses on CPU: `saved_tensors_hooks` sees every tensor autograd keeps, and a
+`TorchDispatchMode` sees every tensor each ATen op returns (so every allocation) during forward and
+backward. The reference is run through the same tracker to show that it does see B x N tensors.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from infonce_cases import make_case
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from mme5.kernels.chunked import infonce_chunked
+from mme5.kernels.inputs import check_inputs
+from mme5.kernels.reference import infonce_reference
+
+B, N, D = 200, 190, 16  # B*N = 38000 elements, (B + N) * D = 6240; inputs are fp32
+
+
+class LargestAllocation(TorchDispatchMode):
+    """Records the size in bytes of the largest tensor any op produces (the interpreter moves raw
+    byte storages around, so bytes, not elements, are what can be compared)."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+        self.op = None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.numel() * t.element_size() > self.largest:
+                self.largest, self.op = t.numel() * t.element_size(), str(func)
+        return out
+
+
+def measure(fn):
+    case = make_case(B, N, D, torch.float32, dup_ids=True, extra=3)
+    q = case["q"].requires_grad_()
+    c = case["c"].requires_grad_()
+    t = case["temperature"].requires_grad_()
+    x = check_inputs(q, c, case["labels"], t, True, case["candidate_ids"], case["extra_logits"])
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel())
+        return tensor
+
+    tracker = LargestAllocation()
+    with tracker:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            loss = fn(x)
+        loss.backward()
+    return saved, tracker
+
+
+@pytest.fixture
+def triton_small():
+    from mme5.kernels import triton_infonce
+
+    if not triton_infonce.INTERPRETER:
+        pytest.skip("the CPU allocation witness needs the Triton interpreter (CUDA memory is checked in the GPU test)")
+    triton_infonce.set_tile_config(triton_infonce.TileConfig(
+        block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=1, min_chunk_rows=64,
+    ))
+    yield triton_infonce.infonce_triton
+    triton_infonce.set_tile_config(None)
+
+
+def check_contract(saved, tracker):
+    assert saved, "the hook saw nothing: the witness is broken"
+    assert max(saved) < B * N, f"autograd saved a tensor of {max(saved)} elements"
+    assert sum(saved) <= 3 * (B + N) * D, f"autograd saved {sum(saved)} elements, more than O((B + N) D)"
+    assert tracker.largest < 4 * B * N, f"{tracker.op} allocated {tracker.largest} bytes (B x N fp32: {4 * B * N})"
+
+
+def test_reference_is_seen_materialising_b_by_n():
+    saved, tracker = measure(infonce_reference)
+    assert max(saved) >= B * N and tracker.largest >= 4 * B * N
+
+
+def test_chunked_keeps_no_b_by_n_tensor():
+    check_contract(*measure(lambda x: infonce_chunked(x)))
+
+
+def test_triton_keeps_no_b_by_n_tensor(triton_small):
+    check_contract(*measure(triton_small))

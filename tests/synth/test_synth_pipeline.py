@@ -1,0 +1,123 @@
+"""The whole synthesis on CPU: tiny random VLM + xgrammar-constrained decoding -> gates -> shards."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from mme5.records import decode_sample, iter_shard, read_sizes
+from mme5.synth import (GateConfig, ImageSource, PlanConfig, SamplingConfig, StringLimits, SynthConfig,
+                        TransformersBackend, synthesize)
+from mme5.synth.backends.base import GenerationRequest
+from mme5.synth.plan import SamplePlan, sample_id
+from mme5.synth.prompts import build_prompt
+from mme5.synth.schema import SYNTH_MODALITIES, generation_schema, parse_generation, text_fields
+
+#: Strings a random model can only fill with letters and spaces; Latin-script languages pass the script gate.
+TINY_STRINGS = StringLimits(max_chars=6, min_chars=1, charset="a-z ")
+TINY_LANGS = ["en", "de", "fr", "es", "it"]
+
+
+def tiny_backend(model: Path, max_tokens: int = 320) -> TransformersBackend:
+    return TransformersBackend(str(model), sampling=SamplingConfig(temperature=1.0, top_p=1.0, max_tokens=max_tokens),
+                               threads=1)
+
+
+@pytest.mark.parametrize("modality", ["IT2IT", "I2I", "T2I"])
+def test_structured_decoding_gives_schema_valid_json(tiny_vlm, photo_folder, modality):
+    """A random model writes garbage; under the grammar it still writes JSON of the schema."""
+    from PIL import Image
+
+    backend = tiny_backend(tiny_vlm)
+    img = Image.open(photo_folder / "astronaut.jpg")
+    plan = SamplePlan(0, "x", "vqa", modality, "de", 0, 5)
+    from mme5.synth.prompts import image_roles
+
+    prompt = build_prompt(plan, {r: img for r in image_roles(modality)})
+    schema = generation_schema(modality, TINY_STRINGS)
+    outs = backend.generate([GenerationRequest("a", prompt, schema, seed=s) for s in (1, 2)])
+    for out in outs:
+        assert out.finish_reason == "stop", out.text
+        obj = parse_generation(out.text, modality, TINY_STRINGS)  # raises on any violation
+        assert list(obj) == schema["required"]  # fields in schema order
+        assert set(obj["revised_sample"]) == set(text_fields(modality))
+        assert out.completion_tokens > 20 and out.prompt_tokens > 100
+    assert outs[0].text != outs[1].text  # seeds differ, samples differ
+    again = backend.generate([GenerationRequest("a", prompt, schema, seed=1)])[0]
+    assert again.text == outs[0].text  # same seed, same sample
+
+
+def tiny_config(out: Path, photos: Path, **overrides) -> SynthConfig:
+    cfg = dict(output_dir=str(out), images=ImageSource(folder=str(photos)), num_samples=8, seed=3,
+               indices_per_shard=4, plan=PlanConfig(languages=TINY_LANGS), strings=TINY_STRINGS,
+               gates=GateConfig(min_score=4.0, min_chars=2, dedup_threshold=0.9))
+    cfg.update(overrides)
+    return SynthConfig(**cfg)
+
+
+def test_pipeline_end_to_end(tiny_vlm, photo_folder, tmp_path):
+    out = tmp_path / "synth"
+    stats = synthesize(tiny_config(out, photo_folder), tiny_backend(tiny_vlm))
+    assert stats["accepted"] == 8
+    assert stats["attempted"] == 8 + sum(stats["rejects"].values())
+    assert stats["rejects"], "random self-evaluation scores: the score gate must reject some samples"
+    assert set(stats["rejects"]) <= {"low_score", "too_short", "duplicate", "degenerate", "truncated"}
+    assert stats["completion_tokens"] > 0 and stats["samples_per_second"] > 0
+
+    sizes = read_sizes(out)
+    shards = sorted(out.glob("shard-*.tar"))
+    assert sorted(sizes) == [p.name for p in shards] and sum(sizes.values()) == 8
+    examples = [decode_sample(s) for p in shards for s in iter_shard(p)]
+    assert [len(list(iter_shard(p))) for p in shards] == [sizes[p.name] for p in shards]
+    ids = [e.id for e in examples]
+    assert len(set(ids)) == 8 and ids == sorted(ids)
+    assert all(i.startswith("mme5-synth-s3-") for i in ids)
+    for ex in examples:
+        q, d = ex.modality.split("2")
+        assert ex.source == "mme5-synth" and ex.task in ("classification", "vqa", "retrieval")
+        assert ex.modality in SYNTH_MODALITIES
+        assert ex.instruction and len(ex.negatives) == 1
+        assert ex.query.has_image == ("I" in q) and bool(ex.query.text) == ("T" in q)
+        for side in (ex.positive, ex.negatives[0]):
+            assert side.has_image == ("I" in d) and bool(side.text) == ("T" in d)
+        assert ex.lang == (ex.meta["drawn_lang"] if len(text_fields(ex.modality)) > 1 else "en")
+        assert ex.meta["drawn_lang"] in TINY_LANGS
+        assert ex.id == sample_id(3, ex.meta["index"])
+        if "I" in d and "I" in q:  # retrieved neighbours, never the query image itself
+            imgs = ex.meta["images"]
+            assert len({imgs["query"], imgs["positive"], imgs["negative"]}) == 3
+        for side in [ex.query, ex.positive, *ex.negatives]:
+            if side.has_image:
+                assert side.load_image().size[0] > 0
+
+    report = json.loads((out / "stats.json").read_text())
+    assert report["by_task"] == dict(Counter(e.task for e in examples).most_common())
+    assert sum(report["by_modality"].values()) == sum(report["by_lang"].values()) == 8
+    md = (out / "stats.md").read_text()
+    assert "Rejects by reason" in md and "By language" in md and "samples/s" in md
+
+    # Started again: nothing left to do, nothing rewritten.
+    mtimes = {p: p.stat().st_mtime_ns for p in shards}
+    again = synthesize(tiny_config(out, photo_folder), tiny_backend(tiny_vlm))
+    assert again["accepted"] == 8 and {p: p.stat().st_mtime_ns for p in shards} == mtimes
+
+    # A different configuration in the same folder is refused with one clear line.
+    with pytest.raises(ValueError, match="different configuration"):
+        synthesize(tiny_config(out, photo_folder, seed=4), tiny_backend(tiny_vlm))
+
+
+def test_datamodule_reads_synthesized_shards(tiny_vlm, photo_folder, tmp_path):
+    data = pytest.importorskip("mme5.data")
+    out = tmp_path / "synth"
+    synthesize(tiny_config(out, photo_folder, num_samples=4, indices_per_shard=3), tiny_backend(tiny_vlm))
+    dm = data.ShardDataModule(train=[data.ShardSet(str(out))], batch_size=2, num_workers=0, shuffle_buffer=1,
+                              collate_fn=list, seed=0)
+    dm.setup("fit")
+    seen = []
+    for batch in dm.train_dataloader():
+        seen += batch
+    assert sorted(e.id for e in seen) == sorted(e.id for p in out.glob("*.tar") for e in map(decode_sample, iter_shard(p)))
+    assert dm.skip_counts() in ({}, None) or not any(dm.skip_counts().values())
