@@ -1,4 +1,14 @@
-"""Row-chunked InfoNCE in pure PyTorch: never holds a B x N tensor, recomputes scores in backward.
+"""Row-chunked InfoNCE in pure PyTorch: never holds a B x N tensor; any device.
+
+Two autograd Functions share one formulation:
+
+- ``ChunkedInfoNCE`` (symmetric loss, or no gradient wanted): forward keeps a log-sum-exp per row
+  (and per column); backward recomputes the scores chunk by chunk (4 products of B x N x D in all).
+- ``ChunkedInfoNCEOnePass`` (row-direction loss under autograd): each chunk of rows sees all N
+  candidates, so its softmax, and hence its score gradient dS, is complete as soon as its scores
+  are. The forward therefore forms dq = dS c / T and dc = dS^T q / T on the spot (3 products in
+  all, like eager) and keeps only those O((B + N) D) gradients; backward scales them by the
+  incoming gradient (the loss is a scalar).
 
 Formulation shared with the Triton path (see ``docs/kernels.md``): with content keys ``qk`` (queries)
 and ``ck`` (candidates), entry (i, j) of the score matrix is a *negative* when ``qk[i] != ck[j]``.
@@ -7,8 +17,7 @@ The positive logit ``p_i = q_i . c_{labels_i} / T`` is computed on its own and a
     row_lse_i = logsumexp(negatives of row i, p_i, extra_logits_i)
     col_lse_i = logaddexp(colneg_lse[labels_i], p_i)        (symmetric only)
 
-where ``colneg_lse[j]`` is the log-sum-exp of the negatives of column j. Only these per-row and
-per-column vectors, q, c and extra_logits are saved for backward.
+where ``colneg_lse[j]`` is the log-sum-exp of the negatives of column j.
 """
 
 from __future__ import annotations
@@ -19,14 +28,16 @@ from .inputs import InfoNCEInputs
 from .matmul import addmm_fp32_, matmul_fp32
 from .softmax_terms import BackwardTerms, ForwardStats, finish_forward, positive_logits, prepare_backward
 
-DEFAULT_CHUNK_ELEMENTS = 1 << 21  # scores per row chunk (8 MiB in fp32)
+DEFAULT_CHUNK_ELEMENTS = 1 << 21  # scores per row chunk on CPU (8 MiB in fp32)
+CUDA_CHUNK_ELEMENTS = 1 << 26  # on CUDA (256 MiB in fp32): products of >= 2048 rows at N = 32K
 
 
-def _rows_per_chunk(num_queries: int, num_candidates: int, chunk_rows: int | None) -> int:
-    """Rows per chunk: ``chunk_rows`` if given, else ~DEFAULT_CHUNK_ELEMENTS scores, at most half of B."""
+def _rows_per_chunk(num_queries: int, num_candidates: int, chunk_rows: int | None, cuda: bool) -> int:
+    """Rows per chunk: ``chunk_rows`` if given, else about DEFAULT_CHUNK_ELEMENTS scores (CPU) or
+    CUDA_CHUNK_ELEMENTS (GPU, where small products waste the device), at most half of B."""
     if chunk_rows is not None:
         return max(1, int(chunk_rows))
-    rows = max(16, DEFAULT_CHUNK_ELEMENTS // num_candidates)
+    rows = max(16, (CUDA_CHUNK_ELEMENTS if cuda else DEFAULT_CHUNK_ELEMENTS) // num_candidates)
     return max(1, min(rows, (num_queries + 1) // 2))
 
 
@@ -41,7 +52,7 @@ class ChunkedInfoNCE(torch.autograd.Function):
         B, N = q.shape[0], c.shape[0]
         row_neg = torch.empty(B, device=q.device, dtype=torch.float32)
         col_neg = torch.full((N,), float("-inf"), device=q.device, dtype=torch.float32) if symmetric else None
-        step = _rows_per_chunk(B, N, chunk_rows)
+        step = _rows_per_chunk(B, N, chunk_rows, q.is_cuda)
         for r0 in range(0, B, step):
             r1 = min(B, r0 + step)
             logits = matmul_fp32(q[r0:r1], c_work.T).mul_(inv_t)
@@ -82,8 +93,69 @@ class ChunkedInfoNCE(torch.autograd.Function):
         return terms.finish(q, c, labels, temperature, dq, dc, logit_grad_dot, inv_t) + (None,) * 5
 
 
+class ChunkedInfoNCEOnePass(torch.autograd.Function):
+    """Row-direction loss with its gradient formed in the forward pass (3 products, no recompute).
+
+    The gradients are kept on ``ctx`` (not ``save_for_backward``) so that backward can hand them to
+    autograd without a copy; they are O((B + N) D), the same size as the inputs.
+    """
+
+    @staticmethod
+    def forward(ctx, q, c, temperature, extra_logits, labels, query_keys, candidate_keys, chunk_rows):
+        work_dtype = torch.float32 if (q.dtype == torch.float32 or not q.is_cuda) else q.dtype
+        c_work, q_work = c.to(work_dtype), q.to(work_dtype)
+        inv_t = 1.0 / temperature
+        pos = positive_logits(q, c, labels, inv_t)
+        extra_lse = torch.logsumexp(extra_logits.float(), dim=1) if extra_logits is not None else None
+        B, N = q.shape[0], c.shape[0]
+        row_neg = torch.empty(B, device=q.device, dtype=torch.float32)
+        dq = torch.empty(q.shape, device=q.device, dtype=torch.float32)
+        dc = torch.zeros(c.shape, device=c.device, dtype=torch.float32)
+        logit_grad_dot = torch.zeros((), device=q.device, dtype=torch.float32)
+        step = _rows_per_chunk(B, N, chunk_rows, q.is_cuda)
+        for r0 in range(0, B, step):
+            r1 = min(B, r0 + step)
+            logits = matmul_fp32(q[r0:r1], c_work.T).mul_(inv_t)
+            duplicate = query_keys[r0:r1, None] == candidate_keys[None, :]
+            logits.masked_fill_(duplicate, float("-inf"))
+            peak = logits.amax(dim=1)
+            peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+            weights = torch.sub(logits, peak[:, None]).exp_()
+            row_neg[r0:r1] = peak + weights.sum(dim=1).log()
+            parts = [row_neg[r0:r1], pos[r0:r1]] + ([extra_lse[r0:r1]] if extra_lse is not None else [])
+            row_lse = torch.logsumexp(torch.stack(parts), dim=0)
+            weights.mul_(torch.exp(peak - row_lse)[:, None])  # softmax weights of the negatives
+            logits.masked_fill_(duplicate, 0.0)
+            logit_grad_dot += torch.vdot(weights.view(-1), logits.view(-1))
+            weights = weights.to(work_dtype)
+            dq[r0:r1] = matmul_fp32(weights, c_work)
+            addmm_fp32_(dc, weights.T, q_work[r0:r1])
+        del c_work, q_work
+        loss, saved = finish_forward(ForwardStats(pos, row_neg, None), labels, extra_logits, False, N)
+        terms = prepare_backward(saved, labels, extra_logits, False, N, torch.ones((), device=q.device))
+        ctx.grads = terms.finish(q, c, labels, temperature, dq, dc, logit_grad_dot, inv_t)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        if ctx.grads is None:
+            raise RuntimeError("infonce(impl='chunked'): backward ran twice through the same graph; "
+                               "the one-pass gradient is handed over once (use symmetric=True or impl='reference')")
+        grads, ctx.grads = ctx.grads, None
+        unit = grad_loss.device.type == "cpu" and grad_loss.item() == 1.0
+        scaled = tuple(g if (g is None or unit) else g * grad_loss.to(g.dtype) for g in grads)
+        return scaled + (None,) * 4
+
+
 def infonce_chunked(x: InfoNCEInputs, chunk_rows: int | None = None) -> torch.Tensor:
     """Mean InfoNCE computed in row chunks (see the module docstring); any device."""
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x.q, x.c, x.temperature, x.extra_logits)
+    )
+    if needs_grad and not x.symmetric:
+        return ChunkedInfoNCEOnePass.apply(
+            x.q, x.c, x.temperature, x.extra_logits, x.labels, x.query_keys, x.candidate_keys, chunk_rows
+        )
     return ChunkedInfoNCE.apply(
         x.q, x.c, x.temperature, x.extra_logits, x.labels, x.query_keys, x.candidate_keys, x.symmetric, chunk_rows
     )

@@ -82,8 +82,8 @@ class BackwardTerms:
         dq.addcmul_(g[:, None], c[labels].float())
         dc.index_add_(0, labels, g[:, None] * q.float())
         factor = self.scale * inv_t
-        grad_q = (dq * factor).to(q.dtype)
-        grad_c = (dc * factor).to(c.dtype)
+        grad_q = dq.mul_(factor).to(q.dtype)
+        grad_c = dc.mul_(factor).to(c.dtype)
         grad_t = -self.scale * (logit_grad_dot + (g * self.positive).sum()) * inv_t
         return grad_q, grad_c, grad_t.reshape(temperature.shape), self.extra_grad
 

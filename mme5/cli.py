@@ -42,6 +42,7 @@ def fit_cli(args: Sequence[str] | None = None, run: bool = True) -> MME5CLI:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mme5` console script."""
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] == "export":
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mme5.eval import cli_main as evaluate_main
 
             return evaluate_main(argv[1:]) or 0
-        fit_cli(argv)
+        fit_cli(None if from_command_line else argv)
         return 0
     except user_errors() as exc:
         print(f"mme5: error: {exc}", file=sys.stderr)

@@ -172,7 +172,7 @@ class EmbeddingModule(L.LightningModule):
             loss, stats = loss_fn(q, c)
             out = loss
         else:
-            cached = self._grad_cache(batch, loss_fn)
+            cached = self._grad_cache(batch, batch_idx, loss_fn)
             loss, stats, out = cached.loss, cached.stats, cached.surrogate
         n = len(batch["ids"]) if "ids" in batch else batch["query"]["input_ids"].shape[0]
         self.log("train/loss", stats["loss"], prog_bar=True, batch_size=n)
@@ -182,12 +182,18 @@ class EmbeddingModule(L.LightningModule):
         self._global_batch = float(stats["queries"])
         return out
 
-    def _grad_cache(self, batch: dict[str, Any], loss_fn) -> CachedStep:
+    def _grad_cache(self, batch: dict[str, Any], batch_idx: int, loss_fn) -> CachedStep:
         chunk = int(self.grad_cache_chunk)  # type: ignore[arg-type]
         image_token = _image_token_id(self.encoder)
         grad_scale, touch = 1.0, []
         if self._trainer is not None:
             trainer = self.trainer
+            # Lightning zeroes gradients between training_step and backward; a cached step has already
+            # backpropagated its early chunks by then, so it zeroes at the start of an accumulation
+            # window itself (see optimizer_zero_grad).
+            if batch_idx % trainer.accumulate_grad_batches == 0:
+                for opt in trainer.optimizers:
+                    opt.zero_grad(set_to_none=True)
             # the loop divides the returned surrogate by the accumulation count and scales fp16
             # losses; the chunks backpropagated here must get the same factors
             grad_scale /= trainer.accumulate_grad_batches
@@ -203,6 +209,10 @@ class EmbeddingModule(L.LightningModule):
             loss_params=[p for p in self.loss.parameters() if p.requires_grad],
             grad_scale=grad_scale, touch=touch, device=self.encoder.device,
         )
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        if self.grad_cache_chunk is None:  # with GradCache, training_step zeroes before its first backward
+            optimizer.zero_grad(set_to_none=True)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_start = time.perf_counter()

@@ -21,6 +21,7 @@ if ! $PY -c 'import mme5.kernels' 2>/dev/null; then
   stage=$(mktemp -d)
   cp -r mme5 "$stage/mme5" && cp -r kernels "$stage/mme5/kernels"
   export PYTHONPATH="$stage${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONSAFEPATH=1  # keep ./mme5 (which lacks kernels/) from shadowing the staged package
 fi
 if ! $PY -c 'import jsonargparse' 2>/dev/null && compgen -G 'tmp/whl/*.whl' >/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/mme5-site tmp/whl/*.whl \

@@ -220,3 +220,67 @@ def test_max_length_bounds_text_tokens_and_keeps_the_image(tiny):
     image_id = processor.tokenizer.convert_tokens_to_ids(
         "<|image_pad|>" if adapter.family == "qwen2_vl" else adapter.image_token)
     assert (with_image["input_ids"] == image_id).any()
+
+
+def test_concurrent_tiny_builds_do_not_corrupt_the_cache(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("MME5_CACHE", str(tmp_path))
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: LlavaAdapter().ensure_tiny(), range(2)))
+    assert paths[0] == paths[1]
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["llava-v1"]
+    ad = get_adapter("tiny-llava")
+    model = ad.load_model(ad.path)
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_qwen2_vl_processor_without_torchvision_expands_image_tokens():
+    pytest.importorskip("transformers.models.qwen2_vl")
+    adapter = get_adapter("tiny-qwen2-vl")
+    processor = adapter.load_processor(adapter.path)
+    sides = [Side("a", photo("astronaut")), Side("text only"), Side(None, photo("coffee", (100, 40)))]
+    inputs = adapter.build_inputs(processor, sides, max_length=16)
+    pad_id = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    merge = processor.image_processor.merge_size ** 2
+    per_image = (inputs["image_grid_thw"].prod(dim=1) // merge).tolist()
+    per_row = (inputs["input_ids"] == pad_id).sum(dim=1).tolist()
+    assert per_row == [per_image[0], 0, per_image[1]]
+    assert inputs["pixel_values"].shape[0] == int(inputs["image_grid_thw"].prod(dim=1).sum())
+    # Left padding: every row ends with a real token.
+    assert bool(inputs["attention_mask"][:, -1].all())
+
+
+def test_qwen2_5_vl_checkpoint_uses_the_qwen_adapter(tmp_path):
+    pytest.importorskip("transformers.models.qwen2_5_vl")
+    import shutil
+
+    from transformers import AutoConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from mme5.encoder import Encoder, LoraSettings
+
+    tiny = get_adapter("tiny-qwen2-vl").path
+    for name in os.listdir(tiny):
+        if not name.startswith(("model", "config")):
+            shutil.copy(os.path.join(tiny, name), tmp_path / name)
+    qwen2 = AutoConfig.from_pretrained(tiny)
+    config = Qwen2_5_VLConfig(
+        text_config=qwen2.text_config.to_dict(),
+        vision_config=dict(depth=2, hidden_size=32, out_hidden_size=64, intermediate_size=64, num_heads=2,
+                           patch_size=8, spatial_merge_size=2, temporal_patch_size=2, window_size=32,
+                           fullatt_block_indexes=[1]),
+        image_token_id=qwen2.image_token_id, video_token_id=qwen2.video_token_id,
+        vision_start_token_id=qwen2.vision_start_token_id, vision_end_token_id=qwen2.vision_end_token_id,
+    )
+    torch.manual_seed(0)
+    Qwen2_5_VLForConditionalGeneration(config).save_pretrained(tmp_path)
+    adapter = get_adapter(str(tmp_path))
+    assert adapter.family == "qwen2_vl"
+    encoder = Encoder(str(tmp_path), lora=LoraSettings(rank=2))
+    assert type(encoder.base_model()).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    lora_names = [n for n, _ in encoder.model.named_modules() if n.endswith("lora_A")]
+    assert any("visual.blocks.0.attn.qkv" in n for n in lora_names)
+    assert any("visual.blocks.0.mlp.down_proj" in n for n in lora_names)
+    emb = encoder(encoder.build_inputs(mixed_sides()[:3]))
+    emb.sum().backward()
+    assert emb.shape == (3, 64) and torch.isfinite(emb).all()

@@ -21,7 +21,7 @@ from mme5.synth.pipeline import SynthConfig, synthesize
 
 def build_parser() -> ArgumentParser:
     set_parsing_settings(docstring_parse_attribute_docstrings=True)  # field docstrings become --help
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0], default_meta=False)
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the options below")
     parser.add_class_arguments(SynthConfig, as_group=False, fail_untyped=True)
     parser.add_subclass_arguments(Backend, "backend", required=True,
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     cfg = parser.parse_args(argv)
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    init = parser.instantiate_classes(cfg)
+    init = parser.instantiate(cfg)
     config_fields = {k: init[k] for k in SynthConfig.__dataclass_fields__}
     stats = synthesize(SynthConfig(**config_fields), init.backend)
     print(f"accepted {stats['accepted']} / {stats['attempted']} attempts into {stats['shards']} shard(s); "

@@ -104,6 +104,10 @@ class BackboneAdapter:
         processor = AutoProcessor.from_pretrained(str(path))
         return self._configure_processor(processor)
 
+    def save_processor(self, processor: Any, out_dir: str | os.PathLike) -> None:
+        """Write ``processor`` so that :meth:`load_processor` (and ``AutoProcessor``) read it back."""
+        processor.save_pretrained(str(out_dir))
+
     def _configure_processor(self, processor: Any) -> Any:
         tok = processor.tokenizer
         tok.padding_side = self.padding_side

@@ -89,6 +89,14 @@ class Qwen2VLAdapter(BackboneAdapter):
                 AutoImageProcessor.from_pretrained(str(path)), AutoTokenizer.from_pretrained(str(path)))
         return self._configure_processor(processor)
 
+    def save_processor(self, processor: Any, out_dir: str | os.PathLike) -> None:
+        if hasattr(processor, "video_processor"):
+            processor.save_pretrained(str(out_dir))
+            return
+        processor.tokenizer.save_pretrained(str(out_dir))
+        processor.image_processor.save_pretrained(str(out_dir))
+        _write_processor_files(Path(out_dir), processor.chat_template)
+
     def build_tiny(self, out_dir: str | os.PathLike, seed: int = 0) -> str:
         from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -123,11 +131,11 @@ class Qwen2VLAdapter(BackboneAdapter):
         model.save_pretrained(out_dir)
         tok.save_pretrained(out_dir)
         image_processor.save_pretrained(out_dir)
-        _write_processor_files(Path(out_dir), image_processor)
+        _write_processor_files(Path(out_dir), CHAT_TEMPLATE)
         return str(out_dir)
 
 
-def _write_processor_files(out: Path, image_processor: Any) -> None:
+def _write_processor_files(out: Path, chat_template: str | None) -> None:
     """The files that let ``AutoProcessor`` (with torchvision) build the full processor, as on the hub."""
     pre = json.loads((out / "preprocessor_config.json").read_text())
     pre["processor_class"] = "Qwen2VLProcessor"
@@ -135,4 +143,5 @@ def _write_processor_files(out: Path, image_processor: Any) -> None:
     video = {k: v for k, v in pre.items() if k != "image_processor_type"}
     video["video_processor_type"] = "Qwen2VLVideoProcessor"
     (out / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
-    (out / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}, indent=2))
+    if chat_template:
+        (out / "chat_template.json").write_text(json.dumps({"chat_template": chat_template}, indent=2))

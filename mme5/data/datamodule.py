@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -100,7 +101,6 @@ class ShardDataModule(L.LightningDataModule):
         self._resume_state: dict[str, Any] | None = None
         self._epochs_started = 0
         self._setup_skips: dict[str, int] = {}
-        self._rank_world: tuple[int, int] | None = None
 
     # ---- data preparation -------------------------------------------------------------------------
 
@@ -138,8 +138,6 @@ class ShardDataModule(L.LightningDataModule):
     # ---- sizes --------------------------------------------------------------------------------------
 
     def _distributed(self) -> tuple[int, int]:
-        if self._rank_world is not None:
-            return self._rank_world
         trainer = self.trainer
         if trainer is not None:
             return trainer.global_rank, trainer.world_size
@@ -181,33 +179,34 @@ class ShardDataModule(L.LightningDataModule):
     def loader(self, rank: int | None = None, world_size: int | None = None) -> ResumableLoader:
         """The train loader for one rank (``rank``/``world_size`` override the trainer's, for tests)."""
         if rank is not None or world_size is not None:
-            self._rank_world = (rank or 0, world_size or 1)
+            rank, world = rank or 0, world_size or 1
+        else:
+            rank, world = self._distributed()
         dataset = self.make_dataset()
-        _, world = self._distributed()
         if not self.resampled:  # fail now, not in a worker, when shards are fewer than readers
             from mme5.data.shardsets import deal_shards
 
             for i, s in enumerate(self.sets):
                 deal_shards(s, world * max(1, self.num_workers), self.seed, 0, i)
-        return ResumableLoader(dataset, self._next_plan, self.tracker, self.batches_per_rank(world),
+        return ResumableLoader(dataset, functools.partial(self._next_plan, rank=rank, world=world), self.tracker,
+                               self.batches_per_rank(world),
                                self.num_workers, self.prefetch_factor)
 
     def train_dataloader(self) -> ResumableLoader:
         return self.loader()
 
-    def _current_epoch(self) -> int:
+    def _current_epoch(self, rank: int) -> int:
         trainer = self.trainer
         if trainer is not None:
             return trainer.current_epoch
         if self._resume_state is not None:
-            return int(self._resume_state["ranks"][self._distributed()[0]]["epoch"])
+            return int(self._resume_state["ranks"][rank]["epoch"])
         return self._epochs_started
 
-    def _next_plan(self, epoch: int | None = None) -> EpochPlan:
-        rank, world = self._distributed()
+    def _next_plan(self, epoch: int | None = None, rank: int = 0, world: int = 1) -> EpochPlan:
         workers = max(1, self.num_workers)
         if epoch is None:
-            epoch = self._current_epoch()
+            epoch = self._current_epoch(rank)
         self._epochs_started = epoch + 1
         plan = EpochPlan(epoch, rank, world, workers, self.batches_per_rank(world))
         state, self._resume_state = self._resume_state, None

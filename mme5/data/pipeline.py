@@ -36,11 +36,13 @@ from mme5.records import Example, RecordError, decode_sample
 RawSample = dict[str, Any]
 
 
-def read_shard(url: str, skips: SkipCounter) -> Iterator[RawSample]:
+def read_shard(url: str, skips: SkipCounter, expected: int | None = None) -> Iterator[RawSample]:
     """Raw samples (``__key__``, ``__url__``, member extension -> bytes) of one shard, streamed.
 
     Opens anything webdataset's ``gopen`` opens. An unopenable shard, a tar that breaks mid-stream
-    (the sample being read is lost) and an empty shard are counted, never raised.
+    and an empty shard are counted, never raised. ``expected`` (from ``sizes.json``) also catches a
+    tar cut at a header boundary, which the tar reader takes for a normal end; ``truncated_tar``
+    counts the samples lost (one when the expected count is unknown).
     """
     from webdataset.gopen import gopen
 
@@ -72,11 +74,15 @@ def read_shard(url: str, skips: SkipCounter) -> Iterator[RawSample]:
         if current is not None:
             n += 1
             yield current
-        elif n == 0:
+        elif n == 0 and not expected:
             skips.add(EMPTY_SHARD, f"shard '{url}' holds no sample")
+        if expected is not None and n < expected:
+            skips.add(TRUNCATED_TAR, f"shard '{url}' ends after {n} of its {expected} samples (sizes.json)",
+                      n=expected - n)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         lost = f" (sample '{current['__key__']}' lost)" if current is not None else ""
-        skips.add(TRUNCATED_TAR, f"shard '{url}' is damaged after {n} sample(s){lost}: {exc}")
+        skips.add(TRUNCATED_TAR, f"shard '{url}' is damaged after {n} sample(s){lost}: {exc}",
+                  n=max(1, expected - n) if expected is not None else 1)
     finally:
         try:
             stream.close()
@@ -84,10 +90,10 @@ def read_shard(url: str, skips: SkipCounter) -> Iterator[RawSample]:
             skips.add(SHARD_OPEN, f"closing shard '{url}' failed: {exc}")
 
 
-def shuffled_window(urls: Sequence[str], rng: random.Random, buffer_size: int,
-                    skips: SkipCounter) -> Iterator[RawSample]:
+def shuffled_window(urls: Sequence[str], rng: random.Random, buffer_size: int, skips: SkipCounter,
+                    expected: dict[str, int] | None = None) -> Iterator[RawSample]:
     """Samples of ``urls`` read interleaved, through a shuffle buffer drained at the end."""
-    readers = [read_shard(u, skips) for u in urls]
+    readers = [read_shard(u, skips, (expected or {}).get(u)) for u in urls]
     active = list(range(len(readers)))
     buf: list[RawSample] = []
     while active:
@@ -116,7 +122,8 @@ class SetStream:
     """
 
     def __init__(self, urls: Sequence[str], resampled: bool, shuffle_shards: int, buffer_size: int,
-                 seed_parts: tuple, skips: SkipCounter, label: str, start: tuple[int, int] = (0, 0)):
+                 seed_parts: tuple, skips: SkipCounter, label: str, start: tuple[int, int] = (0, 0),
+                 expected: dict[str, int] | None = None):
         if not urls:
             raise DataError(f"shard set '{label}': this reader got no shard")
         self.urls = list(urls)
@@ -127,6 +134,7 @@ class SetStream:
         self.skips = skips
         self.label = label
         self.position = tuple(start)
+        self.expected = expected or {}
         self.windows_per_pass = -(-len(self.urls) // self.shuffle_shards)
 
     def window_urls(self, window: int) -> list[str]:
@@ -145,7 +153,8 @@ class SetStream:
         while True:
             rng = random.Random(derive_seed(*self.seed_parts, "window", window))
             emitted = 0
-            for item in shuffled_window(self.window_urls(window), rng, self.buffer_size, self.skips):
+            for item in shuffled_window(self.window_urls(window), rng, self.buffer_size, self.skips,
+                                        self.expected):
                 emitted += 1
                 if emitted <= skip:
                     continue
@@ -264,7 +273,8 @@ class MixtureDataset(IterableDataset):
         slot = plan.rank * plan.num_workers + worker
         streams = [
             SetStream(self.reader_urls(i, plan.epoch, slot, slots), self.resampled, self.shuffle_shards,
-                      self.shuffle_buffer, (self.seed, plan.epoch, i, slot), skips, s.label, start=pos.sets[i])
+                      self.shuffle_buffer, (self.seed, plan.epoch, i, slot), skips, s.label, start=pos.sets[i],
+                      expected=dict(zip(s.urls, s.sizes)))
             for i, s in enumerate(self.sets)
         ]
         iters = [iter(s) for s in streams]

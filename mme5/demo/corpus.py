@@ -32,6 +32,7 @@ from mme5.demo.phrases import phrases
 from mme5.demo.scene import Picture, distinct_scenes, jpeg_bytes, render
 from mme5.demo.tasks import (BUILDERS, EVAL_DATASETS, IMAGE_DOC_INSTRUCTION, INSTRUCTIONS, TRAIN_MIX, TaskItem,
                              source_name, train_language)
+from mme5 import __version__
 from mme5.errors import Mme5Error
 from mme5.records import PUBLIC_IMAGE_TOKEN, Example, ShardSetWriter, Side, compose_text
 
@@ -122,7 +123,7 @@ def ensure_demo_corpus(root: str | os.PathLike, seed: int = 0, train_samples: in
         (root / IN_PROGRESS).write_text(f"generation started {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
         counts = _generate(root, paths, params)
         _write_json(manifest, {"corpus": CORPUS_NAME, "version": DEMO_VERSION, "params": asdict(params),
-                               "counts": counts})
+                               "counts": counts, "mme5": __version__})
         (root / IN_PROGRESS).unlink()
     return paths
 

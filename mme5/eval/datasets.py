@@ -125,13 +125,19 @@ def discover_datasets(root: str | Path) -> list[str]:
 def resolve_mmeb(root: str | Path, names: Iterable[str] | None = None) -> tuple[list[DatasetInfo], list[str]]:
     """Find the requested MMEB datasets in ``root``; returns (found, missing).
 
-    ``names=None`` means the 36 official datasets plus any listed in ``datasets.json``.
+    ``names=None`` means the 36 official datasets plus any listed in ``datasets.json`` (only the
+    latter when the folder holds none of the 36: a custom benchmark such as the demo corpus).
     """
     root = Path(root)
     if not root.is_dir():
         raise MissingPathError(f"MMEB folder '{root}' does not exist (expected one parquet per dataset)")
     extra = read_extra_table(root)
-    wanted = list(names) if names is not None else list(MMEB_DATASETS) + [n for n in extra if n not in MMEB_META_TASK]
+    if names is not None:
+        wanted = list(names)
+    else:
+        extras = [n for n in extra if n not in MMEB_META_TASK]
+        has_official = any(_dataset_files(root, n) is not None for n in MMEB_DATASETS)
+        wanted = (list(MMEB_DATASETS) if has_official or not extras else []) + extras
     found, missing = [], []
     for name in wanted:
         if name in extra:

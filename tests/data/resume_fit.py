@@ -23,6 +23,12 @@ from shard_fixtures import list_collate  # noqa: E402
 from mme5.data import ShardDataModule, ShardSet  # noqa: E402
 
 
+def make_datamodule(sets: list[ShardSet], workers: int = 2, batch_size: int = 3) -> ShardDataModule:
+    """The data settings of this fit (the test builds the same module in process for the reference)."""
+    return ShardDataModule(train=sets, batch_size=batch_size, num_workers=workers, collate_fn=list_collate,
+                           shuffle_buffer=5, shuffle_shards=2, seed=7)
+
+
 class RecordingModule(L.LightningModule):
     def __init__(self, out: str, kill_at_step: int | None):
         super().__init__()
@@ -56,8 +62,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=3)
     a = p.parse_args()
     sets = [ShardSet(s.rsplit(":", 1)[0], float(s.rsplit(":", 1)[1])) if ":" in s else ShardSet(s) for s in a.shards]
-    dm = ShardDataModule(train=sets, batch_size=a.batch_size, num_workers=a.workers, collate_fn=list_collate,
-                         shuffle_buffer=5, shuffle_shards=2, seed=7)
+    dm = make_datamodule(sets, a.workers, a.batch_size)
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=a.ckpt_dir, every_n_train_steps=a.every, save_top_k=-1,
                                                save_last=True)
     trainer = L.Trainer(max_epochs=a.epochs, accelerator="cpu", devices=1, callbacks=[ckpt], logger=False,

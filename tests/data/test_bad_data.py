@@ -110,5 +110,8 @@ def test_bad_shard_does_not_hang_other_ranks(tmp_path):
     dm = ShardDataModule(train=[ShardSet(spec)], batch_size=3, num_workers=1, collate_fn=list_collate,
                          shuffle_buffer=2)
     dm.setup("fit")
-    counts = [len(list(dm.loader(rank=r, world_size=2))) for r in range(2)]
+    loaders = [dm.loader(rank=r, world_size=2) for r in range(2)]
+    for loader in loaders:
+        loader.set_epoch(0)  # without a trainer every iteration is a new epoch
+    counts = [len(list(loader)) for loader in loaders]
     assert counts == [4, 4] and dm.skip_counts()["truncated_tar"] >= 1

@@ -1,0 +1,287 @@
+"""The same model at full precision and quantized (bitsandbytes int8 / nf4), the same evaluation.
+
+For each setting: load, evaluate MMEB and/or XTD without the embedding cache (so every item is
+really encoded), and measure the peak memory and the encoding throughput. The report gives the
+scores per meta-task and per XTD language with their deltas against the first setting.
+
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the setting (load + evaluation). On
+the CPU with ``isolate=True`` (each setting in a fresh process), that process's peak resident set
+size; without isolation, the peak resident size sampled every 5 ms during the setting minus the size
+before loading, which memory kept by the allocator from an earlier setting can understate.
+``memory_kind`` says which was measured.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import json
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from mme5.errors import ConfigError
+from mme5.eval.datasets import XTD_LANGUAGES
+from mme5.eval.models import load_model, pick_device
+from mme5.eval.runner import EvalResult, evaluate_mmeb, evaluate_xtd
+
+SETTINGS = ("full", "int8", "nf4", "fp4")
+MMEB_GROUPS = ("Classification", "VQA", "Retrieval", "Grounding", "IND", "OOD", "Overall")
+
+
+@dataclass
+class SettingResult:
+    """One precision setting: its scores, memory and speed."""
+
+    setting: str
+    dtype: str
+    mmeb: EvalResult | None
+    xtd: EvalResult | None
+    peak_memory_bytes: int
+    memory_kind: str
+    weights_bytes: int | None
+    items_per_second: float
+    load_seconds: float
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+class _RssPeak:
+    """Samples this process's resident set size in a thread; ``peak`` is the largest seen."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        import psutil
+
+        self._proc = psutil.Process()
+        self.base = self._proc.memory_info().rss
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._interval = interval
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> "_RssPeak":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
+def headline_scores(mmeb: EvalResult | None, xtd: EvalResult | None) -> dict[str, float]:
+    """Per meta-task / IND / OOD / Overall (MMEB P@1) and per-language + mean XTD Recall@10 (percent)."""
+    out: dict[str, float] = {}
+    if mmeb is not None:
+        out.update({f"MMEB {g}": mmeb.summary[g] for g in MMEB_GROUPS if g in mmeb.summary})
+        out.update({f"MMEB {g}": v for g, v in mmeb.summary.items() if f"MMEB {g}" not in out})
+    if xtd is not None:
+        out.update({f"XTD {d.name} R@10": d.metrics["hit@10"] for d in xtd.datasets})
+        out["XTD mean R@10"] = xtd.summary["mean_R@10"]
+    return out
+
+
+def evaluate_setting(model: str, setting: str, dtype: str, device: str, mmeb_dir: str | None, xtd_dir: str | None,
+                     image_root: str | None, datasets: Sequence[str] | None, languages: Sequence[str],
+                     max_rows: int | None, batch_size: int) -> SettingResult:
+    """Load ``model`` in one setting and evaluate it (no embedding cache)."""
+    if setting not in SETTINGS:
+        raise ConfigError(f"setting '{setting}' is not supported; expected one of {SETTINGS}")
+    dev = pick_device(device)
+    gc.collect()
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+        base_cuda = torch.cuda.memory_allocated(dev)
+    with _RssPeak() as rss:
+        t0 = time.perf_counter()
+        loaded = load_model(model, quantization=None if setting == "full" else setting, device=device, dtype=dtype,
+                            batch_size=batch_size)
+        load_seconds = time.perf_counter() - t0
+        mmeb = xtd = None
+        if mmeb_dir is not None:
+            mmeb = evaluate_mmeb(loaded.embed, mmeb_dir, image_root, datasets=datasets, max_rows=max_rows,
+                                 batch_size=batch_size)
+        if xtd_dir is not None:
+            xtd = evaluate_xtd(loaded.embed, xtd_dir, image_root, languages=languages, max_rows=max_rows,
+                               batch_size=batch_size)
+    if cuda:
+        peak, kind = torch.cuda.max_memory_allocated(dev) - base_cuda, "cuda_max_allocated"
+    else:
+        peak, kind = rss.peak - rss.base, "cpu_rss_peak_over_baseline"
+    weights = None
+    module = loaded.module
+    base = module.base_model() if hasattr(module, "base_model") and callable(module.base_model) else module
+    if base is not None and hasattr(base, "get_memory_footprint"):
+        weights = int(base.get_memory_footprint())
+    encoded = sum(r.encode.encoded for r in (mmeb, xtd) if r is not None)
+    seconds = sum(r.encode.seconds for r in (mmeb, xtd) if r is not None)
+    del loaded, module, base
+    gc.collect()
+    return SettingResult(setting, dtype, mmeb, xtd, int(peak), kind, weights,
+                         encoded / seconds if seconds > 0 else float("nan"), load_seconds,
+                         headline_scores(mmeb, xtd))
+
+
+def _isolated(args: tuple) -> SettingResult:
+    import resource
+
+    result = evaluate_setting(*args)
+    if result.memory_kind != "cuda_max_allocated":
+        result.peak_memory_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        result.memory_kind = "cpu_process_peak_rss"
+    return result
+
+
+def compare_quantized(
+    model: str,
+    settings: Sequence[str] = ("full", "int8", "nf4"),
+    mmeb_dir: str | None = None,
+    xtd_dir: str | None = None,
+    image_root: str | None = None,
+    datasets: Sequence[str] | None = None,
+    languages: Sequence[str] = XTD_LANGUAGES,
+    max_rows: int | None = None,
+    batch_size: int = 64,
+    dtype: str = "auto",
+    device: str = "auto",
+    output_dir: str | None = None,
+    isolate: bool = False,
+) -> list[SettingResult]:
+    """Evaluate ``model`` in each setting; write ``quantized.json|.md|.csv|.png`` into ``output_dir``.
+
+    ``dtype="auto"`` is bfloat16 on CUDA and float32 on the CPU (the full-precision setting's weights
+    and the 4-bit compute dtype). ``isolate`` runs each setting in a fresh process (exact peak memory
+    per setting; the caller's script needs an ``if __name__ == "__main__":`` guard).
+    """
+    if not settings:
+        raise ConfigError("settings must name at least one of " + ", ".join(SETTINGS))
+    if mmeb_dir is None and xtd_dir is None:
+        raise ConfigError("nothing to evaluate: give mmeb_dir and/or xtd_dir")
+    if dtype == "auto":
+        dtype = "bfloat16" if pick_device(device).type == "cuda" else "float32"
+    jobs = [(model, s, dtype, device, mmeb_dir, xtd_dir, image_root, datasets, languages, max_rows, batch_size)
+            for s in settings]
+    if isolate:
+        import multiprocessing
+
+        results = []
+        for job in jobs:
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                results.append(pool.apply(_isolated, (job,)))
+    else:
+        results = [evaluate_setting(*job) for job in jobs]
+    if output_dir is not None:
+        write_comparison(results, output_dir, model)
+    return results
+
+
+def _delta(value: float, ref: float) -> str:
+    if math.isnan(value) or math.isnan(ref):
+        return "-"
+    return f"{value - ref:+.1f}"
+
+
+def comparison_table(results: Sequence[SettingResult], device_name: str = "") -> str:
+    """Markdown: scores per meta-task and language with deltas against the first setting; cost per setting."""
+    ref = results[0]
+    keys = list(ref.scores)
+    head = ["Score"] + [r.setting if i == 0 else f"{r.setting} (Δ vs {ref.setting})" for i, r in enumerate(results)]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for key in keys:
+        cells = [key]
+        for i, r in enumerate(results):
+            v = r.scores.get(key, float("nan"))
+            cells.append(f"{v:.1f}" if i == 0 else f"{v:.1f} ({_delta(v, ref.scores[key])})")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| Setting | dtype | weights (MiB) | peak memory (MiB) | memory measured as | items/s | load (s) |",
+              "|---|---|---|---|---|---|---|"]
+    for r in results:
+        w = "-" if r.weights_bytes is None else f"{r.weights_bytes / 2**20:.2f}"
+        lines.append(f"| {r.setting} | {r.dtype} | {w} | {r.peak_memory_bytes / 2**20:.1f} | {r.memory_kind} | "
+                     f"{r.items_per_second:.1f} | {r.load_seconds:.1f} |")
+    if device_name:
+        lines += ["", f"Device: {device_name}"]
+    return "\n".join(lines) + "\n"
+
+
+def device_name() -> str:
+    """The device the numbers come from (GPU name, else the CPU model)."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return "CPU: " + line.split(":", 1)[1].strip() + f" ({os.cpu_count()} threads visible)"
+    except OSError:
+        pass
+    return "CPU"
+
+
+def plot_comparison(results: Sequence[SettingResult], path: str | os.PathLike, title: str = "") -> Path:
+    """Scores per group (bars per setting), and peak memory / items per second per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    keys = list(results[0].scores)
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 4.2), gridspec_kw={"width_ratios": [4, 1, 1]})
+    width = 0.8 / len(results)
+    x = np.arange(len(keys))
+    for i, r in enumerate(results):
+        ax1.bar(x + i * width, [r.scores.get(k, float("nan")) for k in keys], width, label=r.setting)
+    ax1.set_xticks(x + width * (len(results) - 1) / 2, [k.replace("MMEB ", "").replace("XTD ", "xtd ") for k in keys],
+                   rotation=60, ha="right", fontsize=7)
+    ax1.set_ylabel("score (%)")
+    ax1.legend(fontsize=8)
+    ax1.set_title(title or "scores by setting", fontsize=9)
+    names = [r.setting for r in results]
+    ax2.bar(names, [r.peak_memory_bytes / 2**20 for r in results], color="tab:gray")
+    ax2.set_title("peak memory (MiB)", fontsize=9)
+    ax3.bar(names, [r.items_per_second for r in results], color="tab:green")
+    ax3.set_title("items / s", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_comparison(results: Sequence[SettingResult], output_dir: str | os.PathLike, model: str) -> None:
+    """``quantized.json`` (everything), ``quantized.md`` (tables), ``quantized.csv`` and ``quantized.png``."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = device_name()
+    payload = {"model": model, "device": dev, "settings": [{
+        "setting": r.setting, "dtype": r.dtype, "scores": r.scores,
+        "deltas": {k: r.scores.get(k, float("nan")) - v for k, v in results[0].scores.items()},
+        "peak_memory_bytes": r.peak_memory_bytes, "memory_kind": r.memory_kind, "weights_bytes": r.weights_bytes,
+        "items_per_second": r.items_per_second, "load_seconds": r.load_seconds,
+        "mmeb": r.mmeb.to_dict() if r.mmeb else None, "xtd": r.xtd.to_dict() if r.xtd else None,
+    } for r in results]}
+    (out / "quantized.json").write_text(json.dumps(payload, indent=1))
+    (out / "quantized.md").write_text(f"## {model}: full precision vs quantized\n\n" + comparison_table(results, dev))
+    with open(out / "quantized.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["setting", "dtype", "metric", "value", "delta", "device"])
+        for r in results:
+            for k, v in r.scores.items():
+                w.writerow([r.setting, r.dtype, k, f"{v:.4f}", f"{v - results[0].scores[k]:.4f}", dev])
+            w.writerow([r.setting, r.dtype, "peak_memory_bytes", r.peak_memory_bytes, "", dev])
+            w.writerow([r.setting, r.dtype, "items_per_second", f"{r.items_per_second:.3f}", "", dev])
+    plot_comparison(results, out / "quantized.png", title=f"{model} on {dev}")

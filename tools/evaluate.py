@@ -1,0 +1,25 @@
+#!/usr/bin/env python
+"""Evaluate an embedding model on MMEB / XTD (same as `mme5 evaluate`); `--help` lists the options.
+
+    python tools/evaluate.py --model exported/demo --demo_root .mme5-demo
+    python tools/evaluate.py --model exported/mme5 --mmeb_dir data/MMEB-eval --image_root data/eval_images \
+        --xtd_dir data/XTD --output_dir runs/eval
+"""
+
+import sys
+
+from mme5.errors import user_errors
+
+
+def main() -> int:
+    from mme5.eval.cli import cli_main
+
+    try:
+        return cli_main(sys.argv[1:])
+    except user_errors() as exc:
+        print(f"evaluate: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
