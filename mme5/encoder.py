@@ -108,10 +108,6 @@ class Encoder(nn.Module):
         head = base.get_output_embeddings()
         if head is not None:  # never used for embeddings: keep it out of optimisers and DDP's unused set
             head.requires_grad_(False)
-        if quantization is not None and lora is not None:
-            from peft import prepare_model_for_kbit_training
-
-            base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
         if gradient_checkpointing:
             if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x
                 base.activation_checkpointing_enable({"use_reentrant": False})

@@ -284,3 +284,26 @@ def test_qwen2_5_vl_checkpoint_uses_the_qwen_adapter(tmp_path):
     emb = encoder(encoder.build_inputs(mixed_sides()[:3]))
     emb.sum().backward()
     assert emb.shape == (3, 64) and torch.isfinite(emb).all()
+
+
+def test_qwen2_vl_fallback_processor_equals_the_full_processor():
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - a broken torchvision fails in many ways
+        pytest.skip("torchvision does not import here: the full Qwen2-VL processor cannot be built")
+    from transformers import AutoProcessor
+
+    from mme5.backbones.qwen2_vl import processor_without_video
+
+    adapter = get_adapter("tiny-qwen2-vl")
+    full = adapter.load_processor(adapter.path)
+    assert hasattr(full, "video_processor")
+    fallback = adapter._configure_processor(
+        processor_without_video(full.image_processor, full.tokenizer, full.chat_template))
+    sides = mixed_sides()
+    a = adapter.build_inputs(full, sides, max_length=32)
+    b = adapter.build_inputs(fallback, sides, max_length=32)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+    assert type(AutoProcessor.from_pretrained(adapter.path)) is type(full)

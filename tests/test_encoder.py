@@ -169,3 +169,36 @@ def test_bad_settings_are_clear_errors():
         Encoder("tiny-llava", dtype="float8")  # type: ignore[arg-type]
     with pytest.raises(BackboneError, match="quantization 'int3'"):
         Encoder("tiny-llava", quantization="int3")  # type: ignore[arg-type]
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("model", ["tiny-mllama", "tiny-llava", "tiny-llava-next", "tiny-qwen2-vl"])
+def test_cuda_bfloat16_lora_matches_cpu_float32(model: str):
+    reference = Encoder(model).encode_sides(sides())
+    enc = Encoder(model, dtype="bfloat16", lora=LoraSettings(use_dora=True), gradient_checkpointing=True).cuda()
+    enc.train()
+    emb = enc(enc.build_inputs(sides()))  # CPU inputs are moved to the encoder's device
+    assert emb.device.type == "cuda" and emb.dtype == torch.bfloat16
+    emb.float().pow(2).sum().backward()
+    assert all(p.grad is not None and p.grad.is_cuda for p in enc.parameters() if p.requires_grad)
+    got = enc.encode_sides(sides())
+    assert got.device.type == "cpu" and enc.training
+    # Gaussian-initialised adapters start as the identity: the same function as the plain model.
+    assert F.cosine_similarity(reference, got).min() > 0.98
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("quantization", ["int8", "nf4"])
+def test_cuda_quantized_encoder(quantization: str):
+    pytest.importorskip("bitsandbytes")
+    reference = Encoder("tiny-llava").encode_sides(sides())
+    enc = Encoder("tiny-llava", quantization=quantization, dtype="bfloat16", lora=LoraSettings(rank=4))
+    assert enc.device.type == "cuda"
+    emb = enc(enc.build_inputs(sides()))
+    emb.float().sum().backward()
+    assert F.cosine_similarity(reference, enc.encode_sides(sides())).mean() > 0.9

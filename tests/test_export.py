@@ -90,3 +90,14 @@ def test_load_errors_name_the_folder(tmp_path):
         load(tmp_path / "missing")
     with pytest.raises(BackboneError, match=f"not an mme5 export: {CONFIG_FILE} is missing"):
         load(tmp_path)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_export_on_cpu_load_on_cuda(tmp_path):
+    encoder = Encoder("tiny-mllama", lora=LoraSettings(rank=4, use_dora=True))
+    perturb_adapters(encoder)
+    expected = encoder.encode_sides([Side(t, im) for t, im in zip(TEXTS, IMAGES)])
+    loaded = load(export(encoder, tmp_path / "e"), device="cuda")
+    assert loaded.encoder.device.type == "cuda"
+    torch.testing.assert_close(loaded.encode(texts=TEXTS, images=IMAGES), expected, atol=1e-4, rtol=1e-3)

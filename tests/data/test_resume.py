@@ -77,7 +77,8 @@ def test_sigkill_mid_epoch_then_resume_sees_the_same_batches(tmp_path):
     reference = []
     for epoch in range(2):
         loader.set_epoch(epoch)
-        reference += [(len(reference), epoch, ",".join(batch)) for batch in loader]
+        for batch in loader:
+            reference.append((len(reference), epoch, ",".join(batch)))
     assert len(reference) == 40
 
     killed = _fit(tmp_path, sets, "killed.txt", "--ckpt-dir", str(tmp_path / "ck"), "--kill-at-step", "10")

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import skimage.data
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -75,6 +74,8 @@ class EvalFixture:
 
 
 def _write_images(image_root: Path) -> list[str]:
+    import skimage.data
+
     paths = []
     for name in PHOTOS:
         arr = getattr(skimage.data, name)()

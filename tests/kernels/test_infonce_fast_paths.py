@@ -83,3 +83,28 @@ def test_auto_is_chunked_on_cpu():
     args = (case["q"].requires_grad_(), case["c"], case["labels"])
     loss = infonce(*args, impl="auto")
     assert type(loss.grad_fn).__name__.startswith("ChunkedInfoNCE")
+
+
+def test_chunked_one_pass_scales_by_incoming_gradient_and_forbids_second_backward():
+    case = make_case(40, 55, 24, torch.float32, extra=2)
+    leaves = [case["q"].requires_grad_(), case["c"].requires_grad_(), case["temperature"].requires_grad_()]
+    from mme5.kernels import infonce
+
+    want = torch.autograd.grad(3.5 * infonce(*leaves[:2], case["labels"], leaves[2], impl="reference"), leaves)
+    loss = infonce(*leaves[:2], case["labels"], leaves[2], impl="chunked")
+    assert type(loss.grad_fn).__name__ == "ChunkedInfoNCEOnePassBackward"
+    got = torch.autograd.grad(3.5 * loss, leaves, retain_graph=True)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    with pytest.raises(RuntimeError, match="backward ran twice"):
+        torch.autograd.grad(loss, leaves)
+
+
+def test_chunked_without_grad_uses_the_lse_only_forward():
+    from mme5.kernels import infonce
+
+    case = make_case(20, 30, 8, torch.float32)
+    with torch.no_grad():
+        loss = infonce(case["q"].requires_grad_(), case["c"], case["labels"], impl="chunked")
+    ref = infonce(case["q"], case["c"], case["labels"], impl="reference")
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-5, atol=1e-6)
