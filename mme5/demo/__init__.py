@@ -6,13 +6,32 @@ trained from scratch on a CPU for a few minutes learns its tasks (shape, colour,
 size, background of flat shapes on plain backgrounds).
 """
 
-from mme5.demo.corpus import (DEMO_VERSION, DemoCorpusError, DemoParams, DemoPaths, demo_paths,
-                              ensure_demo_corpus, read_manifest)
+from mme5.demo.corpus import (
+                              DEMO_VERSION,
+                              DemoCorpusError,
+                              DemoParams,
+                              DemoPaths,
+                              demo_paths,
+                              ensure_demo_corpus,
+                              read_manifest,
+)
 from mme5.demo.phrases import LANGUAGES, PHRASES, PhraseTable, all_phrases, phrases
 from mme5.demo.tasks import EVAL_DATASETS, TRAIN_MIX, vocabulary_texts
 
 __all__ = [
-    "DEMO_VERSION", "DemoCorpusError", "DemoParams", "DemoPaths", "EVAL_DATASETS", "LANGUAGES", "PHRASES",
-    "PhraseTable", "TRAIN_MIX", "all_phrases", "demo_paths", "ensure_demo_corpus", "phrases", "read_manifest",
-    "vocabulary_texts",
+                              "DEMO_VERSION",
+                              "EVAL_DATASETS",
+                              "LANGUAGES",
+                              "PHRASES",
+                              "TRAIN_MIX",
+                              "DemoCorpusError",
+                              "DemoParams",
+                              "DemoPaths",
+                              "PhraseTable",
+                              "all_phrases",
+                              "demo_paths",
+                              "ensure_demo_corpus",
+                              "phrases",
+                              "read_manifest",
+                              "vocabulary_texts",
 ]

@@ -20,19 +20,27 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mme5 import __version__
 from mme5.demo.phrases import phrases
 from mme5.demo.scene import Picture, distinct_scenes, jpeg_bytes, render
-from mme5.demo.tasks import (BUILDERS, EVAL_DATASETS, IMAGE_DOC_INSTRUCTION, INSTRUCTIONS, TRAIN_MIX, TaskItem,
-                             source_name, train_language)
-from mme5 import __version__
+from mme5.demo.tasks import (
+    BUILDERS,
+    EVAL_DATASETS,
+    IMAGE_DOC_INSTRUCTION,
+    INSTRUCTIONS,
+    TRAIN_MIX,
+    TaskItem,
+    source_name,
+    train_language,
+)
 from mme5.errors import Mme5Error
 from mme5.records import PUBLIC_IMAGE_TOKEN, Example, ShardSetWriter, Side, compose_text
 

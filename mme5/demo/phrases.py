@@ -11,8 +11,8 @@ only the texts the model matches are in the drawn language.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from mme5.demo.scene import BACKGROUNDS, CELLS, COLOURS, SHAPES, SIZES, DemoObject, Scene
 

@@ -13,7 +13,7 @@ import io
 import math
 import random
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cache
 
 from PIL import Image, ImageDraw
 
@@ -44,7 +44,7 @@ class DemoObject:
     size: str
     cell: str
 
-    def with_(self, **changes: str) -> "DemoObject":
+    def with_(self, **changes: str) -> DemoObject:
         return replace(self, **changes)
 
 
@@ -77,7 +77,7 @@ class Scene:
         used = {o.cell for o in self.objects}
         return [c for c in CELLS if c not in used]
 
-    def replace_object(self, old: DemoObject, new: DemoObject) -> "Scene":
+    def replace_object(self, old: DemoObject, new: DemoObject) -> Scene:
         return Scene(tuple(new if o == old else o for o in self.objects), self.background)
 
 
@@ -89,7 +89,7 @@ class Picture:
     seed: int
     crop: str | None = None
 
-    def cropped(self, cell: str) -> "Picture":
+    def cropped(self, cell: str) -> Picture:
         return replace(self, crop=cell)
 
 
@@ -168,7 +168,7 @@ def distinct_scenes(rng: random.Random, k: int, exclude: set[Scene] | tuple[Scen
 
 
 # ---- drawing --------------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def _unit_outline(shape: str) -> tuple[tuple[float, float], ...]:
     """The shape's outline in a unit circle (y down), for polygon shapes."""
     if shape == "square":

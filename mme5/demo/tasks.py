@@ -10,12 +10,22 @@ Images are :class:`~mme5.demo.scene.Picture` descriptions, rendered only when wr
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from mme5.demo.phrases import PhraseTable, phrases
-from mme5.demo.scene import (BACKGROUNDS, CELLS, COLOURS, SHAPES, DemoObject, Picture, Scene, distinct_scenes,
-                             hard_variants, random_scene)
+from mme5.demo.scene import (
+    BACKGROUNDS,
+    CELLS,
+    COLOURS,
+    SHAPES,
+    DemoObject,
+    Picture,
+    Scene,
+    distinct_scenes,
+    hard_variants,
+    random_scene,
+)
 
 INSTRUCTIONS: dict[str, str] = {
     "classification": "Represent the given image for classification",

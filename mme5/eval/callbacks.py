@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -57,7 +58,7 @@ class _BenchmarkEvaluation(Callback):
         raise NotImplementedError
 
     # ---- hooks -----------------------------------------------------------------------------------
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:  # noqa: D102
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and not callable(getattr(pl_module, "embed_sides", None)):
             raise ConfigError(f"{type(self).__name__} needs a LightningModule with embed_sides(sides, batch_size) "
                               f"(mme5.module.EmbeddingModule); got {type(pl_module).__name__}")
@@ -65,20 +66,20 @@ class _BenchmarkEvaluation(Callback):
             self._bench = self._load()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # noqa: D102
+                           batch_idx: int) -> None:
         step = trainer.global_step
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
             self.evaluate(trainer, pl_module)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # on_train_end, not on_fit_end: at on_fit_end Lightning has already moved the model to the CPU
         if self.on_fit_end_enabled and trainer.global_step != self._last_step:
             self.evaluate(trainer, pl_module)
 
-    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+    def state_dict(self) -> dict[str, Any]:
         return {"history": self.history, "last_step": self._last_step}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
         self._last_step = state_dict.get("last_step")
 
@@ -164,7 +165,7 @@ class MMEBEvaluation(_BenchmarkEvaluation):
         self.datasets = list(datasets) if datasets is not None else None
 
     @property
-    def state_key(self) -> str:  # noqa: D102
+    def state_key(self) -> str:
         return self._generate_state_key(mmeb_dir=str(self.mmeb_dir), datasets=self.datasets)
 
     def _load(self) -> Benchmark:
@@ -196,7 +197,7 @@ class XTDEvaluation(_BenchmarkEvaluation):
         self.languages = list(languages)
 
     @property
-    def state_key(self) -> str:  # noqa: D102
+    def state_key(self) -> str:
         return self._generate_state_key(xtd_dir=str(self.xtd_dir), languages=self.languages)
 
     def _load(self) -> Benchmark:

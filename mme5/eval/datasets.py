@@ -15,14 +15,14 @@ root. XTD uses the same columns with one entry per language (``<xtd_dir>/<lang>.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mme5.errors import ConfigError, Mme5Error, MissingPathError
+from mme5.errors import ConfigError, MissingPathError, Mme5Error
 from mme5.eval.items import Item, ItemTable
 
 META_TASKS = ("Classification", "VQA", "Retrieval", "Grounding")

@@ -18,7 +18,7 @@ class DistContext:
     device: torch.device = torch.device("cpu")
 
     @classmethod
-    def current(cls) -> "DistContext":
+    def current(cls) -> DistContext:
         """The default process group if one is initialised, else a single process."""
         if not (dist.is_available() and dist.is_initialized()):
             return cls()

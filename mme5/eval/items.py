@@ -28,7 +28,7 @@ class Item(NamedTuple):
     image_path: str
 
     @classmethod
-    def of(cls, text: object, image_path: object, where: str = "") -> "Item":
+    def of(cls, text: object, image_path: object, where: str = "") -> Item:
         """Validate the raw column values of one side (``None`` counts as empty)."""
         text = "" if text is None else text
         image_path = "" if image_path is None else image_path

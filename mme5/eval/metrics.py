@@ -14,7 +14,7 @@ states of all ranks (torchmetrics' sync) before dividing.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -56,7 +56,7 @@ class RankingMetrics(Metric):
         self.add_state("ties", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("rows", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, ranks: Tensor, tied: Tensor | None = None) -> None:  # noqa: D102
+    def update(self, ranks: Tensor, tied: Tensor | None = None) -> None:
         ranks = ranks.to(device=self.hits.device, dtype=torch.float64).reshape(-1)
         if tied is not None:
             self.ties += tied.to(self.hits.device).sum()
@@ -67,7 +67,7 @@ class RankingMetrics(Metric):
         self.ndcg += torch.where(ranks < self.ndcg_k, gain, torch.zeros_like(gain)).sum()
         self.rows += ranks.numel()
 
-    def compute(self) -> dict[str, Tensor]:  # noqa: D102
+    def compute(self) -> dict[str, Tensor]:
         n = self.rows.clamp_min(1.0)
         out = {f"hit@{k}": self.hits[i] / n for i, k in enumerate(self.ks)}
         out["precision@1"] = out["hit@1"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 from mme5.eval.datasets import XTD_LANGUAGES
 
@@ -46,7 +47,7 @@ def eval_quantized(
         output_dir: where quantized.json / .md / .csv / .png go.
         isolate: run each setting in a fresh process (exact per-setting peak memory; slower start).
     """
-    from mme5.eval.quantized import comparison_table, compare_quantized, device_name
+    from mme5.eval.quantized import compare_quantized, comparison_table, device_name
 
     if demo_root is not None:
         from mme5.demo import ensure_demo_corpus

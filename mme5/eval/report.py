@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from mme5.eval.datasets import META_TASKS, XTD_LANGUAGES
 from mme5.eval.runner import EvalResult

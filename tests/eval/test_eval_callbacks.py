@@ -9,10 +9,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
+from evalfixtures import HashEmbedder
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
-from evalfixtures import HashEmbedder
 from mme5.errors import ConfigError
 from mme5.eval import MMEBEvaluation, XTDEvaluation, evaluate_mmeb
 

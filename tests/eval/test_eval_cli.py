@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import lightning
-import pytest
 import torch
 
 from mme5.cli import main as mme5_main

@@ -16,17 +16,16 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
+from evalfixtures import HashEmbedder
 from PIL import Image
 
 from mme5.errors import ConfigError, MissingPathError
 from mme5.eval import MMEB_DATASETS, RankingMetrics, evaluate_mmeb, evaluate_xtd, truth_rank
 from mme5.eval.datasets import EvalDataError
 from mme5.eval.items import ItemError
-from mme5.eval.scoring import canonical_ids, score_rows
 from mme5.eval.runner import encode_items, load_mmeb
+from mme5.eval.scoring import canonical_ids, score_rows
 from mme5.records import Side
-
-from evalfixtures import HashEmbedder
 
 
 def _read_any(path) -> pd.DataFrame:
@@ -54,7 +53,7 @@ def reference_scores(path, image_root, embed) -> dict[str, float]:
         hits10.append(float(rank < 10))
         rr.append(1.0 / (rank + 1))
         ndcg.append(1.0 / math.log2(rank + 2) if rank < 10 else 0.0)
-    mean = lambda xs: 100.0 * sum(xs) / len(xs)  # noqa: E731
+    mean = lambda xs: 100.0 * sum(xs) / len(xs)
     return {"precision@1": mean(p1), "hit@5": mean(hits5), "hit@10": mean(hits10), "mrr": mean(rr),
             "ndcg@10": mean(ndcg)}
 

@@ -1,0 +1,136 @@
+"""The parquet converter: round trip into shards, literal negative lists, padding, skips, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from shard_fixtures import png_bytes
+
+from mme5.convert import STATE_FILE, ConvertError, convert, parse_list, source_name
+from mme5.data import ShardDataModule, ShardSet
+from mme5.records import PUBLIC_IMAGE_TOKEN, decode_sample, iter_shard, read_sizes
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "convert.py"
+
+
+def _write_inputs(root: Path) -> tuple[Path, Path, list[dict]]:
+    images = root / "images"
+    (images / "sub").mkdir(parents=True)
+    for i in range(6):
+        (images / "sub" / f"{i}.png").write_bytes(png_bytes(i, size=12))
+    (images / "sub" / "broken.jpg").write_bytes(b"not an image")
+    tok = PUBLIC_IMAGE_TOKEN
+    rows = [
+        # image query, text positive, two literal-list negatives padded to 3
+        {"qry": f"{tok}\nRepresent the given image for classification", "qry_image_path": "sub/0.png",
+         "pos_text": "cat", "pos_image_path": "", "neg_text": "['dog', \"fox's den\"]", "neg_image_path": "['', '']"},
+        # text query, image positive, image negatives (list column written as a literal string)
+        {"qry": "Find me an everyday image that matches the given caption: a red bus", "qry_image_path": "",
+         "pos_text": f"{tok}\nRepresent the given image.", "pos_image_path": "sub/1.png",
+         "neg_text": "['<|image_1|>\\nRepresent the given image.']", "neg_image_path": "['sub/2.png']"},
+        # no negatives at all
+        {"qry": "q3", "qry_image_path": None, "pos_text": "p3", "pos_image_path": None, "neg_text": "[]",
+         "neg_image_path": "[]"},
+        # missing image file -> skipped
+        {"qry": "q4", "qry_image_path": "sub/nope.png", "pos_text": "p4", "pos_image_path": "", "neg_text": "[]",
+         "neg_image_path": "[]"},
+        # not an image -> skipped
+        {"qry": "q5", "qry_image_path": "sub/broken.jpg", "pos_text": "p5", "pos_image_path": "",
+         "neg_text": "[]", "neg_image_path": "[]"},
+        # a neg list that is code, not a literal -> skipped, never executed
+        {"qry": "q6", "qry_image_path": "", "pos_text": "p6", "pos_image_path": "",
+         "neg_text": "[__import__('os').system('touch PWNED')]", "neg_image_path": "[]"},
+        # empty positive -> skipped
+        {"qry": "q7", "qry_image_path": "", "pos_text": "", "pos_image_path": "", "neg_text": "[]",
+         "neg_image_path": "[]"},
+    ]
+    rows += [{"qry": f"bulk {i}", "qry_image_path": f"sub/{i % 6}.png", "pos_text": f"pos {i}",
+              "pos_image_path": "", "neg_text": f"['n{i}a', 'n{i}b', 'n{i}c', 'n{i}d']", "neg_image_path": "[]"}
+             for i in range(13)]
+    folder = root / "MMEB-train" / "VOC2007"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "original-00000-of-00001.parquet", row_group_size=5)
+    return root / "MMEB-train", images, rows
+
+
+def test_parse_list_is_literal_only():
+    assert parse_list("['a', \"b's\"]", "neg_text") == ["a", "b's"]
+    assert parse_list("plain text", "neg_text") == ["plain text"]
+    assert parse_list(["x", None], "neg_text") == ["x", ""]
+    assert parse_list("", "neg_text") == [] and parse_list(None, "neg_text") == []
+    with pytest.raises(ValueError, match="bad_list"):
+        parse_list("[open('/etc/passwd').read()]", "neg_text")
+    with pytest.raises(ValueError, match="bad_list"):
+        parse_list("[1, 2]", "neg_text")
+    assert source_name("x/VOC2007/original-00000-of-00001.parquet") == "VOC2007"
+    assert source_name("x/mmE5_synthetic_retrieval.parquet") == "mmE5_synthetic_retrieval"
+
+
+def test_round_trip_counts_and_reads_back(tmp_path):
+    inputs, images, rows = _write_inputs(tmp_path)
+    [report] = convert([inputs], tmp_path / "out", str(images), samples_per_shard=4, progress=False)
+    assert report.source == "VOC2007" and report.rows_in == len(rows) == 20
+    assert report.skipped == {"missing_image_file": 1, "bad_image": 1, "bad_list": 1, "empty_side": 1}
+    assert report.samples_out == 16 and report.balanced and report.shards == 4
+    assert not (tmp_path / "PWNED").exists()
+    out = tmp_path / "out" / "VOC2007"
+    assert read_sizes(out) == {f"VOC2007-{i:06d}.tar": 4 for i in range(4)}
+    examples = {ex.id: ex for shard in sorted(out.glob("*.tar")) for ex in map(decode_sample, iter_shard(shard))}
+    first, second, third = examples["VOC2007-0"], examples["VOC2007-1"], examples["VOC2007-2"]
+    assert first.query.text.startswith(PUBLIC_IMAGE_TOKEN) and first.instruction is None
+    assert first.query.image_bytes == (images / "sub" / "0.png").read_bytes() and first.query.image_ext == "png"
+    assert [n.text for n in first.negatives] == ["dog", "fox's den", "fox's den"]  # padded with the last
+    assert first.task == "classification" and first.modality == "IT2T" and first.source == "VOC2007"
+    assert second.modality == "T2IT" and [n.image_bytes for n in second.negatives] == [
+        (images / "sub" / "2.png").read_bytes()] * 3
+    assert third.negatives == []
+    assert [n.text for n in examples["VOC2007-19"].negatives] == ["n12a", "n12b", "n12c"]  # cut to 3
+    # the DataModule reads the converted set
+    dm = ShardDataModule(train=[ShardSet(str(out))], batch_size=4, num_workers=0,
+                         collate_fn=lambda exs: [e.id for e in exs])
+    dm.setup("fit")
+    assert sorted(i for b in dm.loader(rank=0, world_size=1) for i in b) == sorted(examples)
+
+
+def test_resume_continues_after_the_last_complete_shard(tmp_path):
+    inputs, images, rows = _write_inputs(tmp_path)
+    whole = convert([inputs], tmp_path / "whole", str(images), samples_per_shard=4, progress=False)[0]
+    out = tmp_path / "out"
+    convert([inputs], out, str(images), samples_per_shard=4, progress=False)
+    # simulate a run killed after its second shard: drop later shards and rewind the state
+    state_path = out / "VOC2007" / STATE_FILE
+    state = json.loads(state_path.read_text())
+    for i in (2, 3):
+        (out / "VOC2007" / f"VOC2007-{i:06d}.tar").unlink()
+    state.update(rows_done=11, next_shard=2, samples=8, complete=False,
+                 skipped={"missing_image_file": 1, "bad_image": 1, "bad_list": 1, "empty_side": 1})
+    state_path.write_text(json.dumps(state))
+    [again] = convert([inputs], out, str(images), samples_per_shard=4, progress=False)
+    assert again.resumed_from_row == 11 and again.balanced
+    assert (again.samples_out, again.skipped, again.shards) == (whole.samples_out, whole.skipped, whole.shards)
+    for i in range(4):
+        name = f"VOC2007-{i:06d}.tar"
+        assert [s["json"] for s in iter_shard(out / "VOC2007" / name)] == \
+               [s["json"] for s in iter_shard(tmp_path / "whole" / "VOC2007" / name)]
+    [done] = convert([inputs], out, str(images), samples_per_shard=4, progress=False)
+    assert done.complete and done.resumed_from_row == done.rows_in
+
+
+def test_cli_and_clear_errors(tmp_path):
+    inputs, images, _ = _write_inputs(tmp_path)
+    run = subprocess.run([sys.executable, str(TOOL), str(inputs), str(tmp_path / "cli"), "--image_root",
+                          str(images), "--samples_per_shard", "8", "--progress", "false"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "VOC2007: rows in 20 = samples out 16 + skipped 4" in run.stdout
+    with pytest.raises(ConvertError, match="input 'nowhere.parquet' does not exist"):
+        convert(["nowhere.parquet"], tmp_path / "x")
+    pq.write_table(pa.Table.from_pylist([{"query": "q"}]), tmp_path / "wrong.parquet")
+    with pytest.raises(ConvertError, match="lacks column.*qry_image_path"):
+        convert([tmp_path / "wrong.parquet"], tmp_path / "x", progress=False)
