@@ -28,7 +28,7 @@ from .inputs import InfoNCEInputs
 from .matmul import addmm_fp32_, matmul_fp32
 from .softmax_terms import BackwardTerms, ForwardStats, finish_forward, positive_logits, prepare_backward
 
-DEFAULT_CHUNK_ELEMENTS = 1 << 21  # scores per row chunk on CPU (8 MiB in fp32)
+DEFAULT_CHUNK_ELEMENTS = 1 << 22  # scores per row chunk on CPU (16 MiB in fp32)
 CUDA_CHUNK_ELEMENTS = 1 << 26  # on CUDA (256 MiB in fp32): products of >= 2048 rows at N = 32K
 
 
@@ -39,6 +39,15 @@ def _rows_per_chunk(num_queries: int, num_candidates: int, chunk_rows: int | Non
         return max(1, int(chunk_rows))
     rows = max(16, (CUDA_CHUNK_ELEMENTS if cuda else DEFAULT_CHUNK_ELEMENTS) // num_candidates)
     return max(1, min(rows, (num_queries + 1) // 2))
+
+
+def _mask_(logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, duplicate: torch.Tensor | None,
+           value: float) -> None:
+    """Set the duplicates of each row's positive (and the positive itself) to ``value`` in place."""
+    if duplicate is None:
+        logits[rows, cols] = value
+    else:
+        logits.masked_fill_(duplicate, value)
 
 
 class ChunkedInfoNCE(torch.autograd.Function):
@@ -105,9 +114,13 @@ class ChunkedInfoNCEOnePass(torch.autograd.Function):
         work_dtype = torch.float32 if (q.dtype == torch.float32 or not q.is_cuda) else q.dtype
         c_work, q_work = c.to(work_dtype), q.to(work_dtype)
         inv_t = 1.0 / temperature
-        pos = positive_logits(q, c, labels, inv_t)
+        need_t = ctx.needs_input_grad[2]
         extra_lse = torch.logsumexp(extra_logits.float(), dim=1) if extra_logits is not None else None
         B, N = q.shape[0], c.shape[0]
+        # With distinct content keys a row's only duplicate is its positive: mask by index, not by a
+        # chunk-sized comparison.
+        unique_keys = torch.unique(candidate_keys).numel() == N
+        pos = torch.empty(B, device=q.device, dtype=torch.float32)
         row_neg = torch.empty(B, device=q.device, dtype=torch.float32)
         dq = torch.empty(q.shape, device=q.device, dtype=torch.float32)
         dc = torch.zeros(c.shape, device=c.device, dtype=torch.float32)
@@ -116,24 +129,32 @@ class ChunkedInfoNCEOnePass(torch.autograd.Function):
         for r0 in range(0, B, step):
             r1 = min(B, r0 + step)
             logits = matmul_fp32(q[r0:r1], c_work.T).mul_(inv_t)
-            duplicate = query_keys[r0:r1, None] == candidate_keys[None, :]
-            logits.masked_fill_(duplicate, float("-inf"))
+            rows, cols = torch.arange(r1 - r0, device=q.device), labels[r0:r1]
+            pos[r0:r1] = logits[rows, cols]
+            duplicate = None if unique_keys else query_keys[r0:r1, None] == candidate_keys[None, :]
+            _mask_(logits, rows, cols, duplicate, float("-inf"))
             peak = logits.amax(dim=1)
             peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-            weights = torch.sub(logits, peak[:, None]).exp_()
+            # The logits are only needed again for the temperature gradient; otherwise work in place.
+            weights = torch.sub(logits, peak[:, None]) if need_t else logits.sub_(peak[:, None])
+            weights.exp_()
             row_neg[r0:r1] = peak + weights.sum(dim=1).log()
             parts = [row_neg[r0:r1], pos[r0:r1]] + ([extra_lse[r0:r1]] if extra_lse is not None else [])
             row_lse = torch.logsumexp(torch.stack(parts), dim=0)
             weights.mul_(torch.exp(peak - row_lse)[:, None])  # softmax weights of the negatives
-            logits.masked_fill_(duplicate, 0.0)
-            logit_grad_dot += torch.vdot(weights.view(-1), logits.view(-1))
+            if need_t:
+                _mask_(logits, rows, cols, duplicate, 0.0)
+                logit_grad_dot += torch.vdot(weights.view(-1), logits.view(-1))
+            del logits, duplicate
             weights = weights.to(work_dtype)
             dq[r0:r1] = matmul_fp32(weights, c_work)
             addmm_fp32_(dc, weights.T, q_work[r0:r1])
+            del weights
         del c_work, q_work
         loss, saved = finish_forward(ForwardStats(pos, row_neg, None), labels, extra_logits, False, N)
         terms = prepare_backward(saved, labels, extra_logits, False, N, torch.ones((), device=q.device))
-        ctx.grads = terms.finish(q, c, labels, temperature, dq, dc, logit_grad_dot, inv_t)
+        grad_q, grad_c, grad_t, grad_extra = terms.finish(q, c, labels, temperature, dq, dc, logit_grad_dot, inv_t)
+        ctx.grads = (grad_q, grad_c, grad_t if need_t else None, grad_extra)
         return loss
 
     @staticmethod

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 import torch
 
-from mme5.errors import ConfigError
-
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 

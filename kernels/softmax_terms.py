@@ -21,9 +21,19 @@ class ForwardStats:
     col_negative_lse: torch.Tensor | None  # [N], symmetric only
 
 
+def _row_blocks(num_rows: int, width: int):
+    """Row ranges whose gathered [rows, width] fp32 copies stay near 4 MiB."""
+    step = max(1, (1 << 20) // max(1, width))
+    for r0 in range(0, num_rows, step):
+        yield r0, min(num_rows, r0 + step)
+
+
 def positive_logits(q: torch.Tensor, c: torch.Tensor, labels: torch.Tensor, inv_t: torch.Tensor) -> torch.Tensor:
     """p_i = q_i . c_{labels_i} / T in fp32."""
-    return (q.float() * c[labels].float()).sum(dim=1) * inv_t
+    out = torch.empty(q.shape[0], device=q.device, dtype=torch.float32)
+    for r0, r1 in _row_blocks(q.shape[0], q.shape[1]):
+        out[r0:r1] = (q[r0:r1].float() * c[labels[r0:r1]].float()).sum(dim=1)
+    return out * inv_t
 
 
 def finish_forward(
@@ -79,8 +89,10 @@ class BackwardTerms:
         (logits = scores / T, so d logits / d T = -logits / T).
         """
         g = self.positive_grad
-        dq.addcmul_(g[:, None], c[labels].float())
-        dc.index_add_(0, labels, g[:, None] * q.float())
+        for r0, r1 in _row_blocks(q.shape[0], q.shape[1]):
+            idx, g_rows = labels[r0:r1], g[r0:r1, None]
+            dq[r0:r1].addcmul_(g_rows, c[idx].float())
+            dc.index_add_(0, idx, g_rows * q[r0:r1].float())
         factor = self.scale * inv_t
         grad_q = dq.mul_(factor).to(q.dtype)
         grad_c = dc.mul_(factor).to(c.dtype)

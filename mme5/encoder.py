@@ -156,6 +156,11 @@ class Encoder(nn.Module):
         """Model inputs for ``sides`` with this encoder's processor and ``max_length``."""
         return self.adapter.build_inputs(self.processor, sides, self.max_length)
 
+    def select_rows(self, inputs: dict[str, torch.Tensor], rows: slice | list[int] | torch.Tensor
+                    ) -> dict[str, torch.Tensor]:
+        """The inputs of a subset of rows (e.g. a GradCache chunk); image tensors follow their rows."""
+        return self.adapter.select_rows(inputs, rows)
+
     @torch.no_grad()
     def encode_sides(self, sides: list[Side], batch_size: int = 32, progress: bool = False) -> torch.Tensor:
         """Embed ``sides`` in batches without gradients (eval mode, restored afterwards) -> float32 CPU [n, D]."""

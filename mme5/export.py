@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -210,3 +211,31 @@ def load(path: str | os.PathLike, dtype: str | None = None, quantization: str | 
     encoder.eval()
     return EmbeddingModel(encoder, config)
 
+
+
+def export_checkpoint(ckpt: str, out: str, instructions: dict[str, str] | None = None) -> str:
+    """Export a training checkpoint of ``mme5 fit`` as a Hugging Face-style folder.
+
+    Args:
+        ckpt: a Lightning checkpoint written by ``mme5 fit`` (e.g. runs/demo/checkpoints/last.ckpt).
+        out: the folder to write (load it with ``mme5.export.load``).
+        instructions: task -> instruction stored with the model, over the mmE5-style defaults
+            (JSON, e.g. '{"retrieval": "Find me an everyday image that matches the given caption:"}').
+    """
+    from mme5.module import EmbeddingModule
+
+    path = Path(ckpt)
+    if not path.is_file():
+        raise MissingPathError(f"checkpoint '{path}' does not exist")
+    module = EmbeddingModule.load_from_checkpoint(str(path), map_location="cpu")
+    folder = export(module, out, instructions)
+    print(f"exported {path} -> {folder}")
+    return str(folder)
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """``mme5 export --ckpt CKPT --out DIR [--instructions JSON]``."""
+    from jsonargparse import CLI
+
+    CLI(export_checkpoint, args=list(argv) if argv is not None else None, parser_kwargs={"prog": "mme5 export"})
+    return 0

@@ -31,7 +31,7 @@ PIP=("$VENV/bin/python" -m pip)
 echo "[make_vllm_env] installing $VLLM_PACKAGE ${TORCH_SPEC}"
 # shellcheck disable=SC2086
 "${PIP[@]}" install -q $TORCH_SPEC "$VLLM_PACKAGE" "openai>=1.40" "pytest>=8" "pyyaml>=6" "pillow>=10" \
-  "numpy>=1.26" "jsonargparse[signatures]>=4.32" "tokenizers>=0.20"
+  "numpy>=1.26" "jsonargparse[signatures]>=4.32" "tokenizers>=0.20" "scikit-image>=0.22"
 
 # The CPU wheel set brings CUDA-linked torchaudio / torchcodec that break `import transformers`.
 "${PIP[@]}" uninstall -y -q torchaudio torchcodec 2>/dev/null || true

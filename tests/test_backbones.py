@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -104,12 +104,12 @@ def test_tiny_twin_is_cached_reused_and_rebuilt_on_version_change(tmp_path, monk
     stamp = os.stat(weights).st_mtime_ns
     assert get_adapter("tiny-llava").path == first and os.stat(weights).st_mtime_ns == stamp
     # A folder holding another version's twin (or a half-written one) is replaced.
-    info = os.path.join(first, TINY_INFO_FILE)
-    meta = json.loads(open(info).read())
+    info = Path(first) / TINY_INFO_FILE
+    meta = json.loads(info.read_text())
     meta["version"] = 0
-    open(info, "w").write(json.dumps(meta))
+    info.write_text(json.dumps(meta))
     assert get_adapter("tiny-llava").path == first
-    assert json.loads(open(info).read())["version"] == LlavaAdapter.tiny_version
+    assert json.loads(info.read_text())["version"] == LlavaAdapter.tiny_version
     assert [p.name for p in (tmp_path / "tiny").iterdir()] == ["llava-v1"]  # no temp dirs left behind
 
 
@@ -216,10 +216,14 @@ def test_max_length_bounds_text_tokens_and_keeps_the_image(tiny):
     long_text = " ".join(["word", "słowo", "слово", "단어"] * 100)
     text_only = adapter.build_inputs(processor, [Side(long_text)], max_length=20)
     assert text_only["input_ids"].shape[1] <= 20 + 2  # plus the family's BOS
-    with_image = adapter.build_inputs(processor, [Side(long_text, photo())], max_length=20)
     image_id = processor.tokenizer.convert_tokens_to_ids(
         "<|image_pad|>" if adapter.family == "qwen2_vl" else adapter.image_token)
-    assert (with_image["input_ids"] == image_id).any()
+    for max_length in (20, 1):
+        for text in (long_text, f"{long_text} {PUBLIC_IMAGE_TOKEN} {long_text}"):
+            with_image = adapter.build_inputs(processor, [Side(text, photo())], max_length=max_length)
+            assert (with_image["input_ids"] == image_id).any()
+            text_tokens = (with_image["input_ids"] != image_id).sum()
+            assert text_tokens <= max_length + 4  # plus BOS / vision start and end markers
 
 
 def test_concurrent_tiny_builds_do_not_corrupt_the_cache(tmp_path, monkeypatch):
@@ -266,9 +270,9 @@ def test_qwen2_5_vl_checkpoint_uses_the_qwen_adapter(tmp_path):
     qwen2 = AutoConfig.from_pretrained(tiny)
     config = Qwen2_5_VLConfig(
         text_config=qwen2.text_config.to_dict(),
-        vision_config=dict(depth=2, hidden_size=32, out_hidden_size=64, intermediate_size=64, num_heads=2,
-                           patch_size=8, spatial_merge_size=2, temporal_patch_size=2, window_size=32,
-                           fullatt_block_indexes=[1]),
+        vision_config={"depth": 2, "hidden_size": 32, "out_hidden_size": 64, "intermediate_size": 64, "num_heads": 2,
+                           "patch_size": 8, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 32,
+                           "fullatt_block_indexes": [1]},
         image_token_id=qwen2.image_token_id, video_token_id=qwen2.video_token_id,
         vision_start_token_id=qwen2.vision_start_token_id, vision_end_token_id=qwen2.vision_end_token_id,
     )
@@ -307,3 +311,32 @@ def test_qwen2_vl_fallback_processor_equals_the_full_processor():
     for key in a:
         torch.testing.assert_close(a[key], b[key])
     assert type(AutoProcessor.from_pretrained(adapter.path)) is type(full)
+
+
+def test_mllama_mixed_batch_matches_the_pil_processor_on_the_whole_batch():
+    adapter = get_adapter("tiny-mllama")
+    processor = adapter.load_processor(adapter.path)
+    if "Pil" not in type(processor.image_processor).__name__:
+        pytest.skip("the torchvision image-processor backend cannot take image-less rows at all")
+    sides = mixed_sides()
+    ours = adapter.build_inputs(processor, sides, max_length=64)
+    texts = [adapter.format_text(s) for s in sides]
+    whole = processor(text=texts, images=[[s.load_image()] if s.has_image else [] for s in sides],
+                      padding=True, return_tensors="pt")
+    assert ours.keys() == set(whole.keys())
+    for key in ours:
+        torch.testing.assert_close(ours[key], whole[key], msg=key)
+
+
+def test_select_rows_gives_the_rows_of_the_whole_batch(tiny):
+    adapter, processor, model = tiny
+    sides = mixed_sides()
+    inputs = adapter.build_inputs(processor, sides, max_length=64)
+    with torch.no_grad():
+        whole = adapter.last_hidden_state(model, inputs)
+        for rows in (slice(0, 2), slice(2, 5), [4, 1], [3], [1, 4]):  # [1, 4]: text-only rows alone
+            part = adapter.select_rows(inputs, rows)
+            assert all(v.shape[0] == len(whole[rows]) for k, v in part.items() if k not in adapter.per_image_keys)
+            h = adapter.last_hidden_state(model, part)
+            mask = part["attention_mask"].bool()
+            torch.testing.assert_close(h[mask], whole[rows][mask], atol=1e-5, rtol=1e-4)

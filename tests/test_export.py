@@ -47,7 +47,7 @@ def test_export_load_encode_round_trip(tmp_path, model, lora):
     expected = encoder.encode_sides(sides)
     if lora is not None:  # the adapters really change the embeddings
         base = Encoder(model, max_length=48).encode_sides(sides)
-        assert (base - expected).abs().max() > 1e-3
+        assert (base - expected).abs().max() > 5e-2
 
     folder = export(encoder, tmp_path / "export", instructions={"retrieval": instruction, "custom": "Do X:"})
     config = json.loads((folder / CONFIG_FILE).read_text())
@@ -59,9 +59,10 @@ def test_export_load_encode_round_trip(tmp_path, model, lora):
     loaded = load(folder)
     assert not any("lora_" in n for n, _ in loaded.named_parameters())
     got = loaded.encode(texts=TEXTS, images=IMAGES, instruction="retrieval", batch_size=3)
-    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+    # Merged weights round the adapter's contribution differently (DoRA's norms above all): ~1e-4.
+    torch.testing.assert_close(got, expected, atol=3e-4, rtol=1e-3)
     torch.testing.assert_close(got.norm(dim=-1), torch.ones(len(TEXTS)))
-    torch.testing.assert_close(loaded.encode_sides(sides), expected, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(loaded.encode_sides(sides), got)
     # The live encoder is untouched by the export (its adapters are not merged away).
     torch.testing.assert_close(encoder.encode_sides(sides), expected)
 
@@ -101,3 +102,25 @@ def test_export_on_cpu_load_on_cuda(tmp_path):
     loaded = load(export(encoder, tmp_path / "e"), device="cuda")
     assert loaded.encoder.device.type == "cuda"
     torch.testing.assert_close(loaded.encode(texts=TEXTS, images=IMAGES), expected, atol=1e-4, rtol=1e-3)
+
+
+def test_mme5_export_command_on_a_training_checkpoint(tmp_path):
+    import lightning as L
+
+    from mme5.export import cli_main
+    from mme5.module import EmbeddingModule, EncoderSettings
+
+    module = EmbeddingModule(encoder=EncoderSettings(model="tiny-llava", lora=LoraSettings(rank=4)))
+    perturb_adapters(module.encoder)
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": L.__version__}, ckpt)
+    sides = [Side(t, im) for t, im in zip(TEXTS, IMAGES)]
+    expected = module.embed_sides(sides)
+    assert cli_main(["--ckpt", str(ckpt), "--out", str(tmp_path / "out"),
+                     "--instructions", '{"retrieval": "Find it:"}']) == 0
+    loaded = load(tmp_path / "out")
+    assert loaded.instructions["retrieval"] == "Find it:"
+    torch.testing.assert_close(loaded.encode_sides(sides), expected, atol=3e-4, rtol=1e-3)
+    with pytest.raises(MissingPathError, match="checkpoint .* does not exist"):
+        cli_main(["--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "x")])

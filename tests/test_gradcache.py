@@ -32,6 +32,14 @@ def grads_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.detach().clone() for n, p in module.named_parameters() if p.grad is not None}
 
 
+def assert_grads_close(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], tol: float) -> None:
+    """Per tensor: ||got - want|| <= tol * ||want|| (fp32 summation order differs between the paths)."""
+    assert got.keys() == want.keys() and want
+    for name, w in want.items():
+        err = (got[name] - w).float().norm()
+        assert err <= tol * w.float().norm() + 1e-9, (name, float(err), float(w.norm()))
+
+
 @pytest.mark.parametrize("family", ["tiny-mllama", "tiny-llava", "tiny-llava-next"])
 def test_split_inputs_matches_whole_batch(family):
     """Chunked encoding equals whole-batch encoding, also where only the images present are stacked."""
@@ -59,8 +67,11 @@ def test_rng_replay_reproduces_dropout():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("hard_negatives,symmetric", [("shared", False), ("own", True)])
-@pytest.mark.parametrize("chunk", [1, 3, B, B * (1 + K)], ids=["1", "3", "B", "all"])
+@pytest.mark.parametrize(
+    "chunk,hard_negatives,symmetric",
+    [(1, "own", True), (3, "own", True), (B, "own", True), (B * (1 + K), "own", True), (3, "shared", False)],
+    ids=["1-own-sym", "3-own-sym", "B-own-sym", "all-own-sym", "3-shared"],
+)
 def test_grad_cache_equals_full_graph_with_dropout(lora_encoder, batch, chunk, hard_negatives, symmetric):
     enc = lora_encoder
     loss = ContrastiveLoss(hard_negatives=hard_negatives, symmetric=symmetric, learnable_temperature=True)
@@ -86,9 +97,7 @@ def test_grad_cache_equals_full_graph_with_dropout(lora_encoder, batch, chunk, h
     got = grads_of(enc)
     enc.zero_grad(set_to_none=True)
     torch.testing.assert_close(step.loss, want.detach(), rtol=1e-5, atol=1e-6)
-    assert got.keys() == ref.keys() and len(ref) > 0
-    for name in ref:
-        torch.testing.assert_close(got[name], ref[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert_grads_close(got, ref, 1e-5)
     torch.testing.assert_close(loss.log_temperature.grad, ref_t, rtol=1e-4, atol=1e-6)
 
     # the dropout masks matter: another seed for the second pass gives other gradients
@@ -130,23 +139,21 @@ def fit_grads(chunk: int | None, precision: str, dropout: float) -> list[dict[st
     return rec.grads
 
 
-@pytest.mark.parametrize("precision,tol", [("32-true", 1e-5), ("bf16-mixed", 2e-2)])
+@pytest.mark.parametrize("precision,tol", [("32-true", 1e-5), ("bf16-mixed", 1e-2)])
 def test_module_grad_cache_matches_plain_step_with_accumulation(precision, tol):
     """Through the Trainer: 2 accumulated batches, clipping, (bf16) autocast; chunk 3 vs no GradCache.
 
     Dropout is off here because the plain step encodes all rows in one forward (other dropout masks
-    than 3-row chunks); the dropout case is covered above against the same micro-batching.
+    than 3-row chunks); the dropout case is covered above against the same micro-batching. Under
+    bf16 autocast the chunked GEMMs round differently, so the bound is on the relative error norm.
     """
     want = fit_grads(None, precision, dropout=0.0)[0]
     got = fit_grads(3, precision, dropout=0.0)[0]
-    assert got.keys() == want.keys()
-    for name in want:
-        torch.testing.assert_close(got[name], want[name], rtol=tol, atol=tol * 1e-2, msg=name)
+    assert_grads_close(got, want, tol)
 
 
 def test_module_grad_cache_whole_batch_chunk_matches_plain_step_with_dropout():
     """With one chunk per side, the GradCache step draws the plain step's dropout masks exactly."""
     want = fit_grads(None, "32-true", dropout=0.3)[0]
     got = fit_grads(8, "32-true", dropout=0.3)[0]
-    for name in want:
-        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-7, msg=name)
+    assert_grads_close(got, want, 1e-5)

@@ -17,11 +17,10 @@ import datetime as dt
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-
 from mme5.kernels import infonce
 
 KERNEL = "infonce"
@@ -193,10 +192,10 @@ def _device_name(device: torch.device) -> str:
 
 
 def main(
-    providers: list[str] = ["reference", "compile", "chunked", "triton", "inf_cl"],
-    modes: list[str] = ["full"],
-    sizes: list[int] = [2048, 4096],
-    dims: list[int] = [512],
+    providers: Sequence[str] = ("reference", "compile", "chunked", "triton", "inf_cl"),
+    modes: Sequence[str] = ("full",),
+    sizes: Sequence[int] = (2048, 4096),
+    dims: Sequence[int] = (512,),
     dtype: str = "float32",
     symmetric: bool = False,
     device: str = "auto",

@@ -15,7 +15,7 @@ from jsonargparse import auto_cli
 from mme5.convert import ConvertError, convert
 
 
-def main(inputs: list[str], out: str, image_root: str | None = None, task: str = "auto",
+def main(inputs: list[str] | str, out: str, image_root: str | None = None, task: str = "auto",
          samples_per_shard: int = 1000, negatives: int | None = 3, image_token: str | None = None,
          progress: bool = True) -> None:
     """Convert public parquet training sets into mme5 shards, one shard set per source under ``out``.
@@ -25,7 +25,7 @@ def main(inputs: list[str], out: str, image_root: str | None = None, task: str =
     literal parser, short lists padded with their last item; rows in = samples out + skipped.
 
     Args:
-        inputs: parquet files, or folders searched for ``*.parquet``.
+        inputs: a parquet file or a folder searched for ``*.parquet``, or a list of them (``"[a, b]"``).
         out: output folder; source ``S`` goes to ``out/S/S-000000.tar`` ...
         image_root: folder the image paths in the parquet are relative to.
         task: task of every sample (classification, vqa, retrieval, grounding), or ``auto``: from the
@@ -37,6 +37,8 @@ def main(inputs: list[str], out: str, image_root: str | None = None, task: str =
             backbone adapters rewrite it at encode time).
         progress: show a progress bar.
     """
+    if isinstance(inputs, str):
+        inputs = [inputs]
     try:
         reports = convert(inputs, out, image_root, task, samples_per_shard, negatives, image_token, progress)
     except ConvertError as exc:

@@ -78,6 +78,15 @@ def get_adapter(name_or_path: str | os.PathLike) -> BackboneAdapter:
 
 
 __all__ = [
-    "ADAPTERS", "BackboneAdapter", "BackboneError", "SUPPORTED_MODEL_TYPES", "TINY_NAMES", "cache_root",
-    "get_adapter", "truncate_text", "LlavaAdapter", "LlavaNextAdapter", "MllamaAdapter",
+    "ADAPTERS",
+    "SUPPORTED_MODEL_TYPES",
+    "TINY_NAMES",
+    "BackboneAdapter",
+    "BackboneError",
+    "LlavaAdapter",
+    "LlavaNextAdapter",
+    "MllamaAdapter",
+    "cache_root",
+    "get_adapter",
+    "truncate_text",
 ]

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -43,13 +44,15 @@ def truncate_text(tokenizer: Any, text: str, max_tokens: int) -> str:
     Truncating before the processor expands image placeholders keeps every image's tokens intact,
     whatever the family inserts for an image; ``max_length`` therefore bounds the text tokens only.
     """
+    if max_tokens <= 0:
+        return ""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) <= max_tokens:
         return text
     return tokenizer.decode(ids[:max_tokens], skip_special_tokens=False)
 
 
-def _target_regex(patterns: list[str]) -> str:
+def _target_regex(patterns: Sequence[str]) -> str:
     """One regex matching a dotted module name that ends with any of ``patterns`` (peft full-matches it)."""
     return r"(?:.*\.)?(?:" + "|".join(f"(?:{p})" for p in patterns) + r")"
 
@@ -67,15 +70,21 @@ class BackboneAdapter:
     image_token: ClassVar[str]
     padding_side: ClassVar[Literal["left", "right"]] = "right"
     #: Regexes matched against the end of dotted module names (see :meth:`lora_target_regex`).
-    lora_targets: ClassVar[list[str]]
+    lora_targets: ClassVar[tuple[str, ...]]
+    #: Input tensors indexed by image (not by row): only rows whose ``input_ids`` hold the image
+    #: placeholder own one entry each, in row order.
+    per_image_keys: ClassVar[tuple[str, ...]] = ("pixel_values", "image_sizes")
+    #: The token the processor repeats for an image's features (``None``: the image token itself).
+    placeholder_token: ClassVar[str | None] = None
     #: Bump when the tiny twin's recipe changes: cached twins with another version are rebuilt.
     tiny_version: ClassVar[int] = 1
     #: Modules kept in full precision when quantizing (heads, projectors, the vision tower): names
     #: anywhere in the dotted module path.
-    skip_quantization: ClassVar[list[str]] = ["lm_head", "multi_modal_projector"]
+    skip_quantization: ClassVar[tuple[str, ...]] = ("lm_head", "multi_modal_projector")
 
     def __init__(self, path: str | None = None):
         self.path = path
+        self.placeholder_id: int | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(path={self.path!r})"
@@ -113,7 +122,36 @@ class BackboneAdapter:
         tok.padding_side = self.padding_side
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
+        self.placeholder_id = tok.convert_tokens_to_ids(self.placeholder_token or self.image_token)
         return processor
+
+    def select_rows(self, inputs: dict[str, torch.Tensor], rows: slice | list[int] | torch.Tensor
+                    ) -> dict[str, torch.Tensor]:
+        """The model inputs of a subset of the batch's rows (e.g. a GradCache chunk), in the given order.
+
+        Per-row tensors are indexed directly; per-image tensors (:attr:`per_image_keys`) keep the
+        entries of the chosen rows' images. Needs :meth:`load_processor` to have run (it learns the
+        placeholder token id there).
+        """
+        n = inputs["input_ids"].shape[0]
+        device = inputs["input_ids"].device
+        index = torch.arange(n, device=device)[rows] if isinstance(rows, slice) else torch.as_tensor(rows, device=device)
+        out = {k: v[index] for k, v in inputs.items() if k not in self.per_image_keys}
+        present = [k for k in self.per_image_keys if k in inputs]
+        if not present:
+            return out
+        if getattr(self, "placeholder_id", None) is None:
+            raise RuntimeError(f"{type(self).__name__}.select_rows needs load_processor() to have run first")
+        has_image = (inputs["input_ids"] == self.placeholder_id).any(dim=1)
+        image_of_row = torch.cumsum(has_image.long(), 0) - 1
+        chosen = image_of_row[index][has_image[index]]
+        if chosen.numel():
+            out.update(self.select_images(inputs, chosen))
+        return out
+
+    def select_images(self, inputs: dict[str, torch.Tensor], images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The per-image tensors of the given images (indices in batch order)."""
+        return {k: inputs[k][images] for k in self.per_image_keys if k in inputs}
 
     def build_inputs(self, processor: Any, sides: list[Side], max_length: int) -> dict[str, torch.Tensor]:
         """Model inputs for a batch of sides (any mix of text-only, image-only and image+text).
@@ -123,9 +161,18 @@ class BackboneAdapter:
         """
         if not sides:
             raise ValueError("build_inputs needs at least one side")
-        texts = [truncate_text(processor.tokenizer, self.format_text(s), max_length) for s in sides]
+        texts = [self.truncate_prompt(processor.tokenizer, self.format_text(s), max_length) for s in sides]
         images = [s.load_image() if s.has_image else None for s in sides]
         return dict(self.processor_call(processor, texts, images))
+
+    def truncate_prompt(self, tokenizer: Any, prompt: str, max_length: int) -> str:
+        """Cut a formatted prompt to ``max_length`` text tokens, never cutting into the image token."""
+        if self.image_token not in prompt:
+            return truncate_text(tokenizer, prompt, max_length)
+        before, after = prompt.split(self.image_token, 1)
+        before = truncate_text(tokenizer, before, max_length)
+        used = len(tokenizer(before, add_special_tokens=False)["input_ids"]) if before else 0
+        return before + self.image_token + truncate_text(tokenizer, after, max_length - used)
 
     def processor_call(self, processor: Any, texts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
         """Run the processor on formatted texts and per-side images (``None`` for text-only sides)."""
@@ -179,7 +226,7 @@ class BackboneAdapter:
         """The language model's last hidden states [n, L, H] for ``inputs`` (no LM head computed)."""
         return model.model(**inputs, use_cache=False).last_hidden_state
 
-    def lora_target_regex(self, patterns: list[str] | None = None) -> str:
+    def lora_target_regex(self, patterns: Sequence[str] | None = None) -> str:
         """The peft ``target_modules`` regex for ``patterns`` (default: :attr:`lora_targets`)."""
         return _target_regex(list(patterns) if patterns else list(self.lora_targets))
 

@@ -32,15 +32,15 @@ def tiny_llava_tokenizer(padding_side: str) -> Any:
 
 def tiny_text_and_vision(tok: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Config dicts for a 2-layer Llama (hidden 64) and a 2-layer CLIP vision tower (hidden 32)."""
-    text = dict(
-        model_type="llama", vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=128, max_position_embeddings=4096,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )
-    vision = dict(
-        model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, image_size=TINY_IMAGE, patch_size=TINY_PATCH, projection_dim=32,
-    )
+    text = {
+        "model_type": "llama", "vocab_size": len(tok), "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 4096,
+        "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+    }
+    vision = {
+        "model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "image_size": TINY_IMAGE, "patch_size": TINY_PATCH, "projection_dim": 32,
+    }
     return text, vision
 
 
@@ -52,8 +52,8 @@ class LlavaAdapter(BackboneAdapter):
     image_token = "<image>"
     padding_side = "right"
     # Llama self-attention (q/k/v/o_proj), CLIP attention (q/k/v_proj, out_proj), Llama MLP down_proj.
-    lora_targets = ["q_proj", "k_proj", "v_proj", "o_proj", "out_proj", "down_proj"]
-    skip_quantization = ["lm_head", "multi_modal_projector", "vision_tower"]
+    lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "out_proj", "down_proj")
+    skip_quantization = ("lm_head", "multi_modal_projector", "vision_tower")
     tiny_version = 1
 
     def model_class_for(self, path: str | os.PathLike) -> type:

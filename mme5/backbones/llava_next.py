@@ -7,7 +7,12 @@ import os
 import torch
 
 from mme5.backbones.llava import (
-    CHAT_TEMPLATE, TINY_IMAGE, TINY_PATCH, LlavaAdapter, tiny_llava_tokenizer, tiny_text_and_vision,
+    CHAT_TEMPLATE,
+    TINY_IMAGE,
+    TINY_PATCH,
+    LlavaAdapter,
+    tiny_llava_tokenizer,
+    tiny_text_and_vision,
 )
 
 #: Small any-resolution grid for the tiny twin (multiples of the 32 px base image).

@@ -40,8 +40,9 @@ class MllamaAdapter(BackboneAdapter):
     image_token = "<|image|>"
     padding_side = "right"
     # Text self-attention, cross-attention and vision attention all name their projections q/k/v/o_proj.
-    lora_targets = ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]
-    skip_quantization = ["lm_head", "multi_modal_projector", "vision_model"]
+    lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj")
+    skip_quantization = ("lm_head", "multi_modal_projector", "vision_model")
+    per_image_keys = ()  # every tensor is per row: [B, max_images, ...]
     tiny_version = 2
 
     def model_class_for(self, path: str | os.PathLike) -> type:
@@ -50,12 +51,22 @@ class MllamaAdapter(BackboneAdapter):
         return MllamaForConditionalGeneration
 
     def processor_call(self, processor: Any, texts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
-        kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
-        if any(im is not None for im in images):
-            # Nested per-row lists; empty rows are padded with zero tiles (aspect ratio id 0) and an
-            # all-zero cross-attention mask.
-            kwargs["images"] = [[im] if im is not None else [] for im in images]
-        return processor(**kwargs)
+        """Image rows and text-only rows are processed apart, then merged into one batch.
+
+        transformers' torchvision image-processor backend cannot take a batch with image-less rows
+        (the PIL one pads them); merging here gives both backends the PIL layout: zero pixel values,
+        aspect ratio id 0 and an all-zero cross-attention mask for text-only rows.
+        """
+        image_rows = [i for i, im in enumerate(images) if im is not None]
+        text_rows = [i for i, im in enumerate(images) if im is None]
+        if not image_rows:
+            return dict(processor(text=texts, padding=True, return_tensors="pt"))
+        with_images = processor(text=[texts[i] for i in image_rows], images=[[images[i]] for i in image_rows],
+                                padding=True, return_tensors="pt")
+        if not text_rows:
+            return dict(with_images)
+        text_only = processor(text=[texts[i] for i in text_rows], padding=True, return_tensors="pt")
+        return _merge_rows(with_images, image_rows, text_only, text_rows, processor.tokenizer)
 
     def last_hidden_state(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = inputs.get("cross_attention_mask")
@@ -85,17 +96,17 @@ class MllamaAdapter(BackboneAdapter):
         image_processor = MllamaImageProcessorPil(size={"height": 32, "width": 32}, max_image_tiles=1)
         processor = MllamaProcessor(image_processor, tok, chat_template=CHAT_TEMPLATE)
         config = MllamaConfig(
-            vision_config=dict(
-                hidden_size=32, num_hidden_layers=2, num_global_layers=1, attention_heads=2,
-                intermediate_size=64, vision_output_dim=96, image_size=32, patch_size=8, max_num_tiles=1,
-                intermediate_layers_indices=[0, 1], supported_aspect_ratios=[[1, 1]],
-            ),
-            text_config=dict(
-                vocab_size=len(tok), hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
-                num_key_value_heads=2, intermediate_size=128, cross_attention_layers=[1],
-                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                max_position_embeddings=4096,
-            ),
+            vision_config={
+                "hidden_size": 32, "num_hidden_layers": 2, "num_global_layers": 1, "attention_heads": 2,
+                "intermediate_size": 64, "vision_output_dim": 96, "image_size": 32, "patch_size": 8, "max_num_tiles": 1,
+                "intermediate_layers_indices": [0, 1], "supported_aspect_ratios": [[1, 1]],
+            },
+            text_config={
+                "vocab_size": len(tok), "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "intermediate_size": 128, "cross_attention_layers": [1],
+                "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+                "max_position_embeddings": 4096,
+            },
             image_token_index=tok.image_token_id,
         )
         torch.manual_seed(seed)
@@ -116,3 +127,36 @@ IMAGE_KEYS = ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask", "cross_at
 
 def _text_only(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in inputs.items() if k not in IMAGE_KEYS}
+
+
+def _pad_length(t: torch.Tensor, length: int, value: int, side: str) -> torch.Tensor:
+    """Pad dim 1 of ``t`` to ``length`` on ``side``."""
+    extra = length - t.shape[1]
+    if extra <= 0:
+        return t
+    pad = torch.full((t.shape[0], extra, *t.shape[2:]), value, dtype=t.dtype)
+    return torch.cat([pad, t] if side == "left" else [t, pad], dim=1)
+
+
+def _merge_rows(images: Any, image_rows: list[int], texts: Any, text_rows: list[int],
+                tokenizer: Any) -> dict[str, torch.Tensor]:
+    """One batch from an image sub-batch and a text-only sub-batch, rows back in their original order."""
+    side = tokenizer.padding_side
+    length = max(images["input_ids"].shape[1], texts["input_ids"].shape[1])
+    order = torch.argsort(torch.tensor(image_rows + text_rows))
+    out: dict[str, torch.Tensor] = {}
+    for key, pad in (("input_ids", tokenizer.pad_token_id), ("attention_mask", 0)):
+        both = torch.cat([_pad_length(images[key], length, pad, side), _pad_length(texts[key], length, pad, side)])
+        out[key] = both[order]
+    cross = _pad_length(images["cross_attention_mask"], length, 0, side)
+    out["cross_attention_mask"] = torch.cat(
+        [cross, cross.new_zeros((len(text_rows), *cross.shape[1:]))])[order]
+    pixels = images["pixel_values"]
+    out["pixel_values"] = torch.cat([pixels, pixels.new_zeros((len(text_rows), *pixels.shape[1:]))])[order]
+    ids = images["aspect_ratio_ids"]
+    out["aspect_ratio_ids"] = torch.cat([ids, ids.new_zeros((len(text_rows), *ids.shape[1:]))])[order]
+    mask = images["aspect_ratio_mask"]
+    padding_mask = mask.new_zeros((len(text_rows), *mask.shape[1:]))
+    padding_mask[..., 0] = 1  # as the image processor marks the first tile of padding images
+    out["aspect_ratio_mask"] = torch.cat([mask, padding_mask])[order]
+    return out

@@ -62,8 +62,10 @@ class Qwen2VLAdapter(BackboneAdapter):
     image_token = "<|vision_start|><|image_pad|><|vision_end|>"
     padding_side = "left"
     # Text attention q/k/v/o_proj and MLP down_proj (Qwen2.5-VL's vision MLP too); vision attention qkv/proj.
-    lora_targets = ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj", r"visual\.blocks\.\d+\.attn\.(?:qkv|proj)"]
-    skip_quantization = ["lm_head", "visual"]
+    lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj", r"visual\.blocks\.\d+\.attn\.(?:qkv|proj)")
+    skip_quantization = ("lm_head", "visual")
+    per_image_keys = ("pixel_values", "image_grid_thw")
+    placeholder_token = "<|image_pad|>"
     tiny_version = 1
 
     def model_class_for(self, path: str | os.PathLike) -> type:
@@ -89,6 +91,15 @@ class Qwen2VLAdapter(BackboneAdapter):
                 AutoImageProcessor.from_pretrained(str(path)), AutoTokenizer.from_pretrained(str(path)))
         return self._configure_processor(processor)
 
+    def select_images(self, inputs: dict[str, torch.Tensor], images: torch.Tensor) -> dict[str, torch.Tensor]:
+        # pixel_values holds every image's patches back to back: t * h * w rows per image.
+        grid = inputs["image_grid_thw"]
+        sizes = grid.prod(dim=-1)
+        starts = torch.cumsum(sizes, 0) - sizes
+        patches = torch.cat([torch.arange(int(starts[i]), int(starts[i] + sizes[i]), device=grid.device)
+                             for i in images.tolist()])
+        return {"pixel_values": inputs["pixel_values"][patches], "image_grid_thw": grid[images]}
+
     def save_processor(self, processor: Any, out_dir: str | os.PathLike) -> None:
         if hasattr(processor, "video_processor"):
             processor.save_pretrained(str(out_dir))
@@ -113,16 +124,16 @@ class Qwen2VLAdapter(BackboneAdapter):
         )
         ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
         config = Qwen2VLConfig(
-            text_config=dict(
-                vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
-                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-            ),
-            vision_config=dict(
-                depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=8,
-                spatial_merge_size=2, temporal_patch_size=2,
-            ),
+            text_config={
+                "vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
+                "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"],
+            },
+            vision_config={
+                "depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2, "patch_size": 8,
+                "spatial_merge_size": 2, "temporal_patch_size": 2,
+            },
             image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
             vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 import torch.distributed as dist
@@ -60,6 +61,7 @@ class ShardDataModule(L.LightningDataModule):
         demo: generate and use the demo corpus when ``train`` is empty.
         collate_fn: override of the Collator (tests); receives a list of Examples.
         prefetch_factor: batches each worker prepares ahead.
+        pin_memory: copy batches into pinned memory (faster host-to-GPU transfer).
         max_consecutive_skips: undecodable samples in a row from one set before the run stops.
         warn_interval_s: at most one warning per skip reason and worker in this many seconds.
     """
@@ -70,6 +72,7 @@ class ShardDataModule(L.LightningDataModule):
                  epoch_samples: int | None = None, max_image_pixels: int = 40_000_000,
                  max_image_side: int = 1024, demo: DemoSettings | None = None,
                  collate_fn: Callable[[list[Example]], Any] | None = None, prefetch_factor: int = 2,
+                 pin_memory: bool = False,
                  max_consecutive_skips: int = 1000, warn_interval_s: float = 30.0):
         super().__init__()
         if batch_size < 1:
@@ -94,6 +97,7 @@ class ShardDataModule(L.LightningDataModule):
         self.demo = demo
         self.collate_fn = collate_fn
         self.prefetch_factor = prefetch_factor
+        self.pin_memory = pin_memory
         self.max_consecutive_skips = max_consecutive_skips
         self.warn_interval_s = warn_interval_s
         self.sets: list[ResolvedSet] = []
@@ -190,7 +194,7 @@ class ShardDataModule(L.LightningDataModule):
                 deal_shards(s, world * max(1, self.num_workers), self.seed, 0, i)
         return ResumableLoader(dataset, functools.partial(self._next_plan, rank=rank, world=world), self.tracker,
                                self.batches_per_rank(world),
-                               self.num_workers, self.prefetch_factor)
+                               self.num_workers, self.prefetch_factor, self.pin_memory)
 
     def train_dataloader(self) -> ResumableLoader:
         return self.loader()
@@ -233,7 +237,7 @@ class ShardDataModule(L.LightningDataModule):
         if not self.sets:
             return {}
         local = self.tracker.position_after(min(self._consumed_batches(), self.tracker.yielded))
-        rank, world = self._distributed()
+        world = self._distributed()[1]
         ranks: list[Any] = [local]
         if world > 1 and dist.is_available() and dist.is_initialized():
             ranks = [None] * world

@@ -22,15 +22,23 @@ import os
 import random
 import tarfile
 import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mme5.data.shardsets import ResolvedSet, deal_shards, derive_seed
-from mme5.data.skips import (EMPTY_SHARD, SHARD_OPEN, STRAY_MEMBER, TRUNCATED_TAR, DataError, SkipCounter,
-                             format_counts)
+from mme5.data.skips import (
+    EMPTY_SHARD,
+    SHARD_OPEN,
+    STRAY_MEMBER,
+    TRUNCATED_TAR,
+    DataError,
+    SkipCounter,
+    format_counts,
+)
 from mme5.records import Example, RecordError, decode_sample
 
 RawSample = dict[str, Any]
@@ -187,7 +195,7 @@ class ReaderPosition:
                 "draws": self.draws, "sets": [list(p) for p in self.sets]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ReaderPosition":
+    def from_dict(cls, d: dict[str, Any]) -> ReaderPosition:
         return cls(int(d["rank"]), int(d["worker"]), int(d["epoch"]), int(d["batches"]), int(d["draws"]),
                    [(int(w), int(e)) for w, e in d["sets"]])
 

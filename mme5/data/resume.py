@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from torch.utils.data import DataLoader
 
@@ -65,13 +66,14 @@ class ResumableLoader:
     """
 
     def __init__(self, dataset: MixtureDataset, plan_fn: Callable[[int | None], EpochPlan], tracker: PositionTracker,
-                 batches_per_rank: int, num_workers: int, prefetch_factor: int | None = 2):
+                 batches_per_rank: int, num_workers: int, prefetch_factor: int | None = 2, pin_memory: bool = False):
         self.mixture = dataset  # not named `dataset`: Lightning would warn about an IterableDataset's len
         self.plan_fn = plan_fn
         self.tracker = tracker
         self.batches_per_rank = batches_per_rank
         self.num_workers = num_workers
         self.prefetch_factor = prefetch_factor
+        self.pin_memory = pin_memory
         self.epoch: int | None = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -98,7 +100,7 @@ class ResumableLoader:
         workers = plan.num_workers if self.num_workers > 0 else 0
         loader = DataLoader(self.mixture, batch_size=None, num_workers=workers, collate_fn=_identity,
                             worker_init_fn=worker_seed_init if workers else None, persistent_workers=False,
-                            prefetch_factor=self.prefetch_factor if workers else None)
+                            prefetch_factor=self.prefetch_factor if workers else None, pin_memory=self.pin_memory)
         try:
             for batch, info in loader:
                 self.tracker.record(info)

@@ -7,15 +7,16 @@ in resampled mode every slot draws shards with replacement from the whole set.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
 import os
 import random
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from braceexpand import braceexpand
 
@@ -55,7 +56,8 @@ def is_local(url: str) -> bool:
 
 
 def expand_shards(spec: str) -> list[str]:
-    """The shard URLs of a spec: a folder (its ``*.tar``), or a brace expansion (``{a,b}``, ``{000..009}``).
+    """The shard URLs of a spec: a folder (its ``*.tar``), a brace expansion (``{a,b}``, ``{000..009}``),
+    local glob patterns (``mmeb/*/*.tar``), several specs joined by ``::``.
 
     Missing shards are not an error here: :func:`resolve` counts them as unopenable (``shard_open``).
     """
@@ -64,7 +66,13 @@ def expand_shards(spec: str) -> list[str]:
         if not urls:
             raise DataError(f"shard folder '{spec}' holds no *.tar file")
         return urls
-    urls = [u for part in spec.split("::") for u in braceexpand(part)]
+    urls = []
+    for part in spec.split("::"):
+        for u in braceexpand(part):
+            if is_local(u) and any(c in u for c in "*?["):
+                urls += sorted(glob.glob(u)) or [u]  # an unmatched pattern is reported as unopenable
+            else:
+                urls.append(u)
     if not urls:
         raise DataError(f"shard spec '{spec}' expands to no shard")
     return urls

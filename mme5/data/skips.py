@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Mapping
+from collections.abc import Mapping
 
 from mme5.errors import Mme5Error
 

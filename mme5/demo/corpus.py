@@ -33,6 +33,7 @@ from mme5.demo.phrases import phrases
 from mme5.demo.scene import Picture, distinct_scenes, jpeg_bytes, render
 from mme5.demo.tasks import (
     BUILDERS,
+    CAPTION_MAX_OBJECTS,
     EVAL_DATASETS,
     IMAGE_DOC_INSTRUCTION,
     INSTRUCTIONS,
@@ -45,7 +46,7 @@ from mme5.errors import Mme5Error
 from mme5.records import PUBLIC_IMAGE_TOKEN, Example, ShardSetWriter, Side, compose_text
 
 #: Bump whenever a change to the generator changes its output.
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 CORPUS_NAME = "mme5-demo"
 MANIFEST = "MANIFEST.json"
 IN_PROGRESS = ".generating"
@@ -342,8 +343,8 @@ def _write_mmeb(folder: Path, image_root: Path, params: DemoParams) -> dict[str,
 
 def _write_xtd(folder: Path, image_root: Path, params: DemoParams) -> dict[str, int]:
     rng = _stream(params.seed, "xtd")
-    pool = [Picture(s, rng.getrandbits(31)) for s in distinct_scenes(rng, params.xtd_pool, min_objects=1,
-                                                                    max_objects=3)]
+    scenes = distinct_scenes(rng, params.xtd_pool, min_objects=1, max_objects=CAPTION_MAX_OBJECTS)
+    pool = [Picture(s, rng.getrandbits(31)) for s in scenes]
     images = _ImageFolder(image_root, XTD_DIR_NAME, _Renderer(params.image_size))
     paths = [images.path(p, f"pool_{i:06d}") for i, p in enumerate(pool)]
     doc_text = _query_text(IMAGE_DOC_INSTRUCTION, None, True)

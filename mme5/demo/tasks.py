@@ -38,6 +38,8 @@ INSTRUCTIONS: dict[str, str] = {
 }
 IMAGE_DOC_INSTRUCTION = "Represent the given image."
 CROP_DOC_INSTRUCTION = "Represent the given cropped image of the object."
+#: Scenes that are captioned hold at most this many objects (captions stay short enough for tiny models).
+CAPTION_MAX_OBJECTS = 3
 #: English class labels of the counting classification (other languages use their count words).
 COUNT_LABELS_EN = {1: "one shape", 2: "two shapes", 3: "three shapes", 4: "four shapes"}
 
@@ -179,7 +181,7 @@ def _scene_candidates(scene: Scene, rng: random.Random, n: int, hard: int,
 def ret_t2i(rng: random.Random, lang: str, n: int | None = None) -> TaskItem:
     """Caption -> the image it describes, among images one attribute away and random ones."""
     n = n or 10
-    scene = random_scene(rng)
+    scene = random_scene(rng, 1, CAPTION_MAX_OBJECTS)
     scenes, k = _scene_candidates(scene, rng, n, hard=4)
     return TaskItem("ret_t2i", "retrieval", "T2I", lang, INSTRUCTIONS["t2i"], phrases(lang).caption(scene), None,
                     IMAGE_DOC_INSTRUCTION, [Candidate(None, Picture(s, _seed(rng))) for s in scenes], k)
@@ -188,7 +190,7 @@ def ret_t2i(rng: random.Random, lang: str, n: int | None = None) -> TaskItem:
 def ret_i2t(rng: random.Random, lang: str, n: int | None = None) -> TaskItem:
     """Image -> its caption, among captions of scenes one attribute away and random ones."""
     n = n or 10
-    scene = random_scene(rng)
+    scene = random_scene(rng, 1, CAPTION_MAX_OBJECTS)
     scenes, k = _scene_candidates(scene, rng, n, hard=4)
     t = phrases(lang)
     return TaskItem("ret_i2t", "retrieval", "I2T", lang, INSTRUCTIONS["i2t"], None, Picture(scene, _seed(rng)),

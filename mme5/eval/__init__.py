@@ -67,7 +67,7 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # Lightning, matplotlib and model loading are imported only when these are asked for.
+    # Lightning, matplotlib, model loading and bitsandbytes are imported only when these are asked for.
     if name in ("MMEBEvaluation", "XTDEvaluation"):
         from mme5.eval import callbacks
 
@@ -80,4 +80,12 @@ def __getattr__(name: str):
         from mme5.eval.cli import cli_main
 
         return cli_main
+    if name == "load_model":
+        from mme5.eval.models import load_model
+
+        return load_model
+    if name == "compare_quantized":
+        from mme5.eval.quantized import compare_quantized
+
+        return compare_quantized
     raise AttributeError(f"module 'mme5.eval' has no attribute '{name}'")

@@ -20,7 +20,7 @@ def evaluate(
     image_root: str | None = None,
     demo_root: str | None = None,
     datasets: list[str] | None = None,
-    languages: list[str] = list(XTD_LANGUAGES),
+    languages: Sequence[str] = XTD_LANGUAGES,
     max_rows: int | None = None,
     batch_size: int = 64,
     output_dir: str | None = None,
@@ -63,7 +63,8 @@ def evaluate(
         raise ConfigError("nothing to evaluate: give --mmeb_dir, --xtd_dir or --demo_root")
     loaded = load_model(model, quantization=quantization, device=device, dtype=dtype, batch_size=batch_size)
     results: dict[str, EvalResult] = {}
-    common = dict(max_rows=max_rows, batch_size=batch_size, cache_dir=cache_dir, fingerprint=loaded.fingerprint)
+    common = {"max_rows": max_rows, "batch_size": batch_size, "cache_dir": cache_dir,
+              "fingerprint": loaded.fingerprint}
     if mmeb_dir is not None:
         results["mmeb"] = evaluate_mmeb(loaded.embed, mmeb_dir, image_root, datasets=datasets, **common)
     if xtd_dir is not None:

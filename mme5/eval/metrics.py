@@ -48,7 +48,7 @@ class RankingMetrics(Metric):
         super().__init__(**kwargs)
         if not ks or any(k < 1 for k in ks):
             raise ValueError(f"ks must be positive integers, got {list(ks)}")
-        self.ks = tuple(sorted(set(int(k) for k in ks) | {1}))
+        self.ks = tuple(sorted({int(k) for k in ks} | {1}))
         self.ndcg_k = int(ndcg_k)
         self.add_state("hits", torch.zeros(len(self.ks), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("rr", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from typing_extensions import Self
 
 from mme5.errors import ConfigError
 from mme5.eval.datasets import XTD_LANGUAGES
@@ -69,7 +70,7 @@ class _RssPeak:
             self.peak = max(self.peak, self._proc.memory_info().rss)
             self._stop.wait(self._interval)
 
-    def __enter__(self) -> _RssPeak:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -14,13 +14,13 @@ Setting = Literal["full", "int8", "nf4", "fp4"]
 
 def eval_quantized(
     model: str,
-    settings: list[Setting] = ["full", "int8", "nf4"],
+    settings: Sequence[Setting] = ("full", "int8", "nf4"),
     mmeb_dir: str | None = None,
     xtd_dir: str | None = None,
     image_root: str | None = None,
     demo_root: str | None = None,
     datasets: list[str] | None = None,
-    languages: list[str] = list(XTD_LANGUAGES),
+    languages: Sequence[str] = XTD_LANGUAGES,
     max_rows: int | None = None,
     batch_size: int = 64,
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",

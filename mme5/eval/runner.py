@@ -121,24 +121,29 @@ def _validate(out: object, n: int) -> Tensor:
 
 
 def encode_local(embed: EmbedFn, items: Sequence[Item], image_root: str | os.PathLike | None,
-                 batch_size: int) -> Tensor | None:
-    """Embed ``items`` in batches (the next batch's images load while the current one encodes)."""
+                 batch_size: int, loader_threads: int = 4) -> Tensor | None:
+    """Embed ``items`` in batches; images of the next batch decode in threads while one encodes."""
     if not items:
         return None
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
-
-    def load(batch: Sequence[Item]) -> list[Side]:
-        return [load_side(it, image_root) for it in batch]
-
     outs: list[Tensor] = []
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(load, batches[0])
+    with ThreadPoolExecutor(max_workers=max(1, loader_threads)) as pool:
+
+        def submit(batch: Sequence[Item]) -> list:
+            return [pool.submit(load_side, it, image_root) for it in batch]
+
+        pending = submit(batches[0])
         for b in range(len(batches)):
-            sides = pending.result()
+            sides = [f.result() for f in pending]
             if b + 1 < len(batches):
-                pending = pool.submit(load, batches[b + 1])
+                pending = submit(batches[b + 1])
             outs.append(_validate(embed(sides), len(sides)))
     return torch.cat(outs)
+
+
+def _encode_order(items: Sequence[Item], todo: list[int]) -> list[int]:
+    # text-only items together, then image items, each by text length: less padding per batch
+    return sorted(todo, key=lambda i: (bool(items[i].image_path), len(items[i].text), i))
 
 
 def encode_items(embed: EmbedFn, items: Sequence[Item], image_root: str | os.PathLike | None,
@@ -146,8 +151,9 @@ def encode_items(embed: EmbedFn, items: Sequence[Item], image_root: str | os.Pat
                  ctx: DistContext | None = None) -> tuple[Tensor, EncodeStats]:
     """Embeddings [len(items), D] (float32, L2-normalised) of every item, on every rank.
 
-    Items found in ``cache`` under ``fingerprint`` are not encoded; the others are split in
-    contiguous blocks over ranks, encoded, all-gathered, and stored in the cache by rank 0.
+    Items found in ``cache`` under ``fingerprint`` are not encoded; the others are sorted (text-only
+    first, then by text length), dealt over ranks (rank r takes every world-th one), encoded,
+    all-gathered, and stored in the cache by rank 0.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -166,11 +172,13 @@ def encode_items(embed: EmbedFn, items: Sequence[Item], image_root: str | os.Pat
         width = ctx.broadcast_object(cached.shape[1] if cached is not None else 0)
         if int(found.sum()) > 0:
             cached = ctx.broadcast_tensor(cached, (int(found.sum()), width), torch.float32)  # type: ignore
-    todo = (~found).nonzero().flatten().tolist()
-    counts = [len(rows_for_rank(len(todo), r, ctx.world_size)) for r in range(ctx.world_size)]
-    mine = rows_for_rank(len(todo), ctx.rank, ctx.world_size)
+    todo = _encode_order(items, (~found).nonzero().flatten().tolist())
+    # rank r encodes todo[r::world]: balanced, and each rank's share stays sorted
+    shares = [todo[r :: ctx.world_size] for r in range(ctx.world_size)]
+    counts = [len(share) for share in shares]
+    mine = shares[ctx.rank]
     t0 = time.perf_counter()
-    local = encode_local(embed, [items[todo[j]] for j in mine], image_root, batch_size)
+    local = encode_local(embed, [items[i] for i in mine], image_root, batch_size)
     stats.seconds = time.perf_counter() - t0
     stats.encoded_here = len(mine)
     width = ctx.max_int(local.shape[1] if local is not None else 0)
@@ -185,13 +193,14 @@ def encode_items(embed: EmbedFn, items: Sequence[Item], image_root: str | os.Pat
     else:
         new = local if local is not None else torch.zeros(0, width, device=device)
     emb = torch.empty(n, width, dtype=torch.float32, device=device)
+    gathered_order = [i for share in shares for i in share]  # all_gather_rows concatenates in rank order
     if todo:
-        emb[torch.tensor(todo, dtype=torch.long, device=device)] = new.to(device)
+        emb[torch.tensor(gathered_order, dtype=torch.long, device=device)] = new.to(device)
     if cached is not None and int(found.sum()) > 0:
         emb[found.to(device)] = cached.to(device)
     stats.encoded, stats.from_cache = len(todo), int(found.sum())
     if use_cache and ctx.rank == 0 and todo:
-        cache.store(fingerprint, [keys[i] for i in todo], new)  # type: ignore[union-attr, arg-type]
+        cache.store(fingerprint, [keys[i] for i in gathered_order], new)  # type: ignore[union-attr, arg-type]
     return emb, stats
 
 

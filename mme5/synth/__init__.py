@@ -8,6 +8,23 @@ from .plan import PlanConfig, Planner, SamplePlan, sample_id
 from .prompts import PromptConfig, build_prompt
 from .schema import StringLimits, generation_schema
 
-__all__ = ["Backend", "OpenAIServerBackend", "SamplingConfig", "TransformersBackend", "VLLMOfflineBackend",
-           "GateConfig", "ImageSource", "SynthConfig", "Synthesizer", "synthesize", "PlanConfig", "Planner",
-           "SamplePlan", "sample_id", "PromptConfig", "build_prompt", "StringLimits", "generation_schema"]
+__all__ = [
+           "Backend",
+           "GateConfig",
+           "ImageSource",
+           "OpenAIServerBackend",
+           "PlanConfig",
+           "Planner",
+           "PromptConfig",
+           "SamplePlan",
+           "SamplingConfig",
+           "StringLimits",
+           "SynthConfig",
+           "Synthesizer",
+           "TransformersBackend",
+           "VLLMOfflineBackend",
+           "build_prompt",
+           "generation_schema",
+           "sample_id",
+           "synthesize",
+]

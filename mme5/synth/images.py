@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -58,7 +59,7 @@ class ImagePool:
         return len(self.images)
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, limit: int | None = None, max_side: int = 1024) -> "ImagePool":
+    def from_folder(cls, folder: str | os.PathLike, limit: int | None = None, max_side: int = 1024) -> ImagePool:
         """Every image file under ``folder`` (recursive, sorted by path; first ``limit`` if given)."""
         root = Path(folder)
         if not root.is_dir():
@@ -69,7 +70,7 @@ class ImagePool:
 
     @classmethod
     def from_shards(cls, shards: Sequence[str | os.PathLike], limit: int | None = None,
-                    max_side: int = 1024) -> "ImagePool":
+                    max_side: int = 1024) -> ImagePool:
         """Every image member (query, positive, negatives) of the given WebDataset shards."""
         candidates: list[PoolImage] = []
         for shard in shards:
@@ -84,7 +85,7 @@ class ImagePool:
         return cls._checked(candidates, limit, max_side, f"{len(shards)} shard(s)")
 
     @classmethod
-    def _checked(cls, candidates: list[PoolImage], limit: int | None, max_side: int, what: str) -> "ImagePool":
+    def _checked(cls, candidates: list[PoolImage], limit: int | None, max_side: int, what: str) -> ImagePool:
         kept: list[PoolImage] = []
         seen: set[bytes] = set()
         skipped: Counter = Counter()
@@ -175,33 +176,33 @@ class CallableEmbedder:
 
 
 class ModelEmbedder:
-    """Image embeddings from a trained mme5 model folder (or any backbone ``mme5.backbones`` supports)."""
+    """Image embeddings from a trained mme5 export (``mme5.export``), or any backbone folder / ``tiny-<family>``
+    name that ``mme5.encoder.Encoder`` loads (untrained: last-token pooling of the raw VLM)."""
 
     def __init__(self, model: str, batch_size: int = 16, instruction: str = "Represent the given image."):
         self.model_path, self.batch_size, self.instruction = model, batch_size, instruction
         self.name = f"model:{model}"
-        self._encoder = None
+        self._encode: Callable[[list], Any] | None = None
 
-    def _load(self):  # imported lazily: training-side modules are heavy and optional for the tool
-        try:
-            from mme5.backbones import get_adapter
-            from mme5.encoder import Encoder
-        except ImportError as exc:
-            raise RuntimeError(f"ModelEmbedder needs mme5.backbones and mme5.encoder ({exc})") from None
-        adapter = get_adapter(self.model_path)
-        model = adapter.load_model(self.model_path, dtype="float32", quantization=None)
-        self._processor = adapter.load_processor(self.model_path)
-        self._encoder = Encoder(model)
-        self._adapter = adapter
-
-    def __call__(self, images: list[Image.Image]) -> np.ndarray:
+    def _load(self) -> None:  # imported lazily: the training-side modules are heavy and optional here
+        from mme5.export import CONFIG_FILE, load
         from mme5.records import Side
 
-        if self._encoder is None:
+        if (Path(self.model_path) / CONFIG_FILE).is_file():
+            exported = load(self.model_path)
+            self._encode = lambda imgs: exported.encode(images=imgs, instruction=self.instruction,
+                                                        batch_size=self.batch_size, progress=False)
+        else:
+            from mme5.encoder import Encoder
+
+            encoder = Encoder(model=self.model_path)
+            self._encode = lambda imgs: encoder.encode_sides([Side(text=self.instruction, image=im) for im in imgs],
+                                                             batch_size=self.batch_size)
+
+    def __call__(self, images: list[Image.Image]) -> np.ndarray:
+        if self._encode is None:
             self._load()
-        sides = [Side(text=self.instruction, image=img) for img in images]
-        emb = self._encoder.encode_sides(sides, batch_size=self.batch_size)  # type: ignore[union-attr]
-        return emb.float().cpu().numpy()
+        return self._encode(images).float().cpu().numpy()  # type: ignore[misc]
 
 
 def embed_pool(pool: ImagePool, embedder: Embedder, batch_size: int = 32,

@@ -19,7 +19,14 @@ from .gates import GateConfig, QualityGates, dedup_text
 from .images import CallableEmbedder, HistogramEmbedder, ImagePool, ModelEmbedder, NeighbourIndex, embed_pool
 from .plan import PlanConfig, Planner, SamplePlan
 from .prompts import PromptConfig, build_prompt, image_roles
-from .schema import SchemaError, StringLimits, generation_schema, parse_generation, split_modality, text_fields
+from .schema import (
+    SchemaError,
+    StringLimits,
+    generation_schema,
+    parse_generation,
+    split_modality,
+    text_fields,
+)
 from .writer import ShardOutput, UnitRecord
 
 log = logging.getLogger(__name__)
@@ -160,10 +167,17 @@ class Synthesizer:
         max_attempts = c.max_attempts or 4 * c.num_samples
         # Replay the finished units: their accepted texts seed the near-duplicate index, in order.
         while unit in done:
+            if done[unit].truncated and accepted + done[unit].accepted < c.num_samples:
+                break  # cut short for an earlier, smaller target: redo it whole
             for text in done[unit].dedup_texts:
                 gates.is_duplicate(text)
             accepted += done[unit].accepted
             unit += 1
+        start_seconds = 0.0
+        if accepted < c.num_samples and unit * c.indices_per_shard < max_attempts:
+            t0 = time.perf_counter()
+            self.backend.start()
+            start_seconds = time.perf_counter() - t0
         if unit:
             log.info("resuming %s: %d unit(s) done, %d samples accepted", c.output_dir, unit, accepted)
         while accepted < c.num_samples and unit * c.indices_per_shard < max_attempts:
@@ -179,6 +193,7 @@ class Synthesizer:
             log.warning("stopped at max_attempts=%d with %d of %d samples accepted", max_attempts, accepted,
                         c.num_samples)
         return self.output.report({"target": c.num_samples, "backend": self.backend.describe(),
+                                   "backend_start_seconds": round(start_seconds, 3),
                                    "pool_images": len(self.pool), "pool_skipped": dict(self.pool.skipped)})
 
     def run_unit(self, unit: int, start: int, stop: int, gates: QualityGates,
@@ -202,7 +217,8 @@ class Synthesizer:
             record.prompt_tokens += gen.prompt_tokens
             record.completion_tokens += gen.completion_tokens
             if len(examples) >= needed:
-                break  # the target is reached inside this unit; later indices are never used
+                record.truncated = True  # the target is reached inside this unit; later indices unused
+                break
             record.attempted += 1
             reason, example, text = self.accept(r, gen, gates)
             if reason:
@@ -275,4 +291,4 @@ def synthesize(config: SynthConfig, backend: Backend) -> dict[str, Any]:
         backend.close()
 
 
-__all__ = ["ImageSource", "SynthConfig", "Synthesizer", "synthesize", "image_roles"]
+__all__ = ["ImageSource", "SynthConfig", "Synthesizer", "image_roles", "synthesize"]

@@ -109,8 +109,9 @@ def image_roles(modality: str) -> list[str]:
     return roles
 
 
-def build_prompt(plan: SamplePlan, images: dict[str, Image.Image], config: PromptConfig = PromptConfig()) -> Prompt:
+def build_prompt(plan: SamplePlan, images: dict[str, Image.Image], config: PromptConfig | None = None) -> Prompt:
     """The deep-thinking prompt of one planned sample; ``images`` maps role -> image for :func:`image_roles`."""
+    config = config or PromptConfig()
     q, d = split_modality(plan.modality)
     roles = image_roles(plan.modality)
     missing = [r for r in roles if r not in images]
@@ -135,16 +136,16 @@ def build_prompt(plan: SamplePlan, images: dict[str, Image.Image], config: Promp
     lines += [
         "",
         "Think in one pass and answer with a JSON object with these parts, in this order:",
-        "1. visual_interpretation: description (the whole picture), objects (the main objects and their "
-        "attributes), context (setting, time, culture, text visible in the image), relation (what links "
-        "the image(s) to the sample you will write).",
+        ("1. visual_interpretation: description (the whole picture), objects (the main objects and their "
+         "attributes), context (setting, time, culture, text visible in the image), relation (what links "
+         "the image(s) to the sample you will write)."),
         "2. sample: your first draft, with the fields: " + "; ".join(FIELD_GUIDE[f] for f in fields) + ".",
-        "3. self_evaluation: integer scores from 1 to 10 for relevance (to the images), negative_plausibility "
-        "(the hard negative is close yet clearly wrong), clarity (of the instruction) and diversity (not a "
-        "generic or repeated pattern).",
+        ("3. self_evaluation: integer scores from 1 to 10 for relevance (to the images), negative_plausibility "
+         "(the hard negative is close yet clearly wrong), clarity (of the instruction) and diversity (not a "
+         "generic or repeated pattern)."),
         "4. improvements: what the draft should change to score higher.",
-        f"5. revised_sample: the improved sample, same fields as sample, meant to score at least "
-        f"{config.min_score} everywhere. Only the revised sample is kept.",
+        (f"5. revised_sample: the improved sample, same fields as sample, meant to score at least "
+         f"{config.min_score} everywhere. Only the revised sample is kept."),
     ]
     if config.extra_guidance:
         lines += ["", config.extra_guidance]

@@ -68,9 +68,9 @@ def _object(props: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
-def generation_schema(modality: str, limits: StringLimits = StringLimits()) -> dict[str, Any]:
+def generation_schema(modality: str, limits: StringLimits | None = None) -> dict[str, Any]:
     """The JSON schema a generation must follow for one modality combination."""
-    text = limits.schema()
+    text = (limits or StringLimits()).schema()
     sample = _object({name: dict(text) for name in text_fields(modality)})
     score = {"type": "integer", "minimum": 1, "maximum": 10}
     return _object({
@@ -140,7 +140,7 @@ def validate(obj: Any, schema: dict[str, Any], where: str = "$") -> list[str]:
     return errors
 
 
-def parse_generation(text: str, modality: str, limits: StringLimits = StringLimits()) -> dict[str, Any]:
+def parse_generation(text: str, modality: str, limits: StringLimits | None = None) -> dict[str, Any]:
     """Parse and validate a generation; raises :class:`SchemaError` (``errors[0]`` starts with the reason)."""
     try:
         obj = json.loads(text)

@@ -38,6 +38,8 @@ class UnitRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    truncated: bool = False
+    """The unit stopped early because the run's target was reached inside it."""
     ids: list[str] = field(default_factory=list)
     dedup_texts: list[str] = field(default_factory=list)
     """What the near-duplicate index holds for this unit's accepted samples (rebuilt on resume)."""
@@ -108,8 +110,8 @@ class ShardOutput:
         recs = list(self.done().values())
         totals: dict[str, Counter] = {k: Counter() for k in ("rejects", "by_task", "by_modality", "by_lang")}
         for r in recs:
-            for k in totals:
-                totals[k].update(getattr(r, k))
+            for k, counter in totals.items():
+                counter.update(getattr(r, k))
         seconds = sum(r.seconds for r in recs)
         accepted = sum(r.accepted for r in recs)
         attempted = sum(r.attempted for r in recs)
@@ -146,10 +148,14 @@ def render_markdown(stats: dict[str, Any]) -> str:
     lines = [
         "# Synthesis report", "",
         f"- accepted {a} of {n} attempts ({stats['acceptance_rate']:.1%}) in {stats['shards']} shard(s)",
-        f"- {stats['samples_per_second']:.3f} accepted samples/s, {stats['attempts_per_second']:.3f} attempts/s, "
-        f"{stats['completion_tokens_per_second']:.1f} generated tokens/s over {stats['generation_seconds']:.1f} s",
-        f"- tokens: {stats['prompt_tokens']} prompt, {stats['completion_tokens']} generated", "",
+        (f"- {stats['samples_per_second']:.3f} accepted samples/s, {stats['attempts_per_second']:.3f} attempts/s, "
+         f"{stats['completion_tokens_per_second']:.1f} generated tokens/s over {stats['generation_seconds']:.1f} s"),
+        f"- tokens: {stats['prompt_tokens']} prompt, {stats['completion_tokens']} generated",
     ]
+    if "backend_start_seconds" in stats:
+        lines.append(f"- backend start (model load / engine start, not in the rates): "
+                     f"{stats['backend_start_seconds']:.1f} s")
+    lines.append("")
     lines += _table("Rejects by reason", stats["rejects"], n)
     lines += _table("By task", stats["by_task"], a)
     lines += _table("By modality", stats["by_modality"], a)

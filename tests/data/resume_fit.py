@@ -2,7 +2,7 @@
 
     python resume_fit.py --shards SPEC --out ids.txt --ckpt-dir DIR [--kill-at-step N] [--resume CKPT]
 
-Each training step appends ``<global_step> <epoch> <id,id,...>`` to ``--out`` (flushed and fsynced, so
+Each training step appends ``<global_step> <epoch> <id,id,...>`` to ``--out`` (``--out.rank<r>`` under DDP) (flushed and fsynced, so
 a SIGKILL loses nothing already written). ``--kill-at-step N`` sends SIGKILL to the process itself at
 the start of step N, mid-epoch, with DataLoader workers running.
 """
@@ -18,9 +18,9 @@ import lightning as L
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shard_fixtures import list_collate  # noqa: E402
+from shard_fixtures import list_collate
 
-from mme5.data import ShardDataModule, ShardSet  # noqa: E402
+from mme5.data import ShardDataModule, ShardSet
 
 
 def make_datamodule(sets: list[ShardSet], workers: int = 2, batch_size: int = 3) -> ShardDataModule:
@@ -39,7 +39,8 @@ class RecordingModule(L.LightningModule):
     def training_step(self, batch: list[str], batch_idx: int) -> torch.Tensor:
         if self.kill_at_step is not None and self.global_step == self.kill_at_step:
             os.kill(os.getpid(), signal.SIGKILL)
-        with open(self.out, "a") as f:
+        out = self.out if self.trainer.world_size == 1 else f"{self.out}.rank{self.global_rank}"
+        with open(out, "a") as f:
             f.write(f"{self.global_step} {self.current_epoch} {','.join(batch)}\n")
             f.flush()
             os.fsync(f.fileno())
@@ -60,12 +61,14 @@ def main() -> None:
     p.add_argument("--every", type=int, default=4)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=3)
+    p.add_argument("--devices", type=int, default=1, help="CPU processes; > 1 runs DDP (gloo)")
     a = p.parse_args()
     sets = [ShardSet(s.rsplit(":", 1)[0], float(s.rsplit(":", 1)[1])) if ":" in s else ShardSet(s) for s in a.shards]
     dm = make_datamodule(sets, a.workers, a.batch_size)
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=a.ckpt_dir, every_n_train_steps=a.every, save_top_k=-1,
                                                save_last=True)
-    trainer = L.Trainer(max_epochs=a.epochs, accelerator="cpu", devices=1, callbacks=[ckpt], logger=False,
+    trainer = L.Trainer(max_epochs=a.epochs, accelerator="cpu", devices=a.devices,
+                        strategy="ddp" if a.devices > 1 else "auto", callbacks=[ckpt], logger=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(RecordingModule(a.out, a.kill_at_step), datamodule=dm, ckpt_path=a.resume)
 

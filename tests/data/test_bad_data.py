@@ -27,7 +27,7 @@ def _image_meta(ident: str) -> bytes:
 def _bad_set(root) -> tuple[str, set[str]]:
     """Shards 0-1 good, 2: one bad sample of each kind among good ones, 3 truncated, 4 empty, 5 missing."""
     folder = root / "bad"
-    spec = write_set(folder, "bad", 2, 5, image_every=2)
+    write_set(folder, "bad", 2, 5, image_every=2)
     good = {f"bad-{s}-{i}" for s in range(2) for i in range(5)}
     members = [("g1.json", _meta("g1"))]
     members += [("nojson.qry.png", png_bytes(1))]                                       # missing_json

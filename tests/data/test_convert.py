@@ -14,7 +14,7 @@ from shard_fixtures import png_bytes
 
 from mme5.convert import STATE_FILE, ConvertError, convert, parse_list, source_name
 from mme5.data import ShardDataModule, ShardSet
-from mme5.records import PUBLIC_IMAGE_TOKEN, decode_sample, iter_shard, read_sizes
+from mme5.records import PUBLIC_IMAGE_TOKEN, ShardSetWriter, decode_sample, iter_shard, read_sizes
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "convert.py"
 
@@ -98,21 +98,28 @@ def test_round_trip_counts_and_reads_back(tmp_path):
     assert sorted(i for b in dm.loader(rank=0, world_size=1) for i in b) == sorted(examples)
 
 
-def test_resume_continues_after_the_last_complete_shard(tmp_path):
-    inputs, images, rows = _write_inputs(tmp_path)
+def test_resume_continues_after_the_last_complete_shard(tmp_path, monkeypatch):
+    inputs, images, _ = _write_inputs(tmp_path)
     whole = convert([inputs], tmp_path / "whole", str(images), samples_per_shard=4, progress=False)[0]
+    # a run interrupted while writing its third shard
+    real_flush, calls = ShardSetWriter.flush, []
+
+    def flaky_flush(self):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        real_flush(self)
+
+    monkeypatch.setattr(ShardSetWriter, "flush", flaky_flush)
     out = tmp_path / "out"
-    convert([inputs], out, str(images), samples_per_shard=4, progress=False)
-    # simulate a run killed after its second shard: drop later shards and rewind the state
-    state_path = out / "VOC2007" / STATE_FILE
-    state = json.loads(state_path.read_text())
-    for i in (2, 3):
-        (out / "VOC2007" / f"VOC2007-{i:06d}.tar").unlink()
-    state.update(rows_done=11, next_shard=2, samples=8, complete=False,
-                 skipped={"missing_image_file": 1, "bad_image": 1, "bad_list": 1, "empty_side": 1})
-    state_path.write_text(json.dumps(state))
+    with pytest.raises(KeyboardInterrupt):
+        convert([inputs], out, str(images), samples_per_shard=4, progress=False)
+    monkeypatch.undo()
+    state = json.loads((out / "VOC2007" / STATE_FILE).read_text())
+    assert (state["next_shard"], state["rows_done"], state["complete"]) == (2, 12, False)
+    assert sorted(p.name for p in (out / "VOC2007").glob("*.tar")) == ["VOC2007-000000.tar", "VOC2007-000001.tar"]
     [again] = convert([inputs], out, str(images), samples_per_shard=4, progress=False)
-    assert again.resumed_from_row == 11 and again.balanced
+    assert again.resumed_from_row == 12 and again.balanced
     assert (again.samples_out, again.skipped, again.shards) == (whole.samples_out, whole.skipped, whole.shards)
     for i in range(4):
         name = f"VOC2007-{i:06d}.tar"
@@ -126,7 +133,7 @@ def test_cli_and_clear_errors(tmp_path):
     inputs, images, _ = _write_inputs(tmp_path)
     run = subprocess.run([sys.executable, str(TOOL), str(inputs), str(tmp_path / "cli"), "--image_root",
                           str(images), "--samples_per_shard", "8", "--progress", "false"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stderr
     assert "VOC2007: rows in 20 = samples out 16 + skipped 4" in run.stdout
     with pytest.raises(ConvertError, match="input 'nowhere.parquet' does not exist"):

@@ -91,3 +91,12 @@ def test_bad_settings_fail_early(tmp_path):
         _module([ShardSet(spec)], batch_size=8).loader(rank=0, world_size=1)
     with pytest.raises(DataError, match="no training shard set"):
         _module([])
+
+
+def test_glob_and_joined_specs(tmp_path):
+    write_set(tmp_path / "g" / "one", "one", 2, 3)
+    write_set(tmp_path / "g" / "two", "two", 1, 3)
+    dm = _module([ShardSet(f"{tmp_path}/g/*/*.tar")], num_workers=0, batch_size=3)
+    assert len([i for b in _epoch(dm, 0, 1) for i in b]) == 9
+    dm = _module([ShardSet(f"{tmp_path}/g/one/one-000000.tar::{tmp_path}/g/two/two-000000.tar")], num_workers=0)
+    assert sorted(i[:3] for b in _epoch(dm, 0, 1) for i in b) == ["one"] * 3 + ["two"] * 3

@@ -59,7 +59,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 def _fit(tmp_path: Path, sets: list[ShardSet], out: str, *extra: str) -> subprocess.CompletedProcess:
     specs = [f"{s.shards}:{s.weight}" for s in sets]
     cmd = [sys.executable, str(SCRIPT), "--shards", *specs, "--out", str(tmp_path / out), *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False)
 
 
 def _ids(path: Path) -> list[tuple[int, int, str]]:
@@ -94,3 +94,37 @@ def test_sigkill_mid_epoch_then_resume_sees_the_same_batches(tmp_path):
     assert before == reference[:10]            # the killed run got as far as step 10
     assert after[0][0] == 8                    # resumed from the step-8 checkpoint, mid-epoch 0 ...
     assert after == reference[8:]              # ... and saw exactly the same batches, across the epoch end
+
+
+@pytest.mark.slow
+def test_ddp_ranks_match_single_process_and_resume(tmp_path):
+    """Two CPU ranks (DDP, gloo): each rank's batches equal the single-process loader for that rank; the
+    checkpoint holds both ranks' positions (gathered); a DDP fit resumed from a mid-epoch checkpoint
+    continues every rank exactly."""
+    sets = _mixture(tmp_path)
+    dm = make_datamodule(sets)
+    reference = {}
+    for rank in range(2):
+        loader = dm.loader(rank=rank, world_size=2)
+        rows = []
+        for epoch in range(2):
+            loader.set_epoch(epoch)
+            for batch in loader:
+                rows.append((len(rows), epoch, ",".join(batch)))
+        reference[rank] = rows
+    assert len(reference[0]) == len(reference[1]) == 20  # 62 samples // (2 ranks x 3) = 10 per epoch
+
+    full = _fit(tmp_path, sets, "ddp.txt", "--ckpt-dir", str(tmp_path / "ck"), "--devices", "2")
+    assert full.returncode == 0, full.stderr[-3000:]
+    for rank in range(2):
+        assert _ids(tmp_path / f"ddp.txt.rank{rank}") == reference[rank], rank
+    import torch
+
+    state = torch.load(tmp_path / "ck" / "epoch=0-step=4.ckpt", weights_only=False)["ShardDataModule"]
+    assert state["world_size"] == 2 and [r["batches"] for r in state["ranks"]] == [4, 4]
+
+    resumed = _fit(tmp_path, sets, "ddp_resumed.txt", "--ckpt-dir", str(tmp_path / "ck2"), "--devices", "2",
+                   "--resume", str(tmp_path / "ck" / "epoch=0-step=4.ckpt"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for rank in range(2):
+        assert _ids(tmp_path / f"ddp_resumed.txt.rank{rank}") == reference[rank][4:], rank

@@ -26,6 +26,7 @@ class ProjectedHashModel(pl.LightningModule):
         torch.manual_seed(0)
         self.proj = torch.nn.Linear(96 + 48, dim)
         self.embed_calls = 0
+        self.lr = 0.5
 
     def embed_sides(self, sides, batch_size):
         assert not self.training and not torch.is_grad_enabled()
@@ -37,7 +38,7 @@ class ProjectedHashModel(pl.LightningModule):
         return (self.proj(x) - 1.0).square().mean()
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.5)
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
 def _fit(tmp_path, callbacks, steps=4):

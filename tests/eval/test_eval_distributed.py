@@ -63,3 +63,28 @@ def test_two_processes_equal_one(fixture_folders, tmp_path):
     # the items were split: each rank encoded about half, together all of them once
     halves = [rec["encoded_here"] for rec in ranks]
     assert sum(halves) == single.encode.distinct_items and min(halves) > 0
+
+
+@pytest.mark.slow
+def test_callback_under_lightning_ddp_equals_one_process(fixture_folders, tmp_path):
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from mme5.eval import MMEBEvaluation
+    from test_eval_callbacks import ProjectedHashModel
+
+    fx = fixture_folders
+    model = ProjectedHashModel()
+    model.lr = 0.0  # the weights stay as they are: the main process can evaluate the same model
+    callback = MMEBEvaluation(str(fx.mmeb_dir), str(fx.image_root), on_fit_end=True, batch_size=8,
+                              output_dir=str(tmp_path / "eval"))
+    trainer = pl.Trainer(max_steps=2, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
+                         callbacks=[callback], enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(model, DataLoader(TensorDataset(torch.randn(8, 96 + 48)), batch_size=2))
+    saved = json.loads((tmp_path / "eval" / "mmeb_step2.json").read_text())["mmeb"]
+    model.eval()
+    with torch.no_grad():
+        single = evaluate_mmeb(lambda s: model.embed_sides(s, 8), fx.mmeb_dir, fx.image_root)
+    assert saved["summary"] == pytest.approx(single.summary, abs=1e-9)
+    assert 0 < saved["encode"]["encoded_here"] < single.encode.distinct_items  # rank 0 encoded its share only

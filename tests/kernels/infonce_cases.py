@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from mme5.kernels import infonce
 
 # Tolerances relative to the oracle's largest magnitude: (loss, gradients).

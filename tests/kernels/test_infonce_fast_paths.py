@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import torch
 from infonce_cases import assert_close, loss_and_grads, make_case, oracle
-
 from mme5.kernels.chunked import infonce_chunked
 from mme5.kernels.inputs import check_inputs
 
@@ -108,3 +107,25 @@ def test_chunked_without_grad_uses_the_lse_only_forward():
         loss = infonce(case["q"].requires_grad_(), case["c"], case["labels"], impl="chunked")
     ref = infonce(case["q"], case["c"], case["labels"], impl="reference")
     torch.testing.assert_close(loss, ref.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dup_ids", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_chunked_one_pass_with_fixed_temperature(dup_ids, dtype):
+    """A float temperature takes the in-place path (no temperature gradient to form)."""
+    from mme5.kernels import infonce
+
+    case = make_case(61, 83, 40, dtype, dup_ids=dup_ids, extra=2, seed=7)
+    leaves = [case["q"].requires_grad_(), case["c"].requires_grad_(), case["extra_logits"].requires_grad_()]
+
+    def grads(impl, q, c):
+        loss = infonce(q, c, case["labels"], 0.05, candidate_ids=case["candidate_ids"],
+                       extra_logits=leaves[2], impl=impl)
+        return loss, torch.autograd.grad(loss, leaves)
+
+    loss, got = grads("chunked", leaves[0], leaves[1])
+    ref_loss, want = grads("reference", leaves[0].float(), leaves[1].float())
+    loss_tol, grad_tol = {torch.float32: (1e-5, 2e-4), torch.bfloat16: (1e-2, 3e-2)}[dtype]
+    assert abs(loss.item() - ref_loss.item()) <= loss_tol * abs(ref_loss.item())
+    for g, w in zip(got, want):
+        assert (g.float() - w.float()).abs().max() <= grad_tol * w.float().abs().max()

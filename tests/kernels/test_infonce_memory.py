@@ -10,12 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 from infonce_cases import make_case
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
-
 from mme5.kernels.chunked import infonce_chunked
 from mme5.kernels.inputs import check_inputs
 from mme5.kernels.reference import infonce_reference
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 B, N, D = 200, 190, 16  # B*N = 38000 elements, (B + N) * D = 6240; inputs are fp32
 

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from mme5.kernels import infonce
 
 

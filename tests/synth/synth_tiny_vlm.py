@@ -23,7 +23,6 @@ SPECIALS = ["<pad>", "<|eos|>", "<image>", "<|end|>", "<|system|>", "<|user|>", 
 
 def _corpus() -> list[str]:
     from mme5.synth import prompts
-
     from mme5.synth.schema import INTERPRETATION_KEYS, SCORE_KEYS
 
     keys = ["visual_interpretation", *INTERPRETATION_KEYS, "sample", "instruction", "query", "positive",
@@ -40,8 +39,15 @@ def build_tiny_llava(out_dir: str | Path, seed: int = 0, vocab_size: int = 700) 
     """Save a tiny LLaVA (weights, tokenizer, processor, chat template) to ``out_dir``; returns it."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

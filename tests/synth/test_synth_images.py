@@ -82,3 +82,18 @@ def test_callable_embedder_is_checked(photo_folder):
         embed_pool(pool, CallableEmbedder(f"{__name__}:unnormalised"))
     with pytest.raises(ValueError, match="expected 'package.module:callable'"):
         CallableEmbedder("no_colon")
+
+
+def test_model_embedder_from_an_mme5_export(photo_folder, tmp_path):
+    export = pytest.importorskip("mme5.export")
+    from mme5.encoder import Encoder
+    from mme5.synth.images import ModelEmbedder
+
+    folder = export.export(Encoder(model="tiny-llava"), tmp_path / "export")
+    pool = ImagePool.from_folder(photo_folder, limit=5)
+    emb = embed_pool(pool, ModelEmbedder(str(folder), batch_size=3))
+    assert emb.shape[0] == 5 and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)
+    direct = export.load(folder).encode(images=[pool.load(i) for i in range(5)],
+                                        instruction="Represent the given image.")
+    assert np.allclose(emb, direct.numpy(), atol=1e-5)
+    assert NeighbourIndex(emb).neighbours(0, 2)[0] != 0

@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from mme5.records import decode_sample, iter_shard, read_sizes
-from mme5.synth import (GateConfig, ImageSource, PlanConfig, SamplingConfig, StringLimits, SynthConfig,
-                        TransformersBackend, synthesize)
+from mme5.synth import (
+    GateConfig,
+    ImageSource,
+    PlanConfig,
+    SamplingConfig,
+    StringLimits,
+    SynthConfig,
+    TransformersBackend,
+    synthesize,
+)
 from mme5.synth.backends.base import GenerationRequest
 from mme5.synth.plan import SamplePlan, sample_id
 from mme5.synth.prompts import build_prompt
@@ -21,24 +29,32 @@ TINY_STRINGS = StringLimits(max_chars=6, min_chars=1, charset="a-z ")
 TINY_LANGS = ["en", "de", "fr", "es", "it"]
 
 
-def tiny_backend(model: Path, max_tokens: int = 320) -> TransformersBackend:
+def tiny_backend(model: Path | str, max_tokens: int = 320) -> TransformersBackend:
     return TransformersBackend(str(model), sampling=SamplingConfig(temperature=1.0, top_p=1.0, max_tokens=max_tokens),
                                threads=1)
 
 
-@pytest.mark.parametrize("modality", ["IT2IT", "I2I", "T2I"])
-def test_structured_decoding_gives_schema_valid_json(tiny_vlm, photo_folder, modality):
-    """A random model writes garbage; under the grammar it still writes JSON of the schema."""
+@pytest.mark.parametrize(("model", "modality"), [
+    ("own-tiny-llava", "IT2IT"), ("own-tiny-llava", "I2I"), ("own-tiny-llava", "T2I"),
+    ("tiny-llava", "IT2T"), ("tiny-mllama", "IT2I"), ("tiny-qwen2-vl", "T2IT"),
+])
+def test_structured_decoding_gives_schema_valid_json(tiny_vlm, photo_folder, model, modality):
+    """A random model writes garbage; under the grammar it still writes JSON of the schema.
+
+    ``own-tiny-llava`` is this suite's twin (sized for vLLM too); the others are mme5.backbones' twins.
+    """
     from PIL import Image
 
-    backend = tiny_backend(tiny_vlm)
-    img = Image.open(photo_folder / "astronaut.jpg")
-    plan = SamplePlan(0, "x", "vqa", modality, "de", 0, 5)
     from mme5.synth.prompts import image_roles
 
+    if model.startswith("tiny-"):
+        pytest.importorskip("mme5.backbones")
+    backend = tiny_backend(tiny_vlm if model == "own-tiny-llava" else model, max_tokens=420)
+    img = Image.open(photo_folder / "astronaut.jpg")
+    plan = SamplePlan(0, "x", "vqa", modality, "de", 0, 5)
     prompt = build_prompt(plan, {r: img for r in image_roles(modality)})
     schema = generation_schema(modality, TINY_STRINGS)
-    outs = backend.generate([GenerationRequest("a", prompt, schema, seed=s) for s in (1, 2)])
+    outs = backend.generate([GenerationRequest("a", prompt, schema, seed=s) for s in (1, 2, 1)])
     for out in outs:
         assert out.finish_reason == "stop", out.text
         obj = parse_generation(out.text, modality, TINY_STRINGS)  # raises on any violation
@@ -46,14 +62,13 @@ def test_structured_decoding_gives_schema_valid_json(tiny_vlm, photo_folder, mod
         assert set(obj["revised_sample"]) == set(text_fields(modality))
         assert out.completion_tokens > 20 and out.prompt_tokens > 100
     assert outs[0].text != outs[1].text  # seeds differ, samples differ
-    again = backend.generate([GenerationRequest("a", prompt, schema, seed=1)])[0]
-    assert again.text == outs[0].text  # same seed, same sample
+    assert outs[2].text == outs[0].text  # same seed, same sample
 
 
 def tiny_config(out: Path, photos: Path, **overrides) -> SynthConfig:
-    cfg = dict(output_dir=str(out), images=ImageSource(folder=str(photos)), num_samples=8, seed=3,
-               indices_per_shard=4, plan=PlanConfig(languages=TINY_LANGS), strings=TINY_STRINGS,
-               gates=GateConfig(min_score=4.0, min_chars=2, dedup_threshold=0.9))
+    cfg = {"output_dir": str(out), "images": ImageSource(folder=str(photos)), "num_samples": 8, "seed": 3,
+           "indices_per_shard": 4, "plan": PlanConfig(languages=TINY_LANGS), "strings": TINY_STRINGS,
+           "gates": GateConfig(min_score=4.0, min_chars=2, dedup_threshold=0.9)}
     cfg.update(overrides)
     return SynthConfig(**cfg)
 
@@ -104,6 +119,16 @@ def test_pipeline_end_to_end(tiny_vlm, photo_folder, tmp_path):
     again = synthesize(tiny_config(out, photo_folder), tiny_backend(tiny_vlm))
     assert again["accepted"] == 8 and {p: p.stat().st_mtime_ns for p in shards} == mtimes
 
+    # A run made for a smaller target, then extended, ends as if run once for the larger one.
+    from test_synth_resume import contents
+
+    grown = tmp_path / "grown"
+    small = synthesize(tiny_config(grown, photo_folder, num_samples=5), tiny_backend(tiny_vlm))
+    assert small["accepted"] == 5
+    assert any(json.loads(r.read_text())["truncated"] for r in (grown / "_progress").glob("unit-*.json"))
+    synthesize(tiny_config(grown, photo_folder), tiny_backend(tiny_vlm))
+    assert contents(grown) == contents(out)
+
     # A different configuration in the same folder is refused with one clear line.
     with pytest.raises(ValueError, match="different configuration"):
         synthesize(tiny_config(out, photo_folder, seed=4), tiny_backend(tiny_vlm))
@@ -121,3 +146,19 @@ def test_datamodule_reads_synthesized_shards(tiny_vlm, photo_folder, tmp_path):
         seen += batch
     assert sorted(e.id for e in seen) == sorted(e.id for p in out.glob("*.tar") for e in map(decode_sample, iter_shard(p)))
     assert dm.skip_counts() in ({}, None) or not any(dm.skip_counts().values())
+
+
+def test_unreachable_server_is_counted_not_lost(photo_folder, tmp_path):
+    """Every failed request is a counted ``backend_error``; the run stops at max_attempts and says so."""
+    import socket
+
+    from mme5.synth import OpenAIServerBackend
+
+    with socket.socket() as s:  # a port nothing listens on (bound, then closed)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backend = OpenAIServerBackend(f"http://127.0.0.1:{port}/v1", "m", max_retries=0, timeout_s=5)
+    stats = synthesize(tiny_config(tmp_path / "o", photo_folder, num_samples=3, max_attempts=5), backend)
+    assert stats["accepted"] == 0 and stats["attempted"] == 5
+    assert stats["rejects"] == {"backend_error": 5}
+    assert not list((tmp_path / "o").glob("*.tar"))

@@ -9,8 +9,15 @@ from PIL import Image
 
 from mme5.synth.plan import SYNTH_TASKS, SamplePlan
 from mme5.synth.prompts import DOC_GUIDE, QUERY_GUIDE, TASK_GUIDE, build_prompt, image_roles
-from mme5.synth.schema import (SYNTH_MODALITIES, SchemaError, StringLimits, generation_schema, parse_generation,
-                               text_fields, validate)
+from mme5.synth.schema import (
+    SYNTH_MODALITIES,
+    SchemaError,
+    StringLimits,
+    generation_schema,
+    parse_generation,
+    text_fields,
+    validate,
+)
 
 EXPECTED_TEXTS = {  # modality -> text fields of the sample besides the instruction
     "IT2I": ["query"], "T2IT": ["query", "positive", "hard_negative"], "IT2IT": ["query", "positive", "hard_negative"],

@@ -5,5 +5,12 @@ from .openai_server import OpenAIServerBackend
 from .transformers_local import TransformersBackend
 from .vllm_offline import VLLMOfflineBackend
 
-__all__ = ["Backend", "Generation", "GenerationRequest", "SamplingConfig", "OpenAIServerBackend",
-           "TransformersBackend", "VLLMOfflineBackend"]
+__all__ = [
+           "Backend",
+           "Generation",
+           "GenerationRequest",
+           "OpenAIServerBackend",
+           "SamplingConfig",
+           "TransformersBackend",
+           "VLLMOfflineBackend",
+]

@@ -54,6 +54,9 @@ class Backend(ABC):
     def __init__(self, sampling: SamplingConfig | None = None):
         self.sampling = sampling or SamplingConfig()
 
+    def start(self) -> None:
+        """Load the model / start the engine ahead of the first request (timed apart from generation)."""
+
     @abstractmethod
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         """Answers in request order; a failed request gives ``Generation(text=None, error=...)``."""

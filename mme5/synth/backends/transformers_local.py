@@ -22,7 +22,8 @@ class TransformersBackend(Backend):
                  threads: int | None = None):
         """
         Args:
-            model: local folder of a Hugging Face VLM (weights, processor, tokenizer with a chat template).
+            model: local folder of a Hugging Face VLM (weights, processor, tokenizer with a chat template),
+                or a ``tiny-<family>`` twin of ``mme5.backbones`` (random weights, for tests and demos).
             device: torch device (``cpu``, ``cuda``, ``cuda:1``).
             dtype: ``float32``, ``bfloat16`` or ``float16``.
             sampling: decoding settings.
@@ -47,19 +48,39 @@ class TransformersBackend(Backend):
         if self.threads:
             torch.set_num_threads(self.threads)
 
+        path = self.model_path
         try:
-            self._processor = AutoProcessor.from_pretrained(self.model_path)
+            processor = None
+            try:  # mme5's adapters know each family's quirks (e.g. Qwen2-VL without torchvision)
+                from mme5.backbones import BackboneError, get_adapter
+            except ImportError:
+                pass
+            else:
+                try:
+                    adapter = get_adapter(path)  # also resolves tiny-<family> twins
+                    path = str(getattr(adapter, "path", None) or path)
+                    processor = adapter.load_processor(path)
+                except BackboneError:
+                    processor = None  # a family mme5 does not train on can still generate
+            self._processor = processor or AutoProcessor.from_pretrained(path)
             self._model = AutoModelForImageTextToText.from_pretrained(
-                self.model_path, dtype=getattr(torch, self.dtype)).to(self.device).eval()
+                path, dtype=getattr(torch, self.dtype)).to(self.device).eval()
         except (OSError, ValueError) as exc:
             raise RuntimeError(f"transformers backend: cannot load model '{self.model_path}': {exc}") from None
         tokenizer = self._processor.tokenizer
         vocab = self._model.config.get_text_config().vocab_size
-        stop = [t for t in {tokenizer.eos_token_id, self._model.generation_config.eos_token_id} if isinstance(t, int)]
+        eos = [tokenizer.eos_token_id, self._model.generation_config.eos_token_id]
+        stop = sorted({t for e in eos for t in (e if isinstance(e, list) else [e]) if isinstance(t, int)})
+        if not stop:
+            raise RuntimeError(f"transformers backend: model '{self.model_path}' has no end-of-sequence token")
         self._stop_ids = stop
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab, stop_token_ids=stop)
         self._compiler = xgr.GrammarCompiler(info)
         self._torch = torch
+
+    def start(self) -> None:
+        if self._model is None:
+            self._load()
 
     def _grammar(self, schema: dict[str, Any]):
         key = json.dumps(schema)  # property order kept: the model writes fields in schema order

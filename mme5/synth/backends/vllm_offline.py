@@ -61,6 +61,9 @@ class VLLMOfflineBackend(Backend):
             self.start_seconds = time.perf_counter() - t0
         return self._llm
 
+    def start(self) -> None:
+        self._engine()
+
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
@@ -80,4 +83,8 @@ class VLLMOfflineBackend(Backend):
         return result
 
     def close(self) -> None:
+        if self._llm is not None:
+            core = getattr(self._llm.llm_engine, "engine_core", None)
+            if core is not None and hasattr(core, "shutdown"):
+                core.shutdown()  # stop the engine processes now rather than at interpreter exit
         self._llm = None
