@@ -10,7 +10,7 @@ demo: install
 	$(VENV)/bin/mme5 fit --config configs/demo.yaml
 
 test: install
-	$(PY) -m pytest -q -m "not gpu and not vllm" tests
+	$(VENV)/bin/pytest -q -m "not gpu and not vllm" tests
 
 lint: install
 	$(VENV)/bin/ruff check mme5 kernels tools tests

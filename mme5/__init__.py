@@ -1,2 +1,25 @@
-"""mme5: multimodal, multilingual embedding models trained the mmE5 way."""
+"""mme5: multimodal, multilingual embedding models trained the mmE5 way.
+
+    import mme5
+    model = mme5.load("exported/demo")                 # a folder written by `mme5 export`
+    emb = model.encode(texts=["a red circle"], instruction="Find the matching image.")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+
+
+def load(path: str, **kwargs: Any):
+    """Load an exported mme5 model folder; returns an ``EmbeddingModel`` with ``encode`` / ``encode_sides``.
+
+    Keyword arguments (``dtype``, ``quantization``, ``device``) go to :func:`mme5.export.load`.
+    """
+    from mme5.export import load as _load
+
+    return _load(path, **kwargs)
+
+
+__all__ = ["__version__", "load"]

@@ -235,7 +235,8 @@ def export_checkpoint(ckpt: str, out: str, instructions: dict[str, str] | None =
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``mme5 export --ckpt CKPT --out DIR [--instructions JSON]``."""
-    from jsonargparse import CLI
+    import jsonargparse
 
-    CLI(export_checkpoint, args=list(argv) if argv is not None else None, parser_kwargs={"prog": "mme5 export"})
+    cli = getattr(jsonargparse, "auto_cli", None) or jsonargparse.CLI
+    cli(export_checkpoint, args=list(argv) if argv is not None else None, as_positional=False, prog="mme5 export")
     return 0

@@ -24,6 +24,7 @@ from mme5.demo import (
     all_phrases,
     ensure_demo_corpus,
     phrases,
+    read_manifest,
     vocabulary_texts,
 )
 from mme5.demo.phrases import TEMPLATE_KEYS, missing_entries
@@ -139,6 +140,18 @@ def test_second_call_reuses_and_mismatch_stops_with_one_line(corpus):
         (corpus.root / "MANIFEST.json").write_text(original)
 
 
+def test_overwrite_replaces_a_corpus_made_with_other_parameters(tmp_path):
+    root = tmp_path / "c"
+    ensure_demo_corpus(root, seed=0, **SMALL)
+    first = read_manifest(root)
+    ensure_demo_corpus(root, seed=3, overwrite=True, **SMALL)
+    assert read_manifest(root)["params"]["seed"] == 3 and first["params"]["seed"] == 0
+    assert not (root / ".generating").exists()
+    mtime = (root / "MANIFEST.json").stat().st_mtime_ns
+    ensure_demo_corpus(root, seed=3, overwrite=True, **SMALL)  # same parameters: kept
+    assert (root / "MANIFEST.json").stat().st_mtime_ns == mtime
+
+
 def test_killed_generation_is_redone_and_foreign_folders_refused(tmp_path):
     root = tmp_path / "killed"
     (root / "train").mkdir(parents=True)
@@ -150,8 +163,9 @@ def test_killed_generation_is_redone_and_foreign_folders_refused(tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(DemoCorpusError, match="holds no MANIFEST.json"):
-        ensure_demo_corpus(foreign, **SMALL)
+    for overwrite in (False, True):
+        with pytest.raises(DemoCorpusError, match="is not a demo corpus .found: notes.txt"):
+            ensure_demo_corpus(foreign, overwrite=overwrite, **SMALL)
     assert (foreign / "notes.txt").read_text() == "mine"
     with pytest.raises(DemoCorpusError, match="negatives between 1 and 3"):
         ensure_demo_corpus(tmp_path / "bad", negatives=5)

@@ -157,3 +157,35 @@ def test_module_grad_cache_whole_batch_chunk_matches_plain_step_with_dropout():
     want = fit_grads(None, "32-true", dropout=0.3)[0]
     got = fit_grads(8, "32-true", dropout=0.3)[0]
     assert_grads_close(got, want, 1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-4), ("bfloat16", 1e-2)])
+def test_grad_cache_on_cuda_replays_cuda_dropout(dtype, tol):
+    """CUDA dropout masks come from the device generator: RngState must replay it (loss impl auto)."""
+    torch.manual_seed(0)
+    enc = Encoder("tiny-mllama", max_length=32, dtype=dtype,
+                  lora=LoraSettings(rank=4, alpha=8, dropout=0.3, init="gaussian")).cuda().train()
+    loss = ContrastiveLoss(hard_negatives="own", symmetric=True, learnable_temperature=True).cuda()
+    batch = Collator("tiny-mllama", max_length=32)(make_examples(B, negatives=K))
+    ids = batch["candidate_ids"].cuda()
+    tok = _image_token_id(enc)
+
+    def loss_fn(q, c):
+        return loss(q, c, batch["num_negatives"], ids)
+
+    for chunk in (1, 3, B):
+        qs, cs = split_inputs(batch["query"], chunk, tok), split_inputs(batch["candidates"], chunk, tok)
+        torch.cuda.manual_seed(5)
+        want, _ = chunked_reference_step(enc, loss_fn, qs, cs)
+        want.backward()
+        ref = grads_of(enc)
+        enc.zero_grad(set_to_none=True)
+        torch.cuda.manual_seed(5)
+        step = grad_cache_step(enc, loss_fn, qs, cs, loss_params=[loss.log_temperature],
+                               device=torch.device("cuda", torch.cuda.current_device()))
+        step.surrogate.backward()
+        got = grads_of(enc)
+        enc.zero_grad(set_to_none=True)
+        assert_grads_close(got, ref, tol)

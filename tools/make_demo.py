@@ -19,7 +19,7 @@ from mme5.errors import user_errors
 
 def make_demo(root: str = "demo_corpus", seed: int = 0, train_samples: int = 6000, eval_rows: int = 60,
               image_size: int = 64, train_shards: int = 8, negatives: int = 3, candidates: int = 10,
-              xtd_pool: int = 100) -> None:
+              xtd_pool: int = 100, overwrite: bool = False) -> None:
     """Generate the demo corpus under ``root`` (unless already there) and print its paths and counts.
 
     Args:
@@ -32,11 +32,12 @@ def make_demo(root: str = "demo_corpus", seed: int = 0, train_samples: int = 600
         negatives: hard negatives per training sample (1-3).
         candidates: candidates per retrieval / VQA / grounding evaluation row.
         xtd_pool: images in the XTD-style pool (one row per image and language).
+        overwrite: replace a demo corpus made by another mme5 version or with other parameters.
     """
     start = time.perf_counter()
     paths = ensure_demo_corpus(root, seed=seed, train_samples=train_samples, eval_rows=eval_rows,
                                image_size=image_size, train_shards=train_shards, negatives=negatives,
-                               candidates=candidates, xtd_pool=xtd_pool)
+                               candidates=candidates, xtd_pool=xtd_pool, overwrite=overwrite)
     counts = read_manifest(paths.root)["counts"]
     print(f"demo corpus: {paths.root}  ({time.perf_counter() - start:.1f} s)")
     print(f"  train shards : {paths.train_pattern}  ({sum(counts['train'].values())} samples)")

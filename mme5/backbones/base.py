@@ -60,8 +60,9 @@ def _target_regex(patterns: Sequence[str]) -> str:
 class BackboneAdapter:
     """One model family: formatting, processor, model loading, LoRA targets and the tiny twin.
 
-    Subclasses set the class attributes and implement :meth:`build_tiny`; families whose processor
-    needs special handling of mixed text-only / image batches override :meth:`processor_call`.
+    Subclasses set the class attributes and implement :meth:`model_class_for` and :meth:`build_tiny`;
+    families whose processor needs special handling of mixed text-only / image batches override
+    :meth:`processor_call`, those with another image-tensor layout :meth:`select_images`.
     """
 
     family: ClassVar[str]

@@ -52,6 +52,7 @@ MANIFEST = "MANIFEST.json"
 IN_PROGRESS = ".generating"
 LOCK = ".lock"
 PARTS = ("train", "mmeb", "xtd", "images")
+MARKERS = (IN_PROGRESS, LOCK, f"{MANIFEST}.tmp")
 PARQUET_NAME = "test-00000-of-00001.parquet"
 XTD_LANGS: tuple[str, ...] = ("it", "es", "ru", "zh", "pl", "tr", "ko")
 XTD_DIR_NAME = "Demo-XTD"
@@ -95,7 +96,7 @@ class DemoParams:
 
 def ensure_demo_corpus(root: str | os.PathLike, seed: int = 0, train_samples: int = 6000, eval_rows: int = 60,
                        image_size: int = 64, train_shards: int = 8, negatives: int = 3, candidates: int = 10,
-                       xtd_pool: int = 100) -> DemoPaths:
+                       xtd_pool: int = 100, overwrite: bool = False) -> DemoPaths:
     """Generate the demo corpus under ``root`` unless it is already there, and return its paths.
 
     Args:
@@ -108,6 +109,8 @@ def ensure_demo_corpus(root: str | os.PathLike, seed: int = 0, train_samples: in
         negatives: hard negatives per training sample (each one attribute away from the positive).
         candidates: candidates per row of the retrieval, VQA and grounding evaluation sets.
         xtd_pool: images in the XTD-style pool (each language has one row per image).
+        overwrite: replace a demo corpus generated with another version or other parameters
+            (only a folder holding a demo manifest is ever cleared).
     """
     params = DemoParams(seed, train_samples, train_shards, negatives, eval_rows, candidates, xtd_pool, image_size)
     _check_params(params)
@@ -118,19 +121,22 @@ def ensure_demo_corpus(root: str | os.PathLike, seed: int = 0, train_samples: in
     paths = demo_paths(root, params)
     with _locked(root):
         manifest = root / MANIFEST
-        if manifest.is_file():
+        if manifest.is_file() and (not overwrite or _matches(manifest, params)):
             _check_manifest(manifest, params)
             return paths
-        foreign = [p.name for p in root.iterdir() if p.name not in (*PARTS, IN_PROGRESS, LOCK)]
-        if foreign or (any((root / p).exists() for p in PARTS) and not (root / IN_PROGRESS).exists()):
+        foreign = [p.name for p in root.iterdir() if p.name not in (*PARTS, *MARKERS, MANIFEST)]
+        partial = (root / IN_PROGRESS).exists() or manifest.is_file()
+        if foreign or (any((root / p).exists() for p in PARTS) and not partial):
             raise DemoCorpusError(
-                f"demo corpus folder '{root}' is not empty and holds no {MANIFEST} (found: "
+                f"demo corpus folder '{root}' is not empty and is not a demo corpus (found: "
                 f"{', '.join(sorted(foreign) or [p for p in PARTS if (root / p).exists()])}); "
                 f"choose an empty or new folder for the demo corpus")
+        (root / IN_PROGRESS).write_text(f"generation started {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+        manifest.unlink(missing_ok=True)
         for part in PARTS:  # leftovers of a killed generation
             shutil.rmtree(root / part, ignore_errors=True)
-        (root / IN_PROGRESS).write_text(f"generation started {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
-        counts = _generate(root, paths, params)
+        (root / f"{MANIFEST}.tmp").unlink(missing_ok=True)
+        counts = _generate(paths, params)
         _write_json(manifest, {"corpus": CORPUS_NAME, "version": DEMO_VERSION, "params": asdict(params),
                                "counts": counts, "mme5": __version__})
         (root / IN_PROGRESS).unlink()
@@ -168,12 +174,21 @@ def _check_params(p: DemoParams) -> None:
         raise DemoCorpusError("demo corpus parameters: expected " + "; ".join(problems))
 
 
+def _matches(path: Path, params: DemoParams) -> bool:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (found.get("corpus"), found.get("version"), found.get("params")) == \
+        (CORPUS_NAME, DEMO_VERSION, asdict(params))
+
+
 def _check_manifest(path: Path, params: DemoParams) -> None:
     try:
         found = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DemoCorpusError(f"{path}: unreadable demo manifest ({exc}); delete the folder '{path.parent}' "
-                              f"to generate the corpus again") from None
+                              f"or pass overwrite=True to generate the corpus again") from None
     wanted = {"corpus": CORPUS_NAME, "version": DEMO_VERSION, "params": asdict(params)}
     have = {k: found.get(k) for k in wanted}
     if have != wanted:
@@ -184,7 +199,7 @@ def _check_manifest(path: Path, params: DemoParams) -> None:
         old = have["params"] if isinstance(have["params"], dict) else {}
         diffs += [f"{k}={old.get(k)!r} (asked {v!r})" for k, v in asdict(params).items() if old.get(k) != v]
         raise DemoCorpusError(f"demo corpus in '{path.parent}' was generated with {', '.join(diffs)}; delete "
-                              f"that folder to regenerate it, or choose another root")
+                              f"that folder or pass overwrite=True to regenerate it, or choose another root")
 
 
 @contextmanager
@@ -214,7 +229,7 @@ def _stream(seed: int, name: str) -> random.Random:
 
 
 # ---- generation -----------------------------------------------------------------------------------
-def _generate(root: Path, paths: DemoPaths, params: DemoParams) -> dict:
+def _generate(paths: DemoPaths, params: DemoParams) -> dict:
     counts = {"train": _write_train(paths.train_dir, params)}
     counts["mmeb"] = _write_mmeb(paths.mmeb_dir, paths.image_root, params)
     counts["xtd"] = _write_xtd(paths.xtd_dir, paths.image_root, params)

@@ -129,7 +129,11 @@ class Synthesizer:
                                                                    "overwrite")}
         return {"config": hashlib.blake2b(json.dumps(keep, sort_keys=True, default=str).encode(),
                                           digest_size=8).hexdigest(),
-                "pool": self.pool.fingerprint(), "backend": json.dumps(self.backend.describe(), sort_keys=True),
+                "pool": self.pool.fingerprint(),
+                # What shapes the samples; where it runs (URL, device, engine sizes) may change on resume.
+                "backend": json.dumps({k: v for k, v in self.backend.describe().items()
+                                       if k in ("backend", "model", "temperature", "top_p", "max_tokens")},
+                                      sort_keys=True),
                 "settings": keep}
 
     def neighbours(self) -> NeighbourIndex:
