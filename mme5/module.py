@@ -234,8 +234,9 @@ class EmbeddingModule(L.LightningModule):
         if isinstance(batch, dict) and isinstance(batch.get("skipped"), dict):
             for k, v in batch["skipped"].items():
                 counts[k] = counts.get(k, 0) + int(v)
+        # counts of this rank (reasons can differ between ranks, so they are not all-reduced)
         for reason, value in counts.items():
-            self.log(f"data/skipped_{reason}", float(value), batch_size=1, reduce_fx="sum", sync_dist=False)
+            self.log(f"data/skipped_{reason}", float(value), batch_size=1, sync_dist=False)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad for p in self.parameters() if p.grad is not None]

@@ -119,7 +119,7 @@ def main(out_dir: str = "benchmarks/results", work_dir: str = ".mme5-cache/bench
     first_batch = None
     for label, (size, n) in sets.items():
         t = time.perf_counter()
-        paths = ensure_demo_corpus(work / f"demo{size}", seed=0, train_samples=n, image_size=size, eval_rows=4,
+        paths = ensure_demo_corpus(work / f"demo{size}-{n}", seed=0, train_samples=n, image_size=size, eval_rows=4,
                                    xtd_pool=10)
         print(f"{label}: corpus ready in {time.perf_counter() - t:.1f}s ({paths.train_pattern})")
         for w in workers:

@@ -2,9 +2,9 @@
 
 Compares the plain step with GradCache (same global batch) on the tiny twins, with 1 and 2 processes
 (Lightning DDP, gloo on CPU). Each configuration runs in its own process (so peak memory is its own),
-times steady-state steps with a callback (after ``warmup_steps``), and records peak memory per step:
-on CPU the growth of the resident set over the step (``VmHWM`` reset through ``/proc/self/clear_refs``),
-on CUDA ``torch.cuda.max_memory_allocated`` above the step's starting allocation. Rows go to a CSV,
+times steady-state steps with a callback (after ``warmup_steps``) and measures peak memory of a step above what was allocated when it began:
+on CPU from the allocation and free events of one extra step run under ``torch.profiler``
+(``profile_memory=True``; that step is not timed), on CUDA with ``torch.cuda.max_memory_allocated``. Rows go to a CSV,
 plots to a PNG, both under ``out_dir``; the device that produced them is in every row.
 
     python tools/bench_train.py main --batch_sizes '[8, 32, 64]' --chunks '[null, 4]' --processes '[1, 2]'
@@ -16,7 +16,6 @@ import csv
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -33,9 +32,15 @@ RESULT_FIELDS = [
 ]
 
 
-def _status_kb(key: str) -> int:
-    m = re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
-    return int(m.group(1)) if m else 0
+def _profiled_peak_bytes(prof: "torch.profiler.profile") -> int:
+    """Peak of the running sum of CPU allocations (+) and frees (-) the profiler recorded in a step."""
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    current = peak = 0
+    for e in events:
+        current += e.nbytes()
+        peak = max(peak, current)
+    return peak
 
 
 def _cpu_name() -> str:
@@ -82,29 +87,38 @@ def run_one(
 
     cuda = accelerator in ("cuda", "gpu")
 
+    memory_step = warmup_steps + steps  # one extra step, profiled for memory on CPU, not timed
+
     class StepMeter(L.Callback):
         def __init__(self):
             self.times: list[float] = []
             self.peaks: list[float] = []
+            self.prof = None
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
                 self.base = torch.cuda.memory_allocated()
-            else:
-                Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set
-                self.base = _status_kb("VmRSS") * 1024
+            elif batch_idx == memory_step:
+                self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                                   profile_memory=True)
+                self.prof.__enter__()
             self.t0 = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if cuda:
                 torch.cuda.synchronize()
             dt = time.perf_counter() - self.t0
-            peak = torch.cuda.max_memory_allocated() if cuda else _status_kb("VmHWM") * 1024
-            if batch_idx >= warmup_steps:
+            if cuda:
+                if batch_idx >= warmup_steps:
+                    self.peaks.append((torch.cuda.max_memory_allocated() - self.base) / 2**20)
+            elif self.prof is not None:
+                self.prof.__exit__(None, None, None)
+                self.peaks.append(_profiled_peak_bytes(self.prof) / 2**20)
+                self.prof = None
+            if warmup_steps <= batch_idx < memory_step:
                 self.times.append(dt)
-                self.peaks.append((peak - self.base) / 2**20)
 
     L.seed_everything(0, verbose=False)
     module = EmbeddingModule(
@@ -112,7 +126,7 @@ def run_one(
                                 lora=LoraSettings(rank=8, alpha=64, dropout=0.1) if lora else None),
         optimizer=OptimizerSettings(lr=1e-5), schedule=ScheduleSettings(warmup=0), grad_cache_chunk=chunk,
     )
-    total = warmup_steps + steps
+    total = warmup_steps + steps + 1
     examples = make_examples(batch_per_process * processes * total, negatives=negatives)
     data = DataLoader(examples, batch_size=batch_per_process, collate_fn=Collator(model, max_length=max_length))
     meter = StepMeter()

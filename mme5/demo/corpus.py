@@ -46,7 +46,7 @@ from mme5.errors import Mme5Error
 from mme5.records import PUBLIC_IMAGE_TOKEN, Example, ShardSetWriter, Side, compose_text
 
 #: Bump whenever a change to the generator changes its output.
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 CORPUS_NAME = "mme5-demo"
 MANIFEST = "MANIFEST.json"
 IN_PROGRESS = ".generating"

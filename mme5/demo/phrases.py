@@ -27,6 +27,8 @@ TEMPLATE_KEYS: tuple[str, ...] = (
     "q_shape",          # What shape is {loc}?
     "q_position",       # Where is the {colour} {shape}?
     "q_count",          # How many shapes are there?
+    "q_object",         # What is {loc}?
+    "answer_object",    # {art} {size} {colour} {shape} (the answer to q_object)
     "edit_colour",      # the {shape} is now {colour}
     "edit_background",  # the background is now {bg}
     "ref_object",       # the {colour} {shape}
@@ -112,6 +114,13 @@ class PhraseTable:
 
     def question_count(self) -> str:
         return capitalise(self._fill("q_count"))
+
+    def question_object(self, cell: str) -> str:
+        return capitalise(self._fill("q_object", loc=self.locations[cell]))
+
+    def answer_object(self, obj: DemoObject) -> str:
+        """An object named by size, colour and shape, without its location ("a small red star")."""
+        return self._fill("answer_object", **self._fields(obj))
 
     def edit_colour(self, obj: DemoObject, new_colour: str) -> str:
         fields = self._fields(obj)
@@ -202,6 +211,8 @@ _EN = PhraseTable(
         "q_shape": "what shape is {loc}?",
         "q_position": "where is the {colour} {shape}?",
         "q_count": "how many shapes are in the image?",
+        "q_object": "what is {loc}?",
+        "answer_object": "{art} {size} {colour} {shape}",
         "edit_colour": "the {shape} is now {colour}",
         "edit_background": "the background is now {bg}",
         "ref_object": "the {colour} {shape}",
@@ -235,6 +246,8 @@ _IT = PhraseTable(
         "q_shape": "quale figura si trova {loc}?",
         "q_position": "dove si trova {def} {shape} {colour}?",
         "q_count": "quante figure ci sono nell'immagine?",
+        "q_object": "che cosa c'è {loc}?",
+        "answer_object": "{art} {size} {shape} {colour}",
         "edit_colour": "{def} {shape} ora è {colour}",
         "edit_background": "lo sfondo ora è {bg}",
         "ref_object": "{def} {shape} {colour}",
@@ -268,6 +281,8 @@ _ES = PhraseTable(
         "q_shape": "¿qué figura hay {loc}?",
         "q_position": "¿dónde está {def} {shape} {colour}?",
         "q_count": "¿cuántas figuras hay en la imagen?",
+        "q_object": "¿qué hay {loc}?",
+        "answer_object": "{art} {shape} {colour} {size}",
         "edit_colour": "{def} {shape} ahora es {colour}",
         "edit_background": "el fondo ahora es {bg}",
         "ref_object": "{def} {shape} {colour}",
@@ -305,6 +320,8 @@ _RU = PhraseTable(
         "q_shape": "какая фигура находится {loc}?",
         "q_position": "где находится {colour} {shape}?",
         "q_count": "сколько фигур на картинке?",
+        "q_object": "что находится {loc}?",
+        "answer_object": "{size} {colour} {shape}",
         "edit_colour": "{shape} теперь {colour}",
         "edit_background": "фон теперь {bg}",
         "ref_object": "{colour} {shape}",
@@ -335,6 +352,8 @@ _ZH = PhraseTable(
         "q_shape": "{loc}是什么形状？",
         "q_position": "{colour}{shape}在哪里？",
         "q_count": "图中有几个图形？",
+        "q_object": "{loc}有什么？",
+        "answer_object": "{art}{size}的{colour}{shape}",
         "edit_colour": "{shape}变成了{colour}",
         "edit_background": "背景变成了{bg}",
         "ref_object": "{colour}{shape}",
@@ -370,6 +389,8 @@ _PL = PhraseTable(
         "q_shape": "jaka figura jest {loc}?",
         "q_position": "gdzie jest {colour} {shape}?",
         "q_count": "ile figur jest na obrazku?",
+        "q_object": "co jest {loc}?",
+        "answer_object": "{size} {colour} {shape}",
         "edit_colour": "{shape} jest teraz {colour}",
         "edit_background": "tło jest teraz {bg}",
         "ref_object": "{colour} {shape}",
@@ -402,6 +423,8 @@ _TR = PhraseTable(
         "q_shape": "{loc} hangi şekil var?",
         "q_position": "{colour} {shape} nerede?",
         "q_count": "resimde kaç şekil var?",
+        "q_object": "{loc} ne var?",
+        "answer_object": "{size} {colour} {art} {shape}",
         "edit_colour": "{shape} artık {colour}",
         "edit_background": "arka plan artık {bg}",
         "ref_object": "{colour} {shape}",
@@ -433,6 +456,8 @@ _KO = PhraseTable(
         "q_shape": "{loc}는 어떤 도형이 있습니까?",
         "q_position": "{colour} {shape}의 위치는 어디입니까?",
         "q_count": "그림에 도형이 몇 개 있습니까?",
+        "q_object": "{loc} 무엇이 있습니까?",
+        "answer_object": "{size} {colour} {shape}",
         "edit_colour": "{shape}의 색이 {colour}(으로/로) 바뀌었다",
         "edit_background": "배경이 {bg}(으로/로) 바뀌었다",
         "ref_object": "{colour} {shape}",
@@ -490,7 +515,7 @@ def all_phrases(langs: Sequence[str] = LANGUAGES) -> list[str]:
                 for size in SIZES:
                     for cell in CELLS:
                         obj = Obj(shape, colour, size, cell)
-                        out.append(t.describe_object(obj))
+                        out += [t.describe_object(obj), t.answer_object(obj)]
                 out += [t.question_colour(Obj(shape, colour, "small", "top_left")),
                         t.question_position(Obj(shape, colour, "small", "top_left")),
                         t.refer_object(Obj(shape, colour, "small", "top_left")),
@@ -498,7 +523,8 @@ def all_phrases(langs: Sequence[str] = LANGUAGES) -> list[str]:
                         t.colour_name(colour, shape)]
             out.append(t.shape_name(shape))
         for cell in CELLS:
-            out += [t.question_shape(cell), t.refer_position(cell), t.location_answer(cell)]
+            out += [t.question_shape(cell), t.question_object(cell), t.refer_position(cell),
+                    t.location_answer(cell)]
         for bg in BACKGROUNDS:
             out += [t.backgrounds[bg], t.edit_background(bg)]
         out += [t.question_count()] + [t.count_answer(n) for n in (1, 2, 3, 4)]

@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mme5.demo.phrases import PhraseTable, phrases
+from mme5.demo.phrases import phrases
 from mme5.demo.scene import (
     BACKGROUNDS,
     CELLS,
@@ -112,62 +112,65 @@ def class_count(rng: random.Random, lang: str, n: int | None = None) -> TaskItem
 
 # ---- VQA ------------------------------------------------------------------------------------------
 def _vqa(kind: str, rng: random.Random, lang: str, picture: Picture, question: str, truth: str,
-         same_type: list[str], fillers: list[str], n: int | None) -> TaskItem:
-    ranked = _ranked(truth, list(dict.fromkeys(same_type)), rng)
-    total = n if n is not None else len(ranked)
-    extra = [f for f in dict.fromkeys(fillers) if f not in ranked]
-    rng.shuffle(extra)
-    texts = (ranked + extra)[:max(total, 2)]
+         same_type: list[str], n: int | None) -> TaskItem:
+    """Candidates are answers of the question's own type only, so the answer type gives nothing away."""
+    ranked = _ranked(truth, list(dict.fromkeys(same_type)), rng)[:n or None]
     return TaskItem(kind, "vqa", "IT2T", lang, INSTRUCTIONS["vqa"], question, picture, None,
-                    [Candidate(x) for x in texts], num_hard=min(len(ranked), len(texts)) - 1)
-
-
-def _other_answers(t: PhraseTable, obj: DemoObject) -> dict[str, list[str]]:
-    return {
-        "colour": [t.colour_name(c, obj.shape) for c in COLOURS],
-        "shape": [t.shape_name(s) for s in SHAPES],
-        "location": [t.location_answer(c) for c in CELLS],
-        "count": [t.count_answer(k) for k in (1, 2, 3, 4)],
-    }
+                    [Candidate(x) for x in ranked], num_hard=len(ranked) - 1)
 
 
 def vqa_colour(rng: random.Random, lang: str, n: int | None = None) -> TaskItem:
-    """"What colour is the star?" -> the star's colour."""
+    """"What colour is the star?" -> the star's colour (candidates: every colour)."""
     scene = random_scene(rng, 1, 4)
     obj = rng.choice(scene.objects)
     t = phrases(lang)
-    ans = _other_answers(t, obj)
     return _vqa("vqa_colour", rng, lang, Picture(scene, _seed(rng)), t.question_colour(obj),
-                t.colour_name(obj.colour, obj.shape), ans["colour"], ans["shape"] + ans["location"], n)
+                t.colour_name(obj.colour, obj.shape), [t.colour_name(c, obj.shape) for c in COLOURS], n)
 
 
 def vqa_shape(rng: random.Random, lang: str, n: int | None = None) -> TaskItem:
-    """"What shape is at the top left?" -> the shape in that quadrant."""
+    """"What shape is at the top left?" -> the shape in that quadrant (candidates: every shape)."""
     scene = random_scene(rng, 1, 4)
     obj = rng.choice(scene.objects)
     t = phrases(lang)
-    ans = _other_answers(t, obj)
     return _vqa("vqa_shape", rng, lang, Picture(scene, _seed(rng)), t.question_shape(obj.cell),
-                t.shape_name(obj.shape), ans["shape"], ans["colour"] + ans["location"], n)
+                t.shape_name(obj.shape), [t.shape_name(s) for s in SHAPES], n)
 
 
 def vqa_position(rng: random.Random, lang: str, n: int | None = None) -> TaskItem:
-    """"Where is the red star?" -> its quadrant."""
+    """"Where is the red star?" -> its quadrant (candidates: every quadrant)."""
     scene = random_scene(rng, 1, 4)
     obj = rng.choice(scene.objects)
     t = phrases(lang)
-    ans = _other_answers(t, obj)
     return _vqa("vqa_position", rng, lang, Picture(scene, _seed(rng)), t.question_position(obj),
-                t.location_answer(obj.cell), ans["location"], ans["colour"] + ans["shape"], n)
+                t.location_answer(obj.cell), [t.location_answer(c) for c in CELLS], n)
 
 
 def vqa_count(rng: random.Random, lang: str, n: int | None = None) -> TaskItem:
     """"How many shapes are in the image?" -> a count word."""
     scene = random_scene(rng, 1, 4)
     t = phrases(lang)
-    ans = _other_answers(t, scene.objects[0])
     return _vqa("vqa_count", rng, lang, Picture(scene, _seed(rng)), t.question_count(),
-                t.count_answer(len(scene.objects)), ans["count"], ans["colour"] + ans["shape"], n)
+                t.count_answer(len(scene.objects)), [t.count_answer(k) for k in (1, 2, 3, 4)], n)
+
+
+def vqa_object(rng: random.Random, lang: str, n: int | None = None) -> TaskItem:
+    """"What is at the top left?" -> "a small red star", among objects one attribute away and others."""
+    n = n or 10
+    scene = random_scene(rng, 1, 4)
+    obj = rng.choice(scene.objects)
+    t = phrases(lang)
+    hard = [obj.with_(size="large" if obj.size == "small" else "small"),
+            obj.with_(colour=rng.choice([c for c in COLOURS if c != obj.colour])),
+            obj.with_(shape=rng.choice([s for s in SHAPES if s != obj.shape]))]
+    rng.shuffle(hard)
+    others = [o for o in (DemoObject(s, c, z, obj.cell) for s in SHAPES for c in COLOURS for z in ("small", "large"))
+              if o != obj and o not in hard]
+    rng.shuffle(others)
+    answers = [t.answer_object(o) for o in [obj, *hard, *others][:n]]
+    return TaskItem("vqa_object", "vqa", "IT2T", lang, INSTRUCTIONS["vqa"], t.question_object(obj.cell),
+                    Picture(scene, _seed(rng)), None, [Candidate(a) for a in answers],
+                    num_hard=min(len(hard), len(answers) - 1))
 
 
 # ---- retrieval ------------------------------------------------------------------------------------
@@ -281,6 +284,7 @@ Builder = Callable[[random.Random, str, "int | None"], TaskItem]
 BUILDERS: dict[str, Builder] = {
     "class_shape": class_shape, "class_colour": class_colour, "class_count": class_count,
     "vqa_colour": vqa_colour, "vqa_shape": vqa_shape, "vqa_position": vqa_position, "vqa_count": vqa_count,
+    "vqa_object": vqa_object,
     "ret_t2i": ret_t2i, "ret_i2t": ret_i2t, "ret_it2i": ret_it2i, "ret_i2i": ret_i2i,
     "ground_object": ground_object, "ground_position": ground_position,
 }
@@ -293,6 +297,7 @@ EVAL_DATASETS: dict[str, tuple[str, str]] = {
     "Demo-VQA-Colour": ("vqa_colour", "VQA"),
     "Demo-VQA-Shape": ("vqa_shape", "VQA"),
     "Demo-VQA-Position": ("vqa_position", "VQA"),
+    "Demo-VQA-Object": ("vqa_object", "VQA"),
     "Demo-Ret-T2I": ("ret_t2i", "Retrieval"),
     "Demo-Ret-I2T": ("ret_i2t", "Retrieval"),
     "Demo-Ret-IT2I": ("ret_it2i", "Retrieval"),
@@ -304,8 +309,8 @@ EVAL_DATASETS: dict[str, tuple[str, str]] = {
 #: Training mixture: kind -> share of samples (sums to 1).
 TRAIN_MIX: dict[str, float] = {
     "class_shape": 0.06, "class_colour": 0.06, "class_count": 0.05,
-    "vqa_colour": 0.06, "vqa_shape": 0.06, "vqa_position": 0.06, "vqa_count": 0.03,
-    "ret_t2i": 0.22, "ret_i2t": 0.10, "ret_it2i": 0.08, "ret_i2i": 0.06,
+    "vqa_colour": 0.05, "vqa_shape": 0.05, "vqa_position": 0.05, "vqa_count": 0.03, "vqa_object": 0.05,
+    "ret_t2i": 0.20, "ret_i2t": 0.10, "ret_it2i": 0.08, "ret_i2i": 0.06,
     "ground_object": 0.08, "ground_position": 0.08,
 }
 #: Kinds whose texts are multilingual in training get this language mix (XTD needs captions in all).

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mme5.records import IMAGE_EXTENSIONS, ROLE_PATTERN, RecordError, decode_image, iter_shard
+from mme5.records import IMAGE_EXTENSIONS, ROLE_PATTERN, decode_image, iter_shard
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,10 @@ class ImagePool:
                 if digest in seen:
                     skipped["duplicate_image"] += 1
                     continue
-                decode_image(data, max_pixels=10_000 * 10_000, max_side=64)
-            except (OSError, RecordError) as exc:
+                probe = Image.open(io.BytesIO(data))
+                probe.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale; enough to prove it decodes
+                probe.load()
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 skipped["unreadable_image"] += 1
                 log.warning("image pool: skipping %s: %s", img.key, exc)
                 continue
@@ -244,15 +246,26 @@ class NeighbourIndex:
     def __init__(self, embeddings: np.ndarray):
         self.emb = np.ascontiguousarray(embeddings, dtype=np.float32)
 
+    def top_k(self, indices: Sequence[int], k: int, chunk: int = 256) -> list[list[int]]:
+        """For each pool index, the ``k`` most similar other images (one matrix product per chunk)."""
+        n = len(self.emb)
+        if k + 1 > n:
+            raise ValueError(f"the image pool has {n} image(s); retrieval needs at least {k + 1}")
+        out: list[list[int]] = []
+        take = min(k + 1, n)  # the image itself is among its own top k + 1
+        for start in range(0, len(indices), chunk):
+            rows = np.asarray(indices[start:start + chunk], dtype=np.int64)
+            sims = self.emb[rows] @ self.emb.T
+            sims[np.arange(len(rows)), rows] = -np.inf
+            part = np.argpartition(-sims, take - 1, axis=1)[:, :take]
+            for r, cand in enumerate(part):
+                order = sorted(cand.tolist(), key=lambda j: (-sims[r, j], j))
+                out.append([j for j in order if j != rows[r]][:k])
+        return out
+
     def neighbours(self, index: int, k: int, exclude: Sequence[int] = ()) -> list[int]:
         """The ``k`` pool indices most similar to image ``index``, excluding it and ``exclude``."""
-        sims = self.emb @ self.emb[index]
-        order = np.lexsort((np.arange(len(sims)), -sims))
-        banned = {index, *exclude}
-        out = [int(i) for i in order if int(i) not in banned][:k]
-        if len(out) < k:
-            raise ValueError(f"the image pool has {len(self.emb)} image(s); retrieval needs at least {k + 1}")
-        return out
+        return [j for j in self.top_k([index], k + len(exclude))[0] if j not in set(exclude)][:k]
 
 
 def image_bytes_of(img: Image.Image) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import logging
 import time
@@ -18,7 +17,7 @@ from .backends.base import Backend, Generation, GenerationRequest
 from .gates import GateConfig, QualityGates, dedup_text
 from .images import CallableEmbedder, HistogramEmbedder, ImagePool, ModelEmbedder, NeighbourIndex, embed_pool
 from .plan import PlanConfig, Planner, SamplePlan
-from .prompts import PromptConfig, build_prompt, image_roles
+from .prompts import PromptConfig, build_prompt
 from .schema import (
     SchemaError,
     StringLimits,
@@ -124,17 +123,22 @@ class Synthesizer:
         self._index: NeighbourIndex | None = None
 
     def run_fingerprint(self) -> dict[str, Any]:
-        c = self.config
-        keep = {k: v for k, v in asdict(c).items() if k not in ("output_dir", "num_samples", "max_attempts",
-                                                                   "overwrite")}
-        return {"config": hashlib.blake2b(json.dumps(keep, sort_keys=True, default=str).encode(),
-                                          digest_size=8).hexdigest(),
-                "pool": self.pool.fingerprint(),
-                # What shapes the samples; where it runs (URL, device, engine sizes) may change on resume.
-                "backend": json.dumps({k: v for k, v in self.backend.describe().items()
-                                       if k in ("backend", "model", "temperature", "top_p", "max_tokens")},
-                                      sort_keys=True),
-                "settings": keep}
+        """What must match for a folder to be resumed: every setting that shapes the samples, flattened."""
+        settings = asdict(self.config)
+        for key in ("output_dir", "num_samples", "max_attempts", "overwrite"):
+            settings.pop(key)
+        for key in ("folder", "shards"):  # the pool fingerprint stands for the images, wherever they live
+            settings["images"].pop(key)
+        flat: dict[str, Any] = {}
+        for key, value in settings.items():  # one level: "seed", "plan.languages", "gates.min_score", ...
+            for sub, v in (value.items() if isinstance(value, dict) else [(None, value)]):
+                flat[f"{key}.{sub}" if sub else key] = json.loads(json.dumps(v, default=str))
+        # Where the backend runs (URL, device, engine sizes) may change on resume; what it samples may not.
+        described = self.backend.describe()
+        for key in ("backend", "model", "temperature", "top_p", "max_tokens"):
+            flat[f"backend.{key}"] = described.get(key)
+        flat["pool"] = self.pool.fingerprint()
+        return flat
 
     def neighbours(self) -> NeighbourIndex:
         if self._index is None:
@@ -143,20 +147,25 @@ class Synthesizer:
             self._index = NeighbourIndex(emb)
         return self._index
 
-    def resolve(self, plan: SamplePlan) -> Resolved:
-        """Assign pool images to the roles the modality needs (document images by retrieval)."""
-        q, d = split_modality(plan.modality)
-        images: dict[str, int] = {}
-        if "I" in q:
-            images["query"] = plan.anchor
-        if "I" in d:
-            rank = self.config.images.negative_rank
-            nn = self.neighbours().neighbours(plan.anchor, rank + 1)
+    def resolve(self, plans: list[SamplePlan]) -> list[Resolved]:
+        """Assign pool images to the roles each modality needs (document images by retrieval)."""
+        rank = self.config.images.negative_rank
+        retrieving = sorted({p.anchor for p in plans if "I" in split_modality(p.modality)[1]})
+        nn = dict(zip(retrieving, self.neighbours().top_k(retrieving, rank + 1))) if retrieving else {}
+        out = []
+        for plan in plans:
+            q, d = split_modality(plan.modality)
+            images: dict[str, int] = {}
             if "I" in q:
-                images["positive"], images["negative"] = nn[0], nn[rank]
-            else:  # text query: the anchor is the positive, its neighbour the hard negative
-                images["positive"], images["negative"] = plan.anchor, nn[rank]
-        return Resolved(plan, images)
+                images["query"] = plan.anchor
+            if "I" in d:
+                near = nn[plan.anchor]
+                if "I" in q:
+                    images["positive"], images["negative"] = near[0], near[rank]
+                else:  # text query: the anchor is the positive, its neighbour the hard negative
+                    images["positive"], images["negative"] = plan.anchor, near[rank]
+            out.append(Resolved(plan, images))
+        return out
 
     def run(self) -> dict[str, Any]:
         """Generate until ``num_samples`` are accepted (or ``max_attempts`` planned); returns the stats."""
@@ -204,7 +213,7 @@ class Synthesizer:
                  needed: int) -> tuple[UnitRecord, list[Example]]:
         c = self.config
         t0 = time.perf_counter()
-        resolved = [self.resolve(p) for p in self.planner.plans(start, stop)]
+        resolved = self.resolve(self.planner.plans(start, stop))
         requests = []
         for r in resolved:
             imgs = {role: self.pool.load(i) for role, i in r.images.items()}
@@ -295,4 +304,4 @@ def synthesize(config: SynthConfig, backend: Backend) -> dict[str, Any]:
         backend.close()
 
 
-__all__ = ["ImageSource", "SynthConfig", "Synthesizer", "image_roles", "synthesize"]
+__all__ = ["ImageSource", "SynthConfig", "Synthesizer", "load_pool", "make_embedder", "synthesize"]

@@ -128,3 +128,19 @@ def test_ddp_ranks_match_single_process_and_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for rank in range(2):
         assert _ids(tmp_path / f"ddp_resumed.txt.rank{rank}") == reference[rank][4:], rank
+
+
+@pytest.mark.slow
+def test_resume_from_the_checkpoint_at_the_end_of_an_epoch(tmp_path):
+    """A checkpoint written after the last batch of epoch 0 resumes into a fresh epoch 1, as uninterrupted."""
+    sets = _mixture(tmp_path)
+    dm = make_datamodule(sets)
+    loader = dm.loader(rank=0, world_size=1)
+    loader.set_epoch(1)
+    epoch1 = [(20 + i, 1, ",".join(batch)) for i, batch in enumerate(loader)]
+    first = _fit(tmp_path, sets, "first.txt", "--ckpt-dir", str(tmp_path / "ck"), "--every", "20", "--epochs", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = _fit(tmp_path, sets, "resumed.txt", "--ckpt-dir", str(tmp_path / "ck"),
+                   "--resume", str(tmp_path / "ck" / "epoch=0-step=20.ckpt"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _ids(tmp_path / "resumed.txt") == epoch1

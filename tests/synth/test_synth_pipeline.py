@@ -130,7 +130,7 @@ def test_pipeline_end_to_end(tiny_vlm, photo_folder, tmp_path):
     assert contents(grown) == contents(out)
 
     # A different configuration in the same folder is refused with one clear line.
-    with pytest.raises(ValueError, match="different configuration"):
+    with pytest.raises(ValueError, match=r"different configuration \(seed differ"):
         synthesize(tiny_config(out, photo_folder, seed=4), tiny_backend(tiny_vlm))
 
 
