@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint bench-kernels
+.PHONY: install demo test lint bench-kernels vllm-env test-vllm
 install:
 	VENV=$(VENV) bash scripts/install.sh
 
@@ -17,3 +17,10 @@ lint: install
 
 bench-kernels: install
 	$(PY) tools/bench_kernels.py --help
+
+# The synthesis pipeline through vLLM's CPU build, in its own environment (.venv-vllm).
+vllm-env:
+	bash scripts/make_vllm_env.sh
+
+test-vllm: vllm-env
+	.venv-vllm/bin/python -m pytest -q -m vllm tests/synth
