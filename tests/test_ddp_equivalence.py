@@ -124,7 +124,7 @@ def test_torch_ddp_step_equals_single_process(ddp_results, hard_negatives, symme
 
 # ---- the real module under Lightning DDP ----------------------------------------------------------
 
-def lightning_step(out: str, devices: int, chunk: int | None) -> None:
+def lightning_step(out: str, devices: int, chunk: int | None, strategy: str = "ddp") -> None:
     """One optimiser step of EmbeddingModule; rank 0 saves the synced gradients and the parameters."""
     import lightning as L
     from test_module import loader, make_examples
@@ -146,17 +146,18 @@ def lightning_step(out: str, devices: int, chunk: int | None) -> None:
         loss=LossSettings(hard_negatives="own", symmetric=True, learnable_temperature=True),
         optimizer=OptimizerSettings(lr=1e-3), schedule=ScheduleSettings(warmup=0), grad_cache_chunk=chunk,
     )
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy if devices > 1 else "auto",
                         max_steps=1, callbacks=[Keep()], logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, loader("tiny-mllama", make_examples(B, negatives=1), batch_size=B // devices))
+    full = trainer.strategy.lightning_module_state_dict()  # gathers shards under FSDP (all ranks call it)
     if trainer.global_rank == 0:
-        params = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+        params = {n: full[n].detach().clone() for n, p in module.named_parameters() if p.requires_grad and n in full}
         torch.save({"grads": Keep.grads, "params": params}, out)
 
 
-def run_script(out: Path, devices: int, chunk: int | None) -> dict:
-    cmd = [sys.executable, __file__, "--out", str(out), "--devices", str(devices)]
+def run_script(out: Path, devices: int, chunk: int | None, strategy: str = "ddp") -> dict:
+    cmd = [sys.executable, __file__, "--out", str(out), "--devices", str(devices), "--strategy", strategy]
     if chunk is not None:
         cmd += ["--chunk", str(chunk)]
     env = {**os.environ, "MASTER_PORT": str(free_port())}
@@ -188,5 +189,6 @@ if __name__ == "__main__":
     parser.add_argument("--out", required=True)
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=None)
+    parser.add_argument("--strategy", default="ddp")
     args = parser.parse_args()
-    lightning_step(args.out, args.devices, args.chunk)
+    lightning_step(args.out, args.devices, args.chunk, args.strategy)

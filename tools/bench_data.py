@@ -116,6 +116,7 @@ def main(out_dir: str = "benchmarks/results", work_dir: str = ".mme5-cache/bench
     device = _cpu_name()
     rows: list[dict] = []
     rates: dict[tuple[str, int], float] = {}
+    spread: dict[tuple[str, int], tuple[float, float]] = {}
     first_batch = None
     for label, (size, n) in sets.items():
         t = time.perf_counter()
@@ -133,6 +134,7 @@ def main(out_dir: str = "benchmarks/results", work_dir: str = ".mme5-cache/bench
                     first_batch = next(iter(dm.loader(rank=0, world_size=1)))
             med, p20, p80 = _quantiles(values)
             rates[(label, w)] = med
+            spread[(label, w)] = (med - p20, p80 - med)
             rows.append({"what": "data read+decode+collate", "provider": f"{w} worker{'s' * (w > 1)}",
                          "size": label, "unit": "samples/s", "median": round(med, 1), "p20": round(p20, 1),
                          "p80": round(p80, 1), "device": device, "version": f"lightning {lightning.__version__}"})
@@ -158,11 +160,13 @@ def main(out_dir: str = "benchmarks/results", work_dir: str = ".mme5-cache/bench
     width = 0.8 / len(workers)
     for j, w in enumerate(workers):
         xs = [i + j * width for i in range(len(sets))]
-        ax.bar(xs, [rates[(label, w)] for label in sets], width, label=f"{w} worker{'s' * (w > 1)}")
+        err = [[spread[(label, w)][0] for label in sets], [spread[(label, w)][1] for label in sets]]
+        ax.bar(xs, [rates[(label, w)] for label in sets], width, yerr=err, capsize=3,
+               label=f"{w} worker{'s' * (w > 1)}")
     if step is not None:
         ax.axhline(step, color="k", ls="--", lw=1, label="demo training step")
     ax.set_xticks([i + width * (len(workers) - 1) / 2 for i in range(len(sets))], list(sets))
-    ax.set_ylabel("samples / s")
+    ax.set_ylabel("samples / s (median, p20-p80)")
     ax.set_title(f"mme5 data path, batch {batch_size}\n{device}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
