@@ -44,3 +44,15 @@ def addmm_fp32_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
             acc += matmul_fp32(a, b)
     else:
         acc.addmm_(a.float(), b.float())
+
+
+def matmul_fp32_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """out = a @ b for an fp32 ``out`` (e.g. a reused chunk buffer); the product is not rounded to the
+    input dtype where the build allows."""
+    if a.dtype == torch.float32:
+        return torch.mm(a, b, out=out)
+    if a.is_cuda:
+        if _cuda_out_dtype(torch.mm, a, b, out=out) is None:
+            out.copy_(a @ b)
+        return out
+    return torch.mm(a.float(), b.float(), out=out)

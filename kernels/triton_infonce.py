@@ -10,6 +10,10 @@ weights dS (input dtype, fp32 for fp32 inputs) plus per-tile sums of dS * logits
 temperature gradient); cuBLAS then does dq = dS c and dc += dS^T q. dS is never larger than one
 chunk (a few hundred MB at most), and nothing B x N is saved.
 
+``infonce_triton`` sends the training case (row-direction loss with a gradient wanted) to the one-pass
+path in ``triton_onepass.py`` instead (3 cuBLAS products, no recompute); the kernels here serve the
+symmetric loss and calls without gradients.
+
 Under ``TRITON_INTERPRET=1`` (set before this module is imported) the kernels run on CPU tensors;
 bf16 tiles are then upcast to fp32 before ``tl.dot``, which the interpreter gets wrong for bf16.
 """
@@ -265,13 +269,32 @@ class TritonInfoNCE(torch.autograd.Function):
         return terms.finish(q, c, labels, temperature, dq, dc, logit_grad_dot, inv_t.reshape(())) + (None,) * 4
 
 
-def infonce_triton(x: InfoNCEInputs) -> torch.Tensor:
-    """Mean InfoNCE through the fused Triton kernels (CUDA, or CPU under TRITON_INTERPRET=1)."""
+def wants_one_pass(x: InfoNCEInputs) -> bool:
+    """The training case: row-direction loss with a gradient wanted by some input."""
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x.q, x.c, x.temperature, x.extra_logits)
+    )
+    return needs_grad and not x.symmetric
+
+
+def infonce_triton(x: InfoNCEInputs, *, one_pass: bool | None = None) -> torch.Tensor:
+    """Mean InfoNCE through the Triton kernels (CUDA, or CPU under TRITON_INTERPRET=1).
+
+    ``one_pass`` None picks the one-pass path (``kernels/triton_onepass.py``: cuBLAS products and a
+    fused row kernel, gradients formed in the forward) for the row-direction loss with a gradient
+    wanted, and the fused forward / recompute-backward kernels here otherwise; False forces the latter.
+    """
     if not (x.q.is_cuda or INTERPRETER):
         raise ValueError(
             f"infonce: impl='triton' needs CUDA tensors (got {x.q.device}); use impl='chunked' or 'auto' on CPU, "
             "or set TRITON_INTERPRET=1 before importing triton to run the kernels in the interpreter"
         )
+    if one_pass is None:
+        one_pass = wants_one_pass(x)
+    if one_pass:
+        from .triton_onepass import infonce_triton_onepass
+
+        return infonce_triton_onepass(x)
     return TritonInfoNCE.apply(
         x.q.contiguous(), x.c.contiguous(), x.temperature, x.extra_logits, x.labels,
         x.query_keys.contiguous(), x.candidate_keys.contiguous(), x.symmetric,

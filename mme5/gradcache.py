@@ -4,15 +4,16 @@ A cached step runs in three phases (Gao et al., "Scaling Deep Contrastive Learni
 Memory Limited Setup"):
 
 1. encode every chunk of queries and candidates without autograd, remembering the RNG state
-   (CPU and the current CUDA device) before each chunk;
+   (CPU and the current CUDA device) before each chunk; the last chunk is encoded with autograd and
+   its graph kept, so it needs no second forward;
 2. compute the loss on the detached representations (through the same loss module, cross-rank
    gathering included) and take its gradient w.r.t. the representations (and the loss module's own
    parameters, e.g. a learnable temperature);
-3. re-encode each chunk with autograd under its replayed RNG state (same dropout masks) and back-
-   propagate the cached gradient into the encoder: ``backward(reps, cached_grad)``.
+3. re-encode each other chunk with autograd under its replayed RNG state (same dropout masks) and
+   backpropagate the cached gradient into the encoder: ``backward(reps, cached_grad)``.
 
-Only one chunk's activations are alive at a time, so peak memory grows with the chunk size, not the
-batch. The caller owns the last chunk's backward (:class:`CachedStep` returns it as a scalar
+At most two chunks' activations are alive at a time (the kept last chunk and the one being
+re-encoded), so peak memory grows with the chunk size, not the batch. The caller owns the last chunk's backward (:class:`CachedStep` returns it as a scalar
 "surrogate" whose gradient equals the cached one), so that a training loop can run it as its own
 backward: that is where DDP synchronises gradients, scales fp16 losses and divides by the number of
 accumulated batches.
@@ -135,6 +136,7 @@ def grad_cache_step(
     grad_scale: float = 1.0,
     touch: Sequence[Tensor] = (),
     device: torch.device | None = None,
+    keep_last: bool = True,
 ) -> CachedStep:
     """One GradCache step; backpropagates every chunk but the last, returns the last as a surrogate.
 
@@ -150,14 +152,21 @@ def grad_cache_step(
             gave them a ``.grad``, so that DDP's reducer sees (and averages) those gradients even if the
             last chunk does not use them (e.g. vision weights and a text-only last chunk).
         device: where the RNG state matters (CUDA device of the encoder), or None for CPU only.
+        keep_last: encode the last chunk with autograd in the first pass and keep its graph (one
+            forward less per step, one more chunk of activations held); False re-encodes it too.
     """
     chunks = [("q", x) for x in query_chunks] + [("c", x) for x in candidate_chunks]
     states: list[RngState] = []
     reps: dict[str, list[Tensor]] = {"q": [], "c": []}
-    with torch.no_grad():
-        for side, inputs in chunks:
-            states.append(RngState(device))
-            reps[side].append(encode(inputs))
+    kept: Tensor | None = None
+    for i, (side, inputs) in enumerate(chunks):
+        states.append(RngState(device))
+        if keep_last and i == len(chunks) - 1:
+            kept = encode(inputs)
+            reps[side].append(kept.detach())
+        else:
+            with torch.no_grad():
+                reps[side].append(encode(inputs))
     q = torch.cat(reps["q"]).detach().requires_grad_(True)
     c = torch.cat(reps["c"]).detach().requires_grad_(True)
     loss, stats = loss_fn(q, c)
@@ -171,8 +180,11 @@ def grad_cache_step(
     for i, ((side, inputs), state) in enumerate(zip(chunks, states)):
         grad = cached[side][order[side]]
         order[side] += 1
-        with state.replay():
-            out = encode(inputs)
+        if kept is not None and i == len(chunks) - 1:
+            out = kept
+        else:
+            with state.replay():
+                out = encode(inputs)
         if i < len(chunks) - 1:
             torch.autograd.backward(out, grad_tensors=(grad * grad_scale).to(out.dtype))
         else:

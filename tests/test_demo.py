@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from mme5.demo import (
     DemoCorpusError,
     all_phrases,
     ensure_demo_corpus,
+    open_demo_corpus,
     phrases,
     read_manifest,
     vocabulary_texts,
@@ -150,6 +152,12 @@ def test_overwrite_replaces_a_corpus_made_with_other_parameters(tmp_path):
     mtime = (root / "MANIFEST.json").stat().st_mtime_ns
     ensure_demo_corpus(root, seed=3, overwrite=True, **SMALL)  # same parameters: kept
     assert (root / "MANIFEST.json").stat().st_mtime_ns == mtime
+
+
+def test_open_demo_corpus_reads_any_parameters(corpus, tmp_path):
+    assert open_demo_corpus(corpus.root, generate=False) == corpus
+    with pytest.raises(DemoCorpusError, match="no demo corpus in"):
+        open_demo_corpus(tmp_path / "absent", generate=False)
 
 
 def test_killed_generation_is_redone_and_foreign_folders_refused(tmp_path):
@@ -287,10 +295,15 @@ def test_shards_decode_with_hard_negatives(corpus):
 def test_make_demo_cli(tmp_path):
     tool = Path(__file__).resolve().parents[1] / "tools" / "make_demo.py"
     args = ["--train_samples", "20", "--train_shards", "2", "--eval_rows", "2", "--xtd_pool", "10"]
+    env = {**os.environ, "PYTHONHASHSEED": "123"}
     done = subprocess.run([sys.executable, str(tool), "--root", str(tmp_path / "c"), *args],
-                          capture_output=True, text=True, timeout=120, check=False)
+                          capture_output=True, text=True, timeout=120, check=False, env=env)
     assert done.returncode == 0, done.stderr
     assert "shard-{000000..000001}.tar" in done.stdout and "Demo-Ground-Object" in done.stdout
+    # another process (its own string-hash seed) writes the same bytes as this one
+    here = ensure_demo_corpus(tmp_path / "here", train_samples=20, train_shards=2, eval_rows=2, xtd_pool=10)
+    assert _tree_digest(tmp_path / "c") == _tree_digest(here.root)
+    assert _shard_contents(tmp_path / "c" / "train") == _shard_contents(here.train_dir)
     bad = subprocess.run([sys.executable, str(tool), "--root", str(tmp_path / "c"), "--seed", "4", *args],
                          capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "seed=0 (asked 4)" in bad.stderr

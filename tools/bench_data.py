@@ -8,7 +8,9 @@ epoch through the default Collator (tiny-mllama processor) ``repeats`` times; th
 starts once every worker has delivered its first batch (worker start-up, which loads the processor,
 is left out). It also times the demo training step (EmbeddingModule forward + backward on one batch,
 same process) so that the ratio "data samples/s over training samples/s" says whether the data path
-keeps up. The CSV names the CPU that produced every number.
+keeps up. Worker CPU per sample (the same for 1 and 2 workers when nothing is shared between them)
+and main-process CPU per batch separate the pipeline's scaling from the machine's free cores; the
+CSV names the CPU that produced every number and the load average while it ran.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import csv
 import os
 import platform
+import resource
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -44,11 +48,15 @@ def _quantiles(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(s), q(0.2), q(0.8)
 
 
-def _epoch_rate(dm, batch_size: int, warmup: int) -> float:
-    """Steady-state samples/s: the clock starts when ``warmup`` batches (one per worker) have arrived."""
+def _epoch_rate(dm, batch_size: int, warmup: int) -> tuple[float, float, float]:
+    """Steady-state samples/s (the clock starts when ``warmup`` batches, one per worker, have arrived),
+    worker CPU ms per sample and main-process CPU ms per batch over the whole epoch (start-up included).
+    """
     loader = dm.train_dataloader()
     first = last = None
     batches = 0
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    main0 = time.process_time()
     for seen, _ in enumerate(loader, start=1):
         now = time.perf_counter()
         if seen == warmup:
@@ -56,9 +64,14 @@ def _epoch_rate(dm, batch_size: int, warmup: int) -> float:
         elif seen > warmup:
             batches += 1
         last = now
+    main_cpu = time.process_time() - main0
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # workers are reaped at the end of the epoch
+    worker_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
     if not batches or last is None or first is None or last <= first:
         raise RuntimeError("epoch too short to time: raise --samples")
-    return batches * batch_size / (last - first)
+    total = batches + warmup
+    return (batches * batch_size / (last - first), 1000 * worker_cpu / (total * batch_size),
+            1000 * main_cpu / total)
 
 
 def _train_step_rate(model: str, batch, repeats: int) -> float | None:
@@ -108,7 +121,7 @@ def main(out_dir: str = "benchmarks/results", work_dir: str = ".mme5-cache/bench
     import matplotlib.pyplot as plt
 
     from mme5.data import ShardDataModule, ShardSet
-    from mme5.demo import ensure_demo_corpus
+    from mme5.demo import DemoCorpusError, ensure_demo_corpus
 
     logging.getLogger("mme5").setLevel(logging.WARNING)
     work = Path(work_dir)
@@ -120,16 +133,24 @@ def main(out_dir: str = "benchmarks/results", work_dir: str = ".mme5-cache/bench
     first_batch = None
     for label, (size, n) in sets.items():
         t = time.perf_counter()
-        paths = ensure_demo_corpus(work / f"demo{size}-{n}", seed=0, train_samples=n, image_size=size, eval_rows=4,
-                                   xtd_pool=10)
+        root = work / f"demo{size}-{n}"
+        kwargs = {"seed": 0, "train_samples": n, "image_size": size, "eval_rows": 4, "xtd_pool": 10}
+        try:
+            paths = ensure_demo_corpus(root, **kwargs)
+        except DemoCorpusError:  # made by another demo version: this cache folder is ours to redo
+            shutil.rmtree(root)
+            paths = ensure_demo_corpus(root, **kwargs)
         print(f"{label}: corpus ready in {time.perf_counter() - t:.1f}s ({paths.train_pattern})")
         for w in workers:
-            values = []
+            values, worker_ms, main_ms = [], [], []
             for r in range(repeats):
                 dm = ShardDataModule(model=model, train=[ShardSet(paths.train_pattern, name=label)],
                                      batch_size=batch_size, num_workers=w, max_length=max_length, seed=r)
                 dm.setup("fit")
-                values.append(_epoch_rate(dm, batch_size, warmup=max(1, w)))
+                rate, wcpu, mcpu = _epoch_rate(dm, batch_size, warmup=max(1, w))
+                values.append(rate)
+                worker_ms.append(wcpu)
+                main_ms.append(mcpu)
                 if first_batch is None:
                     first_batch = next(iter(dm.loader(rank=0, world_size=1)))
             med, p20, p80 = _quantiles(values)
@@ -137,12 +158,19 @@ def main(out_dir: str = "benchmarks/results", work_dir: str = ".mme5-cache/bench
             spread[(label, w)] = (med - p20, p80 - med)
             rows.append({"what": "data read+decode+collate", "provider": f"{w} worker{'s' * (w > 1)}",
                          "size": label, "unit": "samples/s", "median": round(med, 1), "p20": round(p20, 1),
-                         "p80": round(p80, 1), "device": device, "version": f"lightning {lightning.__version__}"})
-            print(f"{label} workers={w}: {med:.1f} samples/s (p20 {p20:.1f}, p80 {p80:.1f})")
+                         "p80": round(p80, 1), "worker_cpu_ms_per_sample": round(statistics.median(worker_ms), 2),
+                         "main_cpu_ms_per_batch": round(statistics.median(main_ms), 2),
+                         "load_avg_1min": round(os.getloadavg()[0], 1), "device": device,
+                         "version": f"lightning {lightning.__version__}"})
+            print(f"{label} workers={w}: {med:.1f} samples/s (p20 {p20:.1f}, p80 {p80:.1f}); worker CPU "
+                  f"{statistics.median(worker_ms):.2f} ms/sample, main CPU {statistics.median(main_ms):.2f} ms/batch, "
+                  f"load average {os.getloadavg()[0]:.1f}")
     step = _train_step_rate(model, first_batch, repeats=8) if first_batch is not None else None
     if step is not None:
         rows.append({"what": "demo training step (fwd+bwd)", "provider": "EmbeddingModule", "size": "demo 64px",
-                     "unit": "samples/s", "median": round(step, 1), "p20": "", "p80": "", "device": device,
+                     "unit": "samples/s", "median": round(step, 1), "p20": "", "p80": "",
+                     "worker_cpu_ms_per_sample": "", "main_cpu_ms_per_batch": "",
+                     "load_avg_1min": round(os.getloadavg()[0], 1), "device": device,
                      "version": f"lightning {lightning.__version__}"})
         print(f"demo training step: {step:.1f} samples/s; data/step ratio with 2 workers: "
               f"{rates.get(('demo 64px', max(workers)), float('nan')) / step:.1f}x")

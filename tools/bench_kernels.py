@@ -13,6 +13,7 @@ backward, 8BND for a full step.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import json
 import statistics
@@ -28,6 +29,7 @@ FIELDS = ["kernel", "provider", "mode", "metric", "unit", "x_name", "x", "values
           "symmetric", "device", "torch", "triton", "timestamp"]
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 NOMINAL_FLOPS = {"forward": 2, "backward": 6, "full": 8}  # times B*N*D
+PROVIDERS = ("reference", "compile", "chunked", "triton", "triton-recompute", "triton-fp32", "inf_cl")
 
 
 def _reference_loss(q, c, labels, t, symmetric):
@@ -47,6 +49,26 @@ def _loss_fn(provider: str) -> Callable:
         return _compiled_reference
     if provider in ("chunked", "triton"):
         return lambda q, c, labels, t, symmetric: infonce(q, c, labels, t, symmetric=symmetric, impl=provider)
+    if provider == "triton-recompute":
+        from mme5.kernels.inputs import check_inputs
+        from mme5.kernels.triton_infonce import infonce_triton
+
+        return lambda q, c, labels, t, symmetric: infonce_triton(
+            check_inputs(q, c, labels, t, symmetric, None, None), one_pass=False
+        )
+    if provider == "triton-fp32":
+        from mme5.kernels import triton_onepass
+
+        def fp32_one_pass(q, c, labels, t, symmetric):
+            base = triton_onepass.onepass_config()
+            triton_onepass.set_onepass_config(
+                dataclasses.replace(base, fp32_scores=True, fp32_grad_accumulator=True))
+            try:
+                return infonce(q, c, labels, t, symmetric=symmetric, impl="triton")
+            finally:
+                triton_onepass.set_onepass_config(None if base is triton_onepass.GPU_CONFIG else base)
+
+        return fp32_one_pass
     if provider == "inf_cl":
         from inf_cl import cal_inf_loss  # the Inf-CL package, when installed
 
@@ -56,13 +78,13 @@ def _loss_fn(provider: str) -> Callable:
             return cal_inf_loss(q, c, labels=labels, scale=1.0 / t).mean()
 
         return inf_cl_loss
-    raise ValueError(f"unknown provider {provider!r}; expected reference, compile, chunked, triton or inf_cl")
+    raise ValueError(f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}")
 
 
 def _provider_runs_here(provider: str, device: torch.device) -> str | None:
     """None if the provider can run on this device, else why not."""
-    if provider == "triton" and device.type != "cuda":
-        return "triton needs CUDA (the interpreter is for tests, not timing)"
+    if provider.startswith("triton") and device.type != "cuda":
+        return f"{provider} needs CUDA (the interpreter is for tests, not timing)"
     if provider == "inf_cl":
         if device.type != "cuda":
             return "Inf-CL needs CUDA"
@@ -203,15 +225,18 @@ def main(
     repeats: int = 5,
     matmul_rate: bool = False,
     skip_reference_above: int = 65536,
+    onepass: dict | None = None,
     out: Path = Path("benchmarks/results/kernels.csv"),
     plot: bool = True,
 ) -> list[dict]:
     """Benchmark InfoNCE providers over B=N sizes and embedding sizes D; append CSV rows and plot.
 
     Args:
-        providers: any of reference (eager), compile (reference under torch.compile), chunked, triton,
-            inf_cl (Inf-CL's loss, when installed); providers that cannot run on the device are skipped
-            with a printed reason.
+        providers: any of reference (eager), compile (reference under torch.compile), chunked, triton
+            (one-pass for the row loss with gradients, else the fused kernels), triton-recompute (the fused
+            forward / recompute-backward kernels for every case), triton-fp32 (one-pass with fp32 scores
+            and an fp32 grad_c master), inf_cl (Inf-CL's loss, when installed); providers that cannot run
+            on the device are skipped with a printed reason.
         modes: forward (no grad), backward (timed alone after an untimed forward), full (both).
         sizes: B = N values to sweep.
         dims: embedding sizes D to sweep.
@@ -222,6 +247,9 @@ def main(
         repeats: timed runs per point (median, p20, p80 are reported).
         matmul_rate: also measure the dense matmul rate of this dtype (one "matmul" row).
         skip_reference_above: do not run reference/compile when B = N exceeds this (they materialise B x N).
+        onepass: overrides of the one-pass path's OnePassConfig (kernels/triton_onepass.py) for this run,
+            e.g. '{"block_m": 8, "block_n": 2048, "chunk_fraction": 0.02}'; the triton and triton-fp32
+            rows are then labelled with them (provider "triton[block_m=8,...]").
         out: CSV file the rows are appended to; plots are written next to it.
         plot: draw PNG plots of time and peak memory per D and mode.
     """
@@ -230,6 +258,18 @@ def main(
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     torch_dtype = DTYPES[dtype]
     import triton
+
+    label = {}
+    if onepass:
+        from mme5.kernels import triton_onepass
+
+        fields = {f.name for f in dataclasses.fields(triton_onepass.OnePassConfig)}
+        unknown = sorted(set(onepass) - fields)
+        if unknown:
+            raise ValueError(f"--onepass: unknown field(s) {', '.join(unknown)}; expected some of {', '.join(sorted(fields))}")
+        triton_onepass.set_onepass_config(dataclasses.replace(triton_onepass.GPU_CONFIG, **onepass))
+        suffix = "[" + ",".join(f"{k}={v}" for k, v in sorted(onepass.items())) + "]"
+        label = {"triton": "triton" + suffix, "triton-fp32": "triton-fp32" + suffix}
 
     common = {"kernel": KERNEL, "dtype": dtype, "symmetric": symmetric, "device": _device_name(dev),
               "torch": torch.__version__, "triton": triton.__version__,
@@ -262,12 +302,15 @@ def main(
                             torch.cuda.empty_cache()
                     med, p20, p80 = statistics.median(times), _quantile(times, 0.2), _quantile(times, 0.8)
                     tflops = NOMINAL_FLOPS[mode] * size * size * D / (med * 1e-3) / 1e12
-                    point = dict(common, provider=provider, mode=mode, x_name="B=N", x=size, B=size, N=size, D=D)
+                    name = label.get(provider, provider)
+                    point = dict(common, provider=name, mode=mode, x_name="B=N", x=size, B=size, N=size, D=D)
                     rows.append(dict(point, metric="time", unit="ms", values=json.dumps([med, p20, p80])))
                     rows.append(dict(point, metric="peak_memory", unit="MiB", values=json.dumps([peak / 2**20])))
                     rows.append(dict(point, metric="tflops", unit="TFLOP/s", values=json.dumps([tflops])))
-                    print(f"{provider:9s} {mode:8s} B=N={size:6d} D={D:5d} {dtype}: {med:9.2f} ms "
+                    print(f"{name:16s} {mode:8s} B=N={size:6d} D={D:5d} {dtype}: {med:9.2f} ms "
                           f"[{p20:.2f}, {p80:.2f}]  peak +{peak / 2**20:9.1f} MiB  {tflops:7.2f} TFLOP/s")
+    if onepass:
+        triton_onepass.set_onepass_config(None)
     out.parent.mkdir(parents=True, exist_ok=True)
     new_file = not out.exists()
     with out.open("a", newline="") as f:

@@ -61,6 +61,7 @@ def read_shard(url: str, skips: SkipCounter, expected: int | None = None) -> Ite
         return
     n = 0
     current: RawSample | None = None
+    clean = False  # read to the end without a counted problem (only then is a failing close news)
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
             for info in tar:
@@ -87,15 +88,21 @@ def read_shard(url: str, skips: SkipCounter, expected: int | None = None) -> Ite
         if expected is not None and n < expected:
             skips.add(TRUNCATED_TAR, f"shard '{url}' ends after {n} of its {expected} samples (sizes.json)",
                       n=expected - n)
+        else:
+            clean = True
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        lost = f" (sample '{current['__key__']}' lost)" if current is not None else ""
-        skips.add(TRUNCATED_TAR, f"shard '{url}' is damaged after {n} sample(s){lost}: {exc}",
-                  n=max(1, expected - n) if expected is not None else 1)
+        if n == 0 and current is None:
+            skips.add(SHARD_OPEN, f"shard '{url}' is not a readable tar: {exc}")
+        else:
+            lost = f" (sample '{current['__key__']}' lost)" if current is not None else ""
+            skips.add(TRUNCATED_TAR, f"shard '{url}' is damaged after {n} sample(s){lost}: {exc}",
+                      n=max(1, expected - n) if expected is not None else 1)
     finally:
         try:
             stream.close()
         except Exception as exc:  # noqa: BLE001 - a pipe's exit status surfaces here
-            skips.add(SHARD_OPEN, f"closing shard '{url}' failed: {exc}")
+            if clean:
+                skips.add(SHARD_OPEN, f"closing shard '{url}' failed: {exc}")
 
 
 def shuffled_window(urls: Sequence[str], rng: random.Random, buffer_size: int, skips: SkipCounter,

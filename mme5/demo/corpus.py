@@ -143,6 +143,30 @@ def ensure_demo_corpus(root: str | os.PathLike, seed: int = 0, train_samples: in
     return paths
 
 
+def open_demo_corpus(root: str | os.PathLike, generate: bool = True) -> DemoPaths:
+    """The paths of the demo corpus in ``root``, whatever parameters it was generated with.
+
+    For readers (evaluation) that do not know the generation parameters. A folder without a corpus
+    is generated with the defaults when ``generate`` is set, else it is an error; a corpus written by
+    another version of the generator is an error (regenerate it).
+    """
+    root = Path(root).expanduser().resolve()
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        if generate:
+            return ensure_demo_corpus(root)
+        raise DemoCorpusError(f"no demo corpus in '{root}' (no {MANIFEST}); generate it with "
+                              f"`python tools/make_demo.py --root {root}`")
+    try:
+        found = json.loads(manifest.read_text())
+        params = DemoParams(**found["params"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DemoCorpusError(f"{manifest}: unreadable demo manifest ({exc}); delete the folder '{root}' to "
+                              f"generate the corpus again") from None
+    _check_manifest(manifest, params)
+    return demo_paths(root, params)
+
+
 def demo_paths(root: Path, params: DemoParams) -> DemoPaths:
     """The paths of a corpus with these parameters (whether generated or not)."""
     last = params.train_shards - 1

@@ -8,7 +8,7 @@ import logging
 import pytest
 from shard_fixtures import huge_png_header, list_collate, make_example, png_bytes, write_raw_shard, write_set
 
-from mme5.data import DataError, ShardDataModule, ShardSet
+from mme5.data import DataError, ShardDataModule, ShardSet, SkipCounter, read_shard
 from mme5.records import encode_sample, write_shard, write_sizes
 
 
@@ -115,3 +115,13 @@ def test_bad_shard_does_not_hang_other_ranks(tmp_path):
         loader.set_epoch(0)  # without a trainer every iteration is a new epoch
     counts = [len(list(loader)) for loader in loaders]
     assert counts == [4, 4] and dm.skip_counts()["truncated_tar"] >= 1
+
+
+def test_unreadable_shards_are_counted_once(tmp_path):
+    """A file that is not a tar, a failing pipe and a missing file: one ``shard_open`` each, no raise."""
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    for url in (str(garbage), "pipe:exit 3", str(tmp_path / "missing.tar")):
+        skips = SkipCounter()
+        assert list(read_shard(url, skips, expected=5)) == []
+        assert dict(skips.total) == {"shard_open": 1}, (url, skips.total)

@@ -1,5 +1,6 @@
-"""GPU checks: Triton (every dtype, bf16 included) and chunked on CUDA against the oracle, and the
-memory contract measured with the CUDA allocator. Skipped without a CUDA device."""
+"""GPU checks: Triton (every dtype, bf16 included; one-pass, its fp32 variant and the recompute
+kernels) and chunked on CUDA against the oracle, and the memory contract measured with the CUDA
+allocator. Skipped without a CUDA device."""
 
 from __future__ import annotations
 
@@ -18,18 +19,53 @@ CASES = [
 ]
 
 
+# Triton variants of the row-direction loss with gradients: the default one-pass path, the one-pass
+# path with fp32 scores and an fp32 grad_c master, and the fused forward / recompute-backward kernels.
+ROW_VARIANTS = ("triton-fp32", "triton-recompute")
+
+
 def run(impl, case, symmetric):
-    return loss_and_grads(
-        lambda a: infonce(a.pop("q"), a.pop("c"), a.pop("labels"), symmetric=symmetric, impl=impl, **a), case
-    )
+    from mme5.kernels import triton_infonce, triton_onepass
+    from mme5.kernels.inputs import check_inputs
+
+    def fn(a):
+        if impl == "triton-recompute":
+            x = check_inputs(a["q"], a["c"], a["labels"], a["temperature"], symmetric, a["candidate_ids"],
+                             a["extra_logits"])
+            return triton_infonce.infonce_triton(x, one_pass=False)
+        return infonce(a.pop("q"), a.pop("c"), a.pop("labels"), symmetric=symmetric,
+                       impl="triton" if impl == "triton-fp32" else impl, **a)
+
+    if impl == "triton-fp32":
+        triton_onepass.set_onepass_config(triton_onepass.OnePassConfig(fp32_scores=True, fp32_grad_accumulator=True,
+                                                                       min_chunk_rows=128))
+    try:
+        return loss_and_grads(fn, case)
+    finally:
+        triton_onepass.set_onepass_config(None)
 
 
-@pytest.mark.parametrize("impl", ["triton", "chunked"])
+@pytest.mark.parametrize("impl", ["triton", "chunked", *ROW_VARIANTS])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape, symmetric, dup_ids, extra", CASES, ids=lambda v: str(v))
 def test_cuda_matches_reference(impl, dtype, shape, symmetric, dup_ids, extra):
+    if impl in ROW_VARIANTS and symmetric:
+        pytest.skip("row-direction variants only")
     case = make_case(*shape, dtype, "cuda", dup_ids=dup_ids, extra=extra, seed=shape[0])
     assert_close(run(impl, case, symmetric), oracle(case, symmetric), dtype, f"{impl} {dtype} {shape}")
+
+
+def test_onepass_with_several_chunks_and_row_blocks_on_cuda():
+    """Small chunks (many grad_c accumulations in bf16) and column tiles that do not divide N."""
+    from mme5.kernels import triton_onepass
+
+    triton_onepass.set_onepass_config(triton_onepass.OnePassConfig(block_m=2, block_n=256, num_warps=4,
+                                                                   min_chunk_rows=96))
+    try:
+        case = make_case(1001, 2500, 130, torch.bfloat16, "cuda", dup_ids=True, extra=2, seed=11)
+        assert_close(run("triton", case, False), oracle(case, False), torch.bfloat16, "one-pass small chunks")
+    finally:
+        triton_onepass.set_onepass_config(None)
 
 
 def test_symmetric_with_looping_forward_programs():
@@ -60,6 +96,18 @@ def peak_extra_bytes(impl, B, N, D, symmetric):
     return torch.cuda.max_memory_allocated() - base
 
 
+def test_onepass_allocates_only_its_gradients_and_one_chunk_on_cuda():
+    """Beyond the inputs: grad_q, grad_c (bf16), one [rows, N] bf16 chunk, and O(B) vectors."""
+    from mme5.kernels.triton_onepass import GPU_CONFIG, chunk_rows
+
+    B = N = 16384
+    D = 1024
+    peak_extra_bytes("triton", B, N, D, False)  # first call: cuBLAS workspaces, Triton compilation
+    extra = peak_extra_bytes("triton", B, N, D, False)
+    allowed = (B + N) * D * 2 + chunk_rows(GPU_CONFIG, B, N, 2) * N * 2 + (8 << 20)
+    assert extra <= allowed, f"one-pass: {extra} bytes beyond the inputs, expected at most {allowed}"
+
+
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_memory_contract_on_cuda(symmetric):
     B = N = 8192
@@ -69,3 +117,29 @@ def test_memory_contract_on_cuda(symmetric):
     for impl in ("triton", "chunked"):
         extra = peak_extra_bytes(impl, B, N, D, symmetric)
         assert extra < matrix_bf16, f"{impl}: {extra} bytes beyond the inputs (B x N bf16 is {matrix_bf16})"
+
+
+def _relative_errors(got, want):
+    return {k: ((got[k] - want[k]).norm() / want[k].norm()).item() for k in want}
+
+
+def test_onepass_bf16_error_at_scale_is_close_to_eager():
+    """At B = N = 16384 (16 chunks, so grad_c is rounded to bf16 16 times), the one-pass gradients stay
+    within 2x the error of the eager bf16 reference, both measured against fp32 on the same inputs;
+    with fp32 scores and an fp32 grad_c master, within 1.25x."""
+    from mme5.kernels import triton_onepass
+
+    B = N = 16384
+    case = make_case(B, N, 512, torch.bfloat16, "cuda", temp=0.02)
+    case["labels"] = torch.arange(B, device="cuda")
+    exact = oracle(case, False)[1]
+    eager = _relative_errors(run("reference", case, False)[1], exact)
+    onepass = _relative_errors(run("triton", case, False)[1], exact)
+    triton_onepass.set_onepass_config(triton_onepass.OnePassConfig(fp32_scores=True, fp32_grad_accumulator=True))
+    try:
+        fp32 = _relative_errors(run("triton", case, False)[1], exact)
+    finally:
+        triton_onepass.set_onepass_config(None)
+    for name in exact:
+        assert onepass[name] <= 2 * eager[name] + 1e-4, f"{name}: one-pass {onepass[name]:.2e}, eager {eager[name]:.2e}"
+        assert fp32[name] <= 1.25 * eager[name] + 1e-4, f"{name}: one-pass fp32 {fp32[name]:.2e}, eager {eager[name]:.2e}"

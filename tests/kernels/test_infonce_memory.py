@@ -90,6 +90,10 @@ def test_chunked_keeps_no_b_by_n_tensor(symmetric):
     check_contract(saved, tracker, held)
 
 
-@pytest.mark.parametrize("symmetric", [True, False])
-def test_triton_keeps_no_b_by_n_tensor(triton_small, symmetric):
-    check_contract(*measure(triton_small, symmetric))
+@pytest.mark.parametrize("path", ["recompute-symmetric", "one-pass", "recompute-row"])
+def test_triton_keeps_no_b_by_n_tensor(triton_small, path):
+    symmetric = path == "recompute-symmetric"
+    one_pass = None if path != "recompute-row" else False
+    saved, tracker, held = measure(lambda x: triton_small(x, one_pass=one_pass), symmetric)
+    assert bool(held) == (path == "one-pass"), "only the one-pass path keeps its gradients on the autograd node"
+    check_contract(saved, tracker, held)

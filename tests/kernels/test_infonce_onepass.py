@@ -1,0 +1,151 @@
+"""The one-pass Triton path (cuBLAS products + fused row kernel) against the reference oracle.
+
+On CPU the row kernel runs under TRITON_INTERPRET=1 (conftest) and the products are CPU matmuls; the
+kernel has no tl.dot and no atomics, so bf16 runs in the interpreter too. The configurations below
+force several chunks, a partial last chunk, partial row blocks and partial column tiles.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from infonce_cases import assert_close, loss_and_grads, make_case, oracle
+from mme5.kernels import infonce
+from mme5.kernels.inputs import check_inputs
+
+SHAPES = [(37, 101, 48), (130, 130, 200)]
+# (duplicate ids, extra logits)
+OPTIONS = [(False, 0), (True, 3)]
+CONFIGS = {
+    # input-dtype scores, dS in place, grad_c accumulated in the input dtype; 16-row chunks
+    "inplace": dict(block_m=8, block_n=64, num_warps=4, min_chunk_rows=16),
+    # fp32 scores with a separate dS buffer, fp32 master for grad_c; 24-row chunks (3 row blocks of 8
+    # rows per chunk, not a multiple of the 16-row block here), one partial 128-wide column tile
+    "fp32": dict(block_m=16, block_n=128, num_warps=4, min_chunk_rows=24, fp32_scores=True,
+                 fp32_grad_accumulator=True),
+}
+
+
+@pytest.fixture
+def onepass():
+    """Sets a one-pass configuration for the test and restores the default after it."""
+    from mme5.kernels import triton_onepass
+
+    if not (torch.cuda.is_available() or triton_onepass.INTERPRETER):
+        pytest.skip("triton was imported before TRITON_INTERPRET was set; run tests/kernels on its own")
+    yield lambda name: triton_onepass.set_onepass_config(triton_onepass.OnePassConfig(**CONFIGS[name]))
+    triton_onepass.set_onepass_config(None)
+
+
+def device():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def triton_loss(a, symmetric=False):
+    return infonce(a.pop("q"), a.pop("c"), a.pop("labels"), symmetric=symmetric, impl="triton", **a)
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: f"ids{int(o[0])}-extra{o[1]}")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_onepass_matches_reference(config, shape, options, dtype, onepass):
+    onepass(config)
+    dup_ids, extra = options
+    case = make_case(*shape, dtype, device(), dup_ids=dup_ids, extra=extra, seed=sum(shape) + extra)
+    got = loss_and_grads(triton_loss, case)
+    assert_close(got, oracle(case, False), dtype, f"one-pass {config} {shape} {options}")
+
+
+def test_triton_takes_one_pass_only_for_the_row_loss_with_gradients(onepass):
+    onepass("inplace")
+    case = make_case(20, 30, 8, torch.float32, device())
+    q = case["q"].requires_grad_()
+    assert type(infonce(q, case["c"], case["labels"], impl="triton").grad_fn).__name__ == (
+        "TritonInfoNCEOnePassBackward"
+    )
+    assert type(infonce(q, case["c"], case["labels"], symmetric=True, impl="triton").grad_fn).__name__ == (
+        "TritonInfoNCEBackward"
+    )
+    with torch.no_grad():
+        loss = infonce(q, case["c"], case["labels"], impl="triton")
+    ref = infonce(q.detach(), case["c"], case["labels"], impl="reference")
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_recompute_kernels_still_serve_the_row_loss_when_asked(shape):
+    """``one_pass=False`` keeps the fused-backward kernels reachable (benchmarked as triton-recompute)."""
+    from mme5.kernels import triton_infonce
+
+    if not (torch.cuda.is_available() or triton_infonce.INTERPRETER):
+        pytest.skip("triton was imported before TRITON_INTERPRET was set")
+    case = make_case(*shape, torch.float32, device(), dup_ids=True, extra=2, seed=5)
+
+    def fn(a):
+        x = check_inputs(a["q"], a["c"], a["labels"], a["temperature"], False, a["candidate_ids"], a["extra_logits"])
+        loss = triton_infonce.infonce_triton(x, one_pass=False)
+        assert type(loss.grad_fn).__name__ == "TritonInfoNCEBackward"
+        return loss
+
+    assert_close(loss_and_grads(fn, case), oracle(case, False), torch.float32, f"recompute {shape}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_onepass_scales_by_incoming_gradient_and_forbids_second_backward(dtype, onepass):
+    onepass("inplace")
+    case = make_case(40, 55, 24, dtype, device(), dup_ids=True, extra=2)
+    leaves = [case["q"].requires_grad_(), case["c"].requires_grad_(), case["temperature"].requires_grad_(),
+              case["extra_logits"].requires_grad_()]
+
+    def grads(impl, q, c):
+        loss = infonce(q, c, case["labels"], leaves[2], candidate_ids=case["candidate_ids"],
+                       extra_logits=leaves[3], impl=impl)
+        return loss, torch.autograd.grad(-3.5 * loss, leaves, retain_graph=True)
+
+    loss, got = grads("triton", *leaves[:2])
+    _, want = grads("reference", leaves[0].float(), leaves[1].float())
+    tol = 2e-4 if dtype == torch.float32 else 3e-2
+    for name, g, w in zip(("q", "c", "temperature", "extra"), got, want):
+        err, scale = (g.float() - w.float()).abs().max().item(), w.float().abs().max().item()
+        assert err <= tol * scale + 1e-7, f"{name}: off by {err} (max |ref| {scale})"
+    with pytest.raises(RuntimeError, match="backward ran twice"):
+        torch.autograd.grad(loss, leaves)
+
+
+def test_onepass_with_fixed_temperature_and_partial_requires_grad(onepass):
+    """Only c wants a gradient (no grad_q product), a float temperature (no temperature term)."""
+    onepass("fp32")
+    case = make_case(61, 83, 40, torch.float16, device(), dup_ids=True, extra=2, seed=7)
+    c = case["c"].requires_grad_()
+    loss = infonce(case["q"], c, case["labels"], 0.05, candidate_ids=case["candidate_ids"],
+                   extra_logits=case["extra_logits"], impl="triton")
+    assert type(loss.grad_fn).__name__ == "TritonInfoNCEOnePassBackward"
+    (got,) = torch.autograd.grad(loss, [c])
+    c32 = case["c"].float().requires_grad_()
+    ref = infonce(case["q"].float(), c32, case["labels"], 0.05, candidate_ids=case["candidate_ids"],
+                  extra_logits=case["extra_logits"], impl="reference")
+    (want,) = torch.autograd.grad(ref, [c32])
+    assert abs(loss.item() - ref.item()) <= 2e-3 * abs(ref.item())
+    assert (got.float() - want).abs().max() <= 1e-2 * want.abs().max()
+
+
+def test_onepass_unnormalised_inputs_and_large_logits(onepass):
+    """Raw Gaussian embeddings at a low temperature: logits in the hundreds, still exact in fp32."""
+    onepass("inplace")
+    case = make_case(45, 70, 33, torch.float32, device(), normalize=False, temp=0.1, dup_ids=True, extra=2)
+    assert_close(loss_and_grads(triton_loss, case), oracle(case, False), torch.float32, "one-pass large logits")
+
+
+def test_chunk_rows_follow_the_budget():
+    from mme5.kernels.triton_onepass import GPU_CONFIG, chunk_rows
+
+    # B = N = 32768, bf16 scores in place: 1 % of eager's 13 bytes per score -> 2048 rows (128 MiB).
+    assert chunk_rows(GPU_CONFIG, 32768, 32768, 2) == 2048
+    # fp32 scores + bf16 dS: the budget gives fewer rows than the minimum, which wins.
+    assert chunk_rows(GPU_CONFIG, 32768, 32768, 6) == GPU_CONFIG.min_chunk_rows
+    # B = N = 262144: capped by max_chunk_bytes (4 GiB of bf16 -> 8192 rows).
+    assert chunk_rows(GPU_CONFIG, 262144, 262144, 2) * 262144 * 2 == GPU_CONFIG.max_chunk_bytes
+    # Never more than half of B, so no chunk buffer is B x N.
+    assert chunk_rows(GPU_CONFIG, 1500, 1000, 2) == 750
+    assert chunk_rows(GPU_CONFIG, 3, 10, 4) == 2
