@@ -94,6 +94,10 @@ def warmup_linear(step: int, total: int, warmup: int, decay: str = "linear") -> 
 class EmbeddingModule(L.LightningModule):
     """Contrastive training of a vision-language embedding model (mmE5 recipe by default).
 
+    The distributed strategy is the Trainer's (``ddp``, ``fsdp``, ``deepspeed_stage_2``); with
+    ``loss.gather`` the negatives of all ranks are pooled. GradCache drives the backward passes
+    itself and therefore runs on one device or under DDP only.
+
     Args:
         encoder: the backbone, pooling, adapters and precision of the Encoder.
         loss: the InfoNCE loss (temperature, hard negatives shared or own, cross-rank gathering).

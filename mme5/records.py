@@ -262,6 +262,8 @@ def decode_image(data: bytes, max_pixels: int | None = None, max_side: int | Non
         img = img.convert("RGB")
     except RecordError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise RecordError("image_too_large", f"refused before decoding: {exc}") from None
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
         raise RecordError("image_decode", f"cannot decode image: {exc}") from None
     if max_side is not None and max(img.size) > max_side:

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # GPU check of the fused InfoNCE kernels (mme5 issue 3), unattended, from the repository root:
-#   1. pytest tests/kernels with CUDA (gpu-marked tests included, no Triton interpreter);
+#   1. pytest tests/kernels with CUDA (gpu-marked tests included, no Triton interpreter), among them
+#      the one-pass path (kernels/triton_onepass.py) against the oracle in every dtype, its allocation
+#      bound, and its bf16 error at B=N=16384 against eager's;
 #   2. the bf16 benchmark: B=N in {4096, 16384, 32768} at D=4096 for reference / compile / chunked /
-#      triton, one B=N=262144 triton-only point, and the measured bf16 matmul rate.
+#      triton (the one-pass path for this full step) / triton-recompute (the previous fused-backward
+#      kernels) / triton-fp32 (one-pass with fp32 scores and an fp32 grad_c master), the measured bf16
+#      matmul rate, and one B=N=262144 point for triton (one-pass);
+#   3. a short sweep of the one-pass row-kernel tiles and chunk budget at B=N=32768 (skip: TUNE=0).
 # Writes pytest.log, bench.log, kernels_gpu.csv and PNG plots under $OUT (default benchmarks/results/gpu).
+# Runs in about 5 minutes on an H100 (most of it torch.compile and the pytest GPU cases).
 # Needs python3 with CUDA torch + triton; mme5 is staged from this tree when it is not installed, and
 # jsonargparse is installed from tmp/whl/*.whl when missing and present (no network needed).
 set -uo pipefail
@@ -33,7 +39,16 @@ status=0
 timeout "${TEST_TIMEOUT:-200}" $PY -m pytest tests/kernels -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" || status=1
 
 bench() { $PY tools/bench_kernels.py --dtype bfloat16 --dims '[4096]' --modes '[full]' --out "$OUT/kernels_gpu.csv" "$@" 2>&1 | tee -a "$OUT/bench.log"; }
-bench --sizes '[4096, 16384, 32768]' --providers '[reference, compile, chunked, triton, inf_cl]' \
+bench --sizes '[4096, 16384, 32768]' \
+  --providers '[reference, compile, chunked, triton, triton-recompute, triton-fp32, inf_cl]' \
   --matmul_rate true --repeats "${REPEATS:-5}" --plot false || status=1
-bench --sizes '[262144]' --providers '[triton]' --warmup 1 --repeats 2 || status=1
+bench --sizes '[262144]' --providers '[triton]' --warmup 1 --repeats 2 --plot false || status=1
+if [ "${TUNE:-1}" != 0 ]; then
+  for cfg in '{"block_m": 1, "block_n": 2048, "num_warps": 4}' '{"block_m": 8, "block_n": 1024}' \
+             '{"block_m": 2, "block_n": 4096, "num_warps": 16}' '{"chunk_fraction": 0.005, "min_chunk_rows": 512}' \
+             '{"chunk_fraction": 0.03}'; do
+    bench --sizes '[32768]' --providers '[triton]' --onepass "$cfg" --repeats "${REPEATS:-5}" --plot false || status=1
+  done
+fi
+bench --sizes '[]' --providers '[]' || status=1  # draws the plots from all rows above
 exit $status
