@@ -54,7 +54,7 @@ class LlavaAdapter(BackboneAdapter):
     # Llama self-attention (q/k/v/o_proj), CLIP attention (q/k/v_proj, out_proj), Llama MLP down_proj.
     lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "out_proj", "down_proj")
     skip_quantization = ("lm_head", "multi_modal_projector", "vision_tower")
-    tiny_version = 1
+    tiny_version = 2
 
     def model_class_for(self, path: str | os.PathLike) -> type:
         from transformers import LlavaForConditionalGeneration

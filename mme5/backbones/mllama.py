@@ -43,7 +43,7 @@ class MllamaAdapter(BackboneAdapter):
     lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj")
     skip_quantization = ("lm_head", "multi_modal_projector", "vision_model")
     per_image_keys = ()  # every tensor is per row: [B, max_images, ...]
-    tiny_version = 2
+    tiny_version = 3
 
     def model_class_for(self, path: str | os.PathLike) -> type:
         from transformers import MllamaForConditionalGeneration

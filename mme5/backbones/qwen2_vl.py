@@ -66,7 +66,7 @@ class Qwen2VLAdapter(BackboneAdapter):
     skip_quantization = ("lm_head", "visual")
     per_image_keys = ("pixel_values", "image_grid_thw")
     placeholder_token = "<|image_pad|>"
-    tiny_version = 1
+    tiny_version = 2
 
     def model_class_for(self, path: str | os.PathLike) -> type:
         from transformers import AutoConfig

@@ -36,8 +36,16 @@ Köpek parkta koşuyor. Çiçek, ışık, güneş, öğrenci, şehir, İstanbul,
 """
 
 
-def train_bpe(special_tokens: list[str], vocab_size: int = 1024, text: str = MULTILINGUAL_TEXT) -> Tokenizer:
+def training_text() -> str:
+    """The built-in multilingual text plus every phrase the demo corpus can produce (short demo prompts)."""
+    from mme5.demo import vocabulary_texts  # lazy: the demo package is only a source of text here
+
+    return MULTILINGUAL_TEXT + "\n" + "\n".join(vocabulary_texts())
+
+
+def train_bpe(special_tokens: list[str], vocab_size: int = 2048, text: str | None = None) -> Tokenizer:
     """Train a byte-level BPE ``tokenizers.Tokenizer`` whose first ids are ``special_tokens``."""
+    text = training_text() if text is None else text
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -62,7 +70,7 @@ def build_tokenizer(
     extra_attributes: dict[str, str] | None = None,
     chat_template: str | None = None,
     padding_side: str = "right",
-    vocab_size: int = 1024,
+    vocab_size: int = 2048,
 ) -> PreTrainedTokenizerFast:
     """A Hugging Face fast tokenizer around :func:`train_bpe`, ready for ``save_pretrained``.
 

@@ -50,9 +50,9 @@ def eval_quantized(
     from mme5.eval.quantized import compare_quantized, comparison_table, device_name
 
     if demo_root is not None:
-        from mme5.demo import ensure_demo_corpus
+        from mme5.demo import open_demo_corpus
 
-        paths = ensure_demo_corpus(demo_root)
+        paths = open_demo_corpus(demo_root)
         mmeb_dir = mmeb_dir or str(paths.mmeb_dir)
         xtd_dir = xtd_dir or str(paths.xtd_dir)
         image_root = image_root or str(paths.image_root)

@@ -124,9 +124,10 @@ def _relative_errors(got, want):
 
 
 def test_onepass_bf16_error_at_scale_is_close_to_eager():
-    """At B = N = 16384 (16 chunks, so grad_c is rounded to bf16 16 times), the one-pass gradients stay
-    within 2x the error of the eager bf16 reference, both measured against fp32 on the same inputs;
-    with fp32 scores and an fp32 grad_c master, within 1.25x."""
+    """At B = N = 16384 (16 chunks), against fp32 on the same inputs: the one-pass gradients w.r.t. q
+    and the temperature are as accurate as the eager bf16 reference (within 1.5x), grad_c, rounded to
+    bf16 once per chunk, within 3x (a round-to-nearest CPU emulation of 16 roundings gives 2.3x); with
+    fp32 scores and an fp32 grad_c master, all within 1.25x."""
     from mme5.kernels import triton_onepass
 
     B = N = 16384
@@ -140,6 +141,7 @@ def test_onepass_bf16_error_at_scale_is_close_to_eager():
         fp32 = _relative_errors(run("triton", case, False)[1], exact)
     finally:
         triton_onepass.set_onepass_config(None)
-    for name in exact:
-        assert onepass[name] <= 2 * eager[name] + 1e-4, f"{name}: one-pass {onepass[name]:.2e}, eager {eager[name]:.2e}"
-        assert fp32[name] <= 1.25 * eager[name] + 1e-4, f"{name}: one-pass fp32 {fp32[name]:.2e}, eager {eager[name]:.2e}"
+    report = f"eager {eager}, one-pass {onepass}, one-pass fp32 {fp32}"
+    for name, factor in {"q": 1.5, "c": 3.0, "temperature": 1.5}.items():
+        assert onepass[name] <= factor * eager[name] + 1e-4, f"{name}: {report}"
+        assert fp32[name] <= 1.25 * eager[name] + 1e-4, f"{name}: {report}"
