@@ -242,8 +242,8 @@ def _plot(rows: list[dict], path: Path) -> None:
         axes[0].plot(xs, [r["samples_per_s"] for r in sel], marker="o", label=label)
         axes[1].plot(xs, [r["peak_mem_mb"] for r in sel], marker="o", label=label)
     axes[0].set(xlabel="global batch (queries)", ylabel="samples / s", title="throughput")
-    axes[1].set(xlabel="global batch (queries)", ylabel="peak memory growth per step (MiB, max over ranks)",
-                title="peak memory")
+    axes[1].set(xlabel="global batch (queries)", ylabel="MiB above the step's start",
+                title="peak memory per step (max over ranks)")
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.grid(alpha=0.3)
@@ -268,7 +268,22 @@ def _summary(rows: list[dict]) -> None:
                   f"peak MiB gradcache {mem[0]:.1f} vs plain {mem[1]:.1f}")
 
 
+def replot(csv_path: str = "benchmarks/results/train_step.csv") -> None:
+    """Redraw the PNG beside a CSV written by ``main``."""
+    numeric = {"processes", "batch_per_process", "global_batch", "negatives", "steps", "threads"}
+    rows = []
+    with open(csv_path, newline="") as f:
+        for r in csv.DictReader(f):
+            for k, v in r.items():
+                if k in numeric:
+                    r[k] = int(v)
+                elif k.startswith(("step_ms", "samples", "peak")):
+                    r[k] = float(v)
+            rows.append(r)
+    _plot(rows, Path(csv_path).with_suffix(".png"))
+
+
 if __name__ == "__main__":
     from jsonargparse import CLI
 
-    CLI([main, run_one])
+    CLI([main, run_one, replot])
