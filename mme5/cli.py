@@ -9,9 +9,13 @@
 from __future__ import annotations
 
 import sys
+import os
 from typing import Sequence
 
+import torch
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
 from mme5.errors import user_errors
 
@@ -22,6 +26,18 @@ class MME5CLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # noqa: D102
         parser.link_arguments("model.encoder.model", "data.model")
         parser.link_arguments("model.encoder.max_length", "data.max_length")
+
+    def before_fit(self) -> None:
+        """On CPU, leave the data workers their cores: intra-op threads that compete with worker
+        processes for the same cores spin in OpenMP barriers and make a step several times slower."""
+        if os.environ.get("OMP_NUM_THREADS") or not isinstance(self.trainer.accelerator, CPUAccelerator):
+            return
+        processes = max(1, self.trainer.num_devices)
+        workers = getattr(self.datamodule, "num_workers", 0) or 0
+        threads = max(1, (os.cpu_count() or 1) // processes - workers)
+        if threads < torch.get_num_threads():
+            torch.set_num_threads(threads)
+            rank_zero_info(f"mme5: {threads} intra-op thread(s) per process ({workers} data worker(s) per process)")
 
 
 def fit_cli(args: Sequence[str] | None = None, run: bool = True) -> MME5CLI:

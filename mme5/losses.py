@@ -27,8 +27,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from mme5.errors import ConfigError
 from mme5.distributed import all_reduce_sum, gather_no_grad, gather_sizes, gather_with_grad, rank_and_world
+from mme5.errors import ConfigError
 
 HardNegatives = Literal["shared", "own"]
 Impl = Literal["auto", "reference", "chunked", "triton"]
@@ -108,7 +108,7 @@ class ContrastiveLoss(nn.Module):
         self.mask_duplicates = mask_duplicates
 
     @classmethod
-    def from_settings(cls, settings: LossSettings) -> "ContrastiveLoss":
+    def from_settings(cls, settings: LossSettings) -> ContrastiveLoss:
         return cls(**asdict(settings))
 
     @property

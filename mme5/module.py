@@ -110,10 +110,11 @@ class EmbeddingModule(L.LightningModule):
 
     def __init__(
         self,
-        encoder: EncoderSettings = EncoderSettings(),
-        loss: LossSettings = LossSettings(),
-        optimizer: OptimizerSettings = OptimizerSettings(),
-        schedule: ScheduleSettings = ScheduleSettings(),
+        # settings instances as defaults: never mutated, and jsonargparse prints them in --help
+        encoder: EncoderSettings = EncoderSettings(),  # noqa: B008
+        loss: LossSettings = LossSettings(),  # noqa: B008
+        optimizer: OptimizerSettings = OptimizerSettings(),  # noqa: B008
+        schedule: ScheduleSettings = ScheduleSettings(),  # noqa: B008
         grad_cache_chunk: int | None = None,
         log_every_n_steps_skips: int = 50,
     ) -> None:
@@ -268,7 +269,7 @@ class EmbeddingModule(L.LightningModule):
                                   "(the training data has no known number of batches)")
             total = max(1, int(estimated))
         w = self.schedule_settings.warmup
-        warmup = int(math.ceil(w * total)) if w < 1 else int(w)
+        warmup = math.ceil(w * total) if w < 1 else int(w)
         decay_kind = self.schedule_settings.decay
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_linear(s, total, warmup, decay_kind))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}

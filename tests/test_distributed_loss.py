@@ -57,7 +57,7 @@ def local_slice(sizes: list[int], rank: int, q, pos, neg, ids):
 
 def oracle(q, pos, neg, ids, hard_negatives: str, symmetric: bool, masked: bool, tau=TAU) -> torch.Tensor:
     """The mean global loss, written out from the definition."""
-    TAU = tau  # noqa: N806
+    TAU = tau
     bg = q.shape[0]
     rows = torch.arange(bg)
     pos_ids, neg_ids = ids[:bg], ids[bg:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_distributed_loss import CASES, K, TAU, global_batch, oracle
+from test_distributed_loss import CASES, TAU, K, global_batch, oracle
 
 from mme5.errors import ConfigError
 from mme5.losses import ContrastiveLoss, LossSettings

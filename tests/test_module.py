@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import lightning as L
@@ -49,8 +50,8 @@ def loader(model: str, examples: list[Example], batch_size: int) -> DataLoader:
 
 
 def trainer(**kw) -> L.Trainer:
-    base = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                enable_progress_bar=False, enable_model_summary=False)
+    base = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
+            "enable_progress_bar": False, "enable_model_summary": False}
     base.update(kw)
     return L.Trainer(**base)
 
@@ -102,7 +103,7 @@ def test_warmup_then_linear_decay_to_zero():
     total, warm = 20, 5
     lrs = [warmup_linear(s, total, warm) for s in range(total)]
     assert lrs[0] == pytest.approx(1 / 5) and lrs[4] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[4:]))
     assert warmup_linear(total, total, warm) == 0.0
     assert warmup_linear(7, total, warm, decay="constant") == 1.0
 

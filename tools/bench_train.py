@@ -32,7 +32,7 @@ RESULT_FIELDS = [
 ]
 
 
-def _profiled_peak_bytes(prof: "torch.profiler.profile") -> int:
+def _profiled_peak_bytes(prof: torch.profiler.profile) -> int:
     """Peak of the running sum of CPU allocations (+) and frees (-) the profiler recorded in a step."""
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
                     key=lambda e: e.start_ns())
@@ -78,12 +78,12 @@ def run_one(
     torch.set_num_threads(threads)
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from test_module import make_examples
     from torch.utils.data import DataLoader
 
     from mme5.collate import Collator
     from mme5.encoder import LoraSettings
     from mme5.module import EmbeddingModule, EncoderSettings, OptimizerSettings, ScheduleSettings
-    from test_module import make_examples
 
     cuda = accelerator in ("cuda", "gpu")
 
@@ -200,7 +200,7 @@ def main(
                                "--threads", str(threads)]
                         if chunk is not None:
                             cmd += ["--chunk", str(chunk)]
-                        proc = subprocess.run(cmd, capture_output=True, text=True)
+                        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
                         if proc.returncode != 0:
                             print(f"FAILED {model} batch={global_batch} procs={procs} chunk={chunk}:\n"
                                   f"{proc.stderr[-3000:]}", file=sys.stderr)
