@@ -13,11 +13,16 @@ import os
 from typing import Sequence
 
 import torch
+from jsonargparse import set_parsing_settings
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
 from mme5.errors import user_errors
+
+
+# Settings dataclasses document their fields with attribute docstrings; show them in `--help`.
+set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 
 class MME5CLI(LightningCLI):
