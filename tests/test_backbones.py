@@ -99,7 +99,7 @@ def test_folder_is_chosen_by_model_type(tiny):
 def test_tiny_twin_is_cached_reused_and_rebuilt_on_version_change(tmp_path, monkeypatch):
     monkeypatch.setenv("MME5_CACHE", str(tmp_path))
     first = get_adapter("tiny-llava").path
-    assert first == str(tmp_path / "tiny" / "llava-v1")
+    assert first == str(tmp_path / "tiny" / f"llava-v{LlavaAdapter.tiny_version}")
     weights = os.path.join(first, "model.safetensors")
     stamp = os.stat(weights).st_mtime_ns
     assert get_adapter("tiny-llava").path == first and os.stat(weights).st_mtime_ns == stamp
@@ -110,7 +110,7 @@ def test_tiny_twin_is_cached_reused_and_rebuilt_on_version_change(tmp_path, monk
     info.write_text(json.dumps(meta))
     assert get_adapter("tiny-llava").path == first
     assert json.loads(info.read_text())["version"] == LlavaAdapter.tiny_version
-    assert [p.name for p in (tmp_path / "tiny").iterdir()] == ["llava-v1"]  # no temp dirs left behind
+    assert [p.name for p in (tmp_path / "tiny").iterdir()] == [f"llava-v{LlavaAdapter.tiny_version}"]  # no temp dirs left behind
 
 
 def test_tiny_twin_is_deterministic_from_seed(tmp_path):
@@ -233,7 +233,7 @@ def test_concurrent_tiny_builds_do_not_corrupt_the_cache(tmp_path, monkeypatch):
     with ThreadPoolExecutor(2) as pool:
         paths = list(pool.map(lambda _: LlavaAdapter().ensure_tiny(), range(2)))
     assert paths[0] == paths[1]
-    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["llava-v1"]
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == [f"llava-v{LlavaAdapter.tiny_version}"]
     ad = get_adapter("tiny-llava")
     model = ad.load_model(ad.path)
     assert sum(p.numel() for p in model.parameters()) > 0
