@@ -32,6 +32,15 @@ class MME5CLI(LightningCLI):
         parser.link_arguments("model.encoder.model", "data.model")
         parser.link_arguments("model.encoder.max_length", "data.max_length")
 
+    def after_fit(self) -> None:
+        """Make ``last.ckpt`` the end-of-training state (step-interval checkpointing may have saved earlier)."""
+        cb = self.trainer.checkpoint_callback
+        if cb is None or not getattr(cb, "save_last", False) or cb.dirpath is None:
+            return
+        last = os.path.join(cb.dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)
+        self.trainer.save_checkpoint(last)
+        rank_zero_info(f"mme5: final checkpoint (step {self.trainer.global_step}) at {last}")
+
     def before_fit(self) -> None:
         """On CPU, leave the data workers their cores: intra-op threads that compete with worker
         processes for the same cores spin in OpenMP barriers and make a step several times slower."""

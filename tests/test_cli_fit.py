@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 import yaml
 
 from mme5.cli import main
@@ -29,7 +30,8 @@ def test_demo_fit_runs_a_few_steps_and_evaluates(tmp_path, monkeypatch):
     config_path.write_text(yaml.safe_dump(config))
     args = ["fit", "--config", str(config_path)]
     assert main(args) == 0
-    assert (run / "checkpoints" / "last.ckpt").is_file()
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 3  # the end-of-training state, not the last step-interval save
     results = sorted((run / "eval").glob("*.json"))
     assert results, "the evaluation callbacks wrote no JSON"
     payload = json.loads(results[-1].read_text())
