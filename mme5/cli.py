@@ -8,9 +8,9 @@
 
 from __future__ import annotations
 
-import sys
 import os
-from typing import Sequence
+import sys
+from collections.abc import Sequence
 
 import torch
 from jsonargparse import set_parsing_settings
@@ -20,7 +20,6 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from mme5.errors import user_errors
 
-
 # Settings dataclasses document their fields with attribute docstrings; show them in `--help`.
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
@@ -28,7 +27,7 @@ set_parsing_settings(docstring_parse_attribute_docstrings=True)
 class MME5CLI(LightningCLI):
     """LightningCLI with the encoder's model linked into the DataModule (it builds the collator)."""
 
-    def add_arguments_to_parser(self, parser) -> None:  # noqa: D102
+    def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.encoder.model", "data.model")
         parser.link_arguments("model.encoder.max_length", "data.max_length")
 

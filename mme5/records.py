@@ -22,9 +22,12 @@ import os
 import re
 import tarfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
+
+from typing_extensions import Self
 
 from PIL import Image
 
@@ -264,7 +267,7 @@ def decode_image(data: bytes, max_pixels: int | None = None, max_side: int | Non
         raise
     except Image.DecompressionBombError as exc:
         raise RecordError("image_too_large", f"refused before decoding: {exc}") from None
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError) as exc:
         raise RecordError("image_decode", f"cannot decode image: {exc}") from None
     if max_side is not None and max(img.size) > max_side:
         img.thumbnail((max_side, max_side))
@@ -356,10 +359,10 @@ class ShardSetWriter:
     def close(self) -> None:
         self.flush()
 
-    def __enter__(self) -> "ShardSetWriter":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if exc[0] is None:
             self.close()
 

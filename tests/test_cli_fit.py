@@ -1,6 +1,7 @@
 """A short fit through the real `mme5 fit` CLI: demo corpus, tiny Mllama twin, checkpoints, evaluation."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ def test_demo_fit_runs_a_few_steps_and_evaluates(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", ["mme5"])
     demo_root = tmp_path / "demo"
     run = tmp_path / "run"
-    config = yaml.safe_load(open("configs/demo.yaml"))
+    config = yaml.safe_load(Path("configs/demo.yaml").read_text())
     trainer = config["trainer"]
     trainer.update(max_steps=3, log_every_n_steps=1, default_root_dir=str(run))
     trainer["logger"]["init_args"]["save_dir"] = str(run)
