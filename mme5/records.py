@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from typing_extensions import Self
-
 from PIL import Image
+from typing_extensions import Self
 
 from mme5.errors import Mme5Error
 
