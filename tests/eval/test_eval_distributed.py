@@ -78,10 +78,21 @@ def test_callback_under_lightning_ddp_equals_one_process(fixture_folders, tmp_pa
     model.lr = 0.0  # the weights stay as they are: the main process can evaluate the same model
     callback = MMEBEvaluation(str(fx.mmeb_dir), str(fx.image_root), on_fit_end=True, batch_size=8,
                               output_dir=str(tmp_path / "eval"))
-    trainer = pl.Trainer(max_steps=2, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
-                         callbacks=[callback], enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False)
-    trainer.fit(model, DataLoader(TensorDataset(torch.randn(8, 96 + 48)), batch_size=2))
+    from torch.multiprocessing.spawn import ProcessExitedException
+
+    # On a loaded 2-core machine a spawned gloo child occasionally aborts while tearing down its
+    # process group ("terminate called without an active exception"), after the work is done; that is
+    # torch's teardown, not the evaluation, so such a run is repeated once. Wrong scores still fail.
+    for attempt in range(2):
+        trainer = pl.Trainer(max_steps=2, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
+                             callbacks=[callback], enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False)
+        try:
+            trainer.fit(model, DataLoader(TensorDataset(torch.randn(8, 96 + 48)), batch_size=2))
+            break
+        except ProcessExitedException:
+            if attempt == 1:
+                raise
     saved = json.loads((tmp_path / "eval" / "mmeb_step2.json").read_text())["mmeb"]
     model.eval()
     with torch.no_grad():
