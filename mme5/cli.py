@@ -32,7 +32,24 @@ class MME5CLI(LightningCLI):
         parser.link_arguments("model.encoder.max_length", "data.max_length")
 
     def after_fit(self) -> None:
-        """Make ``last.ckpt`` the end-of-training state (step-interval checkpointing may have saved earlier)."""
+        """Save the end-of-training state as ``last.ckpt`` and print the final evaluation tables."""
+        self._save_final_checkpoint()
+        if self.trainer.is_global_zero:
+            self._print_final_evaluation()
+
+    def _print_final_evaluation(self) -> None:
+        from mme5.eval import MMEBEvaluation, XTDEvaluation
+        from mme5.eval.report import markdown_report
+
+        found: dict[str, object] = {}
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, (MMEBEvaluation, XTDEvaluation)) and cb.last_result is not None:
+                found[cb.benchmark] = cb.last_result
+        if found:
+            title = f"Evaluation after step {self.trainer.global_step}"
+            print("\n" + markdown_report(mmeb=found.get("mmeb"), xtd=found.get("xtd"), title=title))
+
+    def _save_final_checkpoint(self) -> None:
         cb = self.trainer.checkpoint_callback
         if cb is None or not getattr(cb, "save_last", False) or cb.dirpath is None:
             return
