@@ -191,6 +191,10 @@ def resolve(sets: Sequence[ShardSet], write_sizes_files: bool = True) -> list[Re
         urls = expand_shards(s.shards)
         sizes, problems = shard_sizes(urls, write=write_sizes_files)
         out.append(ResolvedSet(s.label, urls, sizes, float(s.weight), problems))
+    for r in out:
+        if r.urls and all(is_local(u) and not os.path.exists(u) for u in r.urls):
+            raise DataError(f"shard set '{r.label}': none of its {len(r.urls)} shard file(s) exists "
+                            f"({_short_list(r.urls)}); expected .tar shards at that path")
     empty = [r for r in out if r.samples == 0]
     if empty:
         names = "; ".join(f"'{r.label}' ({len(r.urls)} shards: {_short_list(r.urls)})" for r in empty)

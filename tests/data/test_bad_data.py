@@ -93,7 +93,7 @@ def test_nothing_readable_stops_with_one_clear_error(tmp_path):
 
     missing = ShardDataModule(train=[ShardSet(str(tmp_path / "none-{0..2}.tar"), name="gone")],
                               collate_fn=list_collate)
-    with pytest.raises(DataError, match=r"no readable sample in shard set 'gone' \(3 shards: .*none-0.tar"):
+    with pytest.raises(DataError, match=r"^shard set 'gone': none of its 3 shard file\(s\) exists \(.*none-0.tar"):
         missing.setup("fit")
     write_raw_shard(tmp_path / "e" / "e-0.tar", [])
     empty = ShardDataModule(train=[ShardSet(str(tmp_path / "e"))], collate_fn=list_collate)
