@@ -51,68 +51,18 @@ class RngState:
             yield
 
 
-def _images_per_row(input_ids: Tensor, image_token_id: int | None) -> Tensor | None:
-    """Images in each row = runs of consecutive image tokens (one token per image for Mllama,
-    an expanded run for LLaVA / Qwen2-VL)."""
-    if image_token_id is None:
-        return None
-    is_img = input_ids == image_token_id
-    starts = is_img.clone()
-    starts[:, 1:] &= ~is_img[:, :-1]
-    return starts.sum(dim=1)
-
-
-def split_inputs(inputs: Inputs, chunk: int, image_token_id: int | None = None) -> list[Inputs]:
+def split_rows(inputs: Inputs, chunk: int, select_rows: Callable[[Inputs, slice], Inputs]) -> list[Inputs]:
     """Split collated model inputs into row chunks of at most ``chunk`` rows.
 
-    Row-major tensors (first dimension = rows: ids, masks, Mllama's per-row image tensors) are sliced
-    by rows. Per-image tensors of families that stack only the images present (LLaVA, LLaVA-NeXT:
-    ``pixel_values``/``image_sizes`` with one entry per image) are sliced by the images of each chunk's
-    rows, found from the image tokens in ``input_ids``; Qwen2-VL's flattened ``pixel_values`` are
-    sliced by the patches of each image (``image_grid_thw``).
+    ``select_rows`` is the backbone adapter's (:meth:`mme5.encoder.Encoder.select_rows`): it knows which
+    tensors are per row and which per image (LLaVA's stacked images, Qwen2-VL's flattened patches).
     """
     if chunk < 1:
         raise ValueError(f"grad_cache_chunk must be >= 1, got {chunk}")
-    if "input_ids" not in inputs:
-        raise ValueError(f"cannot split model inputs without 'input_ids' (keys: {sorted(inputs)})")
     n = inputs["input_ids"].shape[0]
-    bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
-    if len(bounds) == 1:
+    if n <= chunk:
         return [inputs]
-    per_row = _images_per_row(inputs["input_ids"], image_token_id)
-    image_starts = None
-    if per_row is not None:
-        image_starts = [0] + torch.cumsum(per_row, 0).tolist()
-    patch_starts = None
-    if "image_grid_thw" in inputs:
-        patches = inputs["image_grid_thw"].prod(dim=1)
-        patch_starts = [0] + torch.cumsum(patches, 0).tolist()
-    n_images = image_starts[-1] if image_starts is not None else None
-
-    chunks: list[Inputs] = [{} for _ in bounds]
-    for key, value in inputs.items():
-        if not isinstance(value, Tensor) or value.dim() == 0:
-            for part in chunks:
-                part[key] = value
-            continue
-        rows = value.shape[0]
-        per_image = True
-        if key == "pixel_values" and patch_starts is not None and image_starts is not None:
-            cuts = [(patch_starts[image_starts[a]], patch_starts[image_starts[b]]) for a, b in bounds]
-        elif rows == n:
-            cuts, per_image = bounds, False
-        elif n_images is not None and rows == n_images:
-            cuts = [(image_starts[a], image_starts[b]) for a, b in bounds]
-        else:
-            raise ValueError(
-                f"cannot split model input '{key}' of shape {tuple(value.shape)} into row chunks: its first "
-                f"dimension is neither the {n} rows nor the {n_images} images of the batch"
-            )
-        for part, (a, b) in zip(chunks, cuts):
-            if per_image and a == b:
-                continue  # a chunk without images carries no image tensors (vision towers reject empty ones)
-            part[key] = value[a:b]
-    return chunks
+    return [select_rows(inputs, slice(s, min(s + chunk, n))) for s in range(0, n, chunk)]
 
 
 @dataclass
@@ -144,7 +94,7 @@ def grad_cache_step(
     Args:
         encode: model inputs -> representations ``[n, D]`` (the encoder, called in its current mode).
         loss_fn: ``(q [B, D], c [N, D]) -> (loss, stats)``; may gather across ranks.
-        query_chunks / candidate_chunks: the inputs split into chunks (:func:`split_inputs`).
+        query_chunks / candidate_chunks: the inputs split into chunks (:func:`split_rows`).
         loss_params: parameters of the loss itself (e.g. a learnable temperature); their gradient is
             folded into the surrogate.
         grad_scale: factor on the gradients backpropagated here, to match what the caller's loop does

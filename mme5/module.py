@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mme5.encoder import DType, Encoder, LoraSettings, Pooling
 from mme5.errors import ConfigError
-from mme5.gradcache import CachedStep, grad_cache_step, split_inputs
+from mme5.gradcache import CachedStep, grad_cache_step, split_rows
 from mme5.losses import ContrastiveLoss, LossSettings
 from mme5.records import Side
 
@@ -189,7 +189,6 @@ class EmbeddingModule(L.LightningModule):
 
     def _grad_cache(self, batch: dict[str, Any], batch_idx: int, loss_fn) -> CachedStep:
         chunk = int(self.grad_cache_chunk)  # type: ignore[arg-type]
-        image_token = _image_token_id(self.encoder)
         grad_scale, touch = 1.0, []
         if self._trainer is not None:
             trainer = self.trainer
@@ -209,8 +208,8 @@ class EmbeddingModule(L.LightningModule):
                 touch = [p for p in self.encoder.parameters() if p.requires_grad]
         return grad_cache_step(
             encode=self.encoder, loss_fn=loss_fn,
-            query_chunks=split_inputs(batch["query"], chunk, image_token),
-            candidate_chunks=split_inputs(batch["candidates"], chunk, image_token),
+            query_chunks=split_rows(batch["query"], chunk, self.encoder.select_rows),
+            candidate_chunks=split_rows(batch["candidates"], chunk, self.encoder.select_rows),
             loss_params=[p for p in self.loss.parameters() if p.requires_grad],
             grad_scale=grad_scale, touch=touch, device=self.encoder.device,
         )
@@ -273,12 +272,3 @@ class EmbeddingModule(L.LightningModule):
         decay_kind = self.schedule_settings.decay
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_linear(s, total, warmup, decay_kind))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
-
-
-def _image_token_id(encoder: Encoder) -> int | None:
-    config = encoder.base_model().config
-    for name in ("image_token_id", "image_token_index"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return None

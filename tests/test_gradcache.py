@@ -9,9 +9,9 @@ from test_module import loader, make_examples
 
 from mme5.collate import Collator
 from mme5.encoder import Encoder, LoraSettings
-from mme5.gradcache import RngState, chunked_reference_step, grad_cache_step, split_inputs
+from mme5.gradcache import RngState, chunked_reference_step, grad_cache_step, split_rows
 from mme5.losses import ContrastiveLoss, LossSettings
-from mme5.module import EmbeddingModule, EncoderSettings, ScheduleSettings, _image_token_id
+from mme5.module import EmbeddingModule, EncoderSettings, ScheduleSettings
 
 B, K = 5, 2
 
@@ -40,22 +40,21 @@ def assert_grads_close(got: dict[str, torch.Tensor], want: dict[str, torch.Tenso
         assert err <= tol * w.float().norm() + 1e-9, (name, float(err), float(w.norm()))
 
 
-@pytest.mark.parametrize("family", ["tiny-mllama", "tiny-llava", "tiny-llava-next"])
-def test_split_inputs_matches_whole_batch(family):
+@pytest.mark.parametrize("family", ["tiny-mllama", "tiny-llava", "tiny-llava-next", "tiny-qwen2-vl"])
+def test_split_rows_matches_whole_batch(family):
     """Chunked encoding equals whole-batch encoding, also where only the images present are stacked."""
     enc = Encoder(family, max_length=32).eval()
     inputs = Collator(family, max_length=32)(make_examples(6, negatives=1))["candidates"]
     whole = enc(inputs)
     for chunk in (1, 4, 5):
-        parts = split_inputs(inputs, chunk, _image_token_id(enc))
+        parts = split_rows(inputs, chunk, enc.select_rows)
         assert len(parts) == -(-whole.shape[0] // chunk)
         torch.testing.assert_close(torch.cat([enc(p) for p in parts]), whole, rtol=1e-4, atol=1e-5)
 
 
-def test_split_inputs_refuses_unknown_layout():
-    inputs = {"input_ids": torch.zeros(4, 3, dtype=torch.long), "pixel_values": torch.zeros(3, 2)}
-    with pytest.raises(ValueError, match="pixel_values"):
-        split_inputs(inputs, 2, image_token_id=None)
+def test_split_rows_refuses_a_chunk_below_one():
+    with pytest.raises(ValueError, match="grad_cache_chunk"):
+        split_rows({"input_ids": torch.zeros(4, 3, dtype=torch.long)}, 0, lambda inputs, rows: inputs)
 
 
 def test_rng_replay_reproduces_dropout():
@@ -77,9 +76,8 @@ def test_grad_cache_equals_full_graph_with_dropout(lora_encoder, batch, chunk, h
                                                    keep_last):
     enc = lora_encoder
     loss = ContrastiveLoss(hard_negatives=hard_negatives, symmetric=symmetric, learnable_temperature=True)
-    tok = _image_token_id(enc)
-    qs = split_inputs(batch["query"], chunk, tok)
-    cs = split_inputs(batch["candidates"], chunk, tok)
+    qs = split_rows(batch["query"], chunk, enc.select_rows)
+    cs = split_rows(batch["candidates"], chunk, enc.select_rows)
 
     def loss_fn(q, c):
         return loss(q, c, batch["num_negatives"], batch["candidate_ids"])
@@ -172,13 +170,12 @@ def test_grad_cache_on_cuda_replays_cuda_dropout(dtype, tol):
     loss = ContrastiveLoss(hard_negatives="own", symmetric=True, learnable_temperature=True).cuda()
     batch = Collator("tiny-mllama", max_length=32)(make_examples(B, negatives=K))
     ids = batch["candidate_ids"].cuda()
-    tok = _image_token_id(enc)
 
     def loss_fn(q, c):
         return loss(q, c, batch["num_negatives"], ids)
 
     for chunk in (1, 3, B):
-        qs, cs = split_inputs(batch["query"], chunk, tok), split_inputs(batch["candidates"], chunk, tok)
+        qs, cs = split_rows(batch["query"], chunk, enc.select_rows), split_rows(batch["candidates"], chunk, enc.select_rows)
         torch.cuda.manual_seed(5)
         want, _ = chunked_reference_step(enc, loss_fn, qs, cs)
         want.backward()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from mme5.errors import ConfigError
 from mme5.eval.datasets import XTD_LANGUAGES
@@ -52,13 +52,7 @@ def evaluate(
     from mme5.eval.report import markdown_report, write_json
     from mme5.eval.runner import evaluate_mmeb, evaluate_xtd
 
-    if demo_root is not None:
-        from mme5.demo import open_demo_corpus
-
-        paths = open_demo_corpus(demo_root)
-        mmeb_dir = mmeb_dir or str(paths.mmeb_dir)
-        xtd_dir = xtd_dir or str(paths.xtd_dir)
-        image_root = image_root or str(paths.image_root)
+    mmeb_dir, xtd_dir, image_root = folders_with_demo(demo_root, mmeb_dir, xtd_dir, image_root)
     if mmeb_dir is None and xtd_dir is None:
         raise ConfigError("nothing to evaluate: give --mmeb_dir, --xtd_dir or --demo_root")
     loaded = load_model(model, quantization=quantization, device=device, dtype=dtype, batch_size=batch_size)
@@ -79,15 +73,31 @@ def evaluate(
     return results
 
 
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``mme5 evaluate`` (arguments as for :func:`evaluate`)."""
+def folders_with_demo(demo_root: str | None, mmeb_dir: str | None, xtd_dir: str | None,
+                      image_root: str | None) -> tuple[str | None, str | None, str | None]:
+    """The evaluation folders, with the demo corpus's filling those not given when ``demo_root`` is set."""
+    if demo_root is None:
+        return mmeb_dir, xtd_dir, image_root
+    from mme5.demo import open_demo_corpus
+
+    paths = open_demo_corpus(demo_root)
+    return mmeb_dir or str(paths.mmeb_dir), xtd_dir or str(paths.xtd_dir), image_root or str(paths.image_root)
+
+
+def run_function_cli(fn: Callable[..., Any], prog: str, argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` into ``fn``'s typed arguments (plus ``--config`` YAML) with jsonargparse and call it."""
     from jsonargparse import ArgumentParser
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = ArgumentParser(prog="mme5 evaluate", description=evaluate.__doc__.split("\n")[0])
-    parser.add_function_arguments(evaluate)
+    parser = ArgumentParser(prog=prog, description=(fn.__doc__ or "").split("\n")[0])
+    parser.add_function_arguments(fn)
     parser.add_argument("--config", action="config", help="a YAML file with these arguments")
     cfg = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     cfg.pop("config", None)
-    evaluate(**cfg.as_dict())
+    fn(**cfg.as_dict())
     return 0
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``mme5 evaluate`` (arguments as for :func:`evaluate`)."""
+    return run_function_cli(evaluate, "mme5 evaluate", argv)

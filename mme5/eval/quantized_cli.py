@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Sequence
 from typing import Literal
 
@@ -47,15 +45,10 @@ def eval_quantized(
         output_dir: where quantized.json / .md / .csv / .png go.
         isolate: run each setting in a fresh process (exact per-setting peak memory; slower start).
     """
+    from mme5.eval.cli import folders_with_demo
     from mme5.eval.quantized import compare_quantized, comparison_table, device_name
 
-    if demo_root is not None:
-        from mme5.demo import open_demo_corpus
-
-        paths = open_demo_corpus(demo_root)
-        mmeb_dir = mmeb_dir or str(paths.mmeb_dir)
-        xtd_dir = xtd_dir or str(paths.xtd_dir)
-        image_root = image_root or str(paths.image_root)
+    mmeb_dir, xtd_dir, image_root = folders_with_demo(demo_root, mmeb_dir, xtd_dir, image_root)
     results = compare_quantized(model, settings, mmeb_dir, xtd_dir, image_root, datasets, languages, max_rows,
                                 batch_size, dtype, device, output_dir, isolate)
     print(comparison_table(results, device_name()))
@@ -64,13 +57,6 @@ def eval_quantized(
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tools/eval_quantized.py``."""
-    from jsonargparse import ArgumentParser
+    from mme5.eval.cli import run_function_cli
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = ArgumentParser(prog="eval_quantized.py", description=eval_quantized.__doc__.split("\n")[0])
-    parser.add_function_arguments(eval_quantized)
-    parser.add_argument("--config", action="config", help="a YAML file with these arguments")
-    cfg = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    cfg.pop("config", None)
-    eval_quantized(**cfg.as_dict())
-    return 0
+    return run_function_cli(eval_quantized, "eval_quantized.py", argv)
