@@ -33,10 +33,13 @@ def test_demo_fit_runs_a_few_steps_and_evaluates(tmp_path, monkeypatch):
     assert main(args) == 0
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["global_step"] == 3  # the end-of-training state, not the last step-interval save
-    results = sorted((run / "eval").glob("*.json"))
-    assert results, "the evaluation callbacks wrote no JSON"
-    payload = json.loads(results[-1].read_text())
-    assert payload
+    mmeb = json.loads((run / "eval" / "mmeb_step3.json").read_text())["mmeb"]
+    xtd = json.loads((run / "eval" / "xtd_step3.json").read_text())["xtd"]
+    assert mmeb["step"] == 3 and not mmeb["missing"]
+    assert set(mmeb["summary"]) >= {"Classification", "VQA", "Retrieval", "Grounding", "Overall"}
+    assert mmeb["rows"] == 13 * 4 and all(0 <= v <= 100 for v in mmeb["summary"].values())
+    assert {f"{lang}/R@10" for lang in ("it", "es", "ru", "zh", "pl", "tr", "ko")} <= set(xtd["summary"])
+    assert xtd["rows"] == 7 * 4 and 0 <= xtd["summary"]["mean_R@10"] <= 100
     metrics = (run / "logs").rglob("metrics.csv")
     header = next(iter(metrics)).read_text().splitlines()[0]
     assert "train/loss" in header
