@@ -10,8 +10,9 @@
 #   3. a short sweep of the one-pass row-kernel tiles and chunk budget at B=N=32768 (skip: TUNE=0).
 # Writes pytest.log, bench.log, kernels_gpu.csv and PNG plots under $OUT (default benchmarks/results/gpu).
 # Estimated 4-6 minutes on an H100 (not yet timed; pytest is capped at TEST_TIMEOUT=300 s).
-# Needs python3 with CUDA torch + triton; mme5 is staged from this tree when it is not installed, and
-# jsonargparse is installed from tmp/whl/*.whl when missing and present (no network needed).
+# Needs python3 with CUDA torch + triton (+ pytest, matplotlib); mme5 is staged from this tree when it is
+# not installed. jsonargparse is optional: installed from tmp/whl/*.whl when missing and present (no
+# network needed), else tools/bench_kernels.py reads its --name value pairs itself.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/gpu}
@@ -33,7 +34,7 @@ if ! $PY -c 'import jsonargparse' 2>/dev/null && compgen -G 'tmp/whl/*.whl' >/de
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/mme5-site tmp/whl/*.whl \
     && export PYTHONPATH="$PYTHONPATH:/tmp/mme5-site"
 fi
-$PY -c 'import mme5.kernels, jsonargparse' || exit 1
+$PY -c 'import mme5.kernels' || exit 1
 
 status=0
 timeout "${TEST_TIMEOUT:-300}" $PY -m pytest tests/kernels -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" || status=1

@@ -1,0 +1,58 @@
+"""tools/bench_kernels.py on CPU: the rows it appends, the plots it draws, and its no-jsonargparse fallback."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "bench_kernels.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_kernels", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_run_appends_rows_and_draws_plots(bench, tmp_path):
+    out = tmp_path / "kernels.csv"
+    rows = bench.main(providers=["reference", "chunked", "triton"], modes=["full", "backward"], sizes=[48, 80],
+                      dims=[24], repeats=2, warmup=0, out=out, plot=True)
+    with out.open() as f:
+        written = list(csv.DictReader(f))
+    assert len(written) == len(rows) == 2 * 2 * 2 * 3  # providers x modes x sizes x metrics; triton skipped
+    assert {r["provider"] for r in written} == {"reference", "chunked"}
+    assert set(written[0]) == set(bench.FIELDS)
+    for r in written:
+        values = json.loads(r["values"])
+        assert all(v >= 0 for v in values)
+        if r["metric"] == "time":
+            median, p20, p80 = values
+            assert 0 < p20 <= median <= p80
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == ["infonce_cpu_float32_D24_backward.png", "infonce_cpu_float32_D24_full.png"]
+
+    bench.main(providers=["chunked"], sizes=[48], dims=[24], repeats=1, warmup=0, out=out, plot=False)
+    with out.open() as f:
+        assert len(list(csv.DictReader(f))) == len(rows) + 3  # appended under the same header
+
+
+def test_unknown_onepass_field_is_one_clear_error(bench, tmp_path):
+    with pytest.raises(ValueError, match="unknown field.*block_q"):
+        bench.main(providers=["chunked"], sizes=[8], dims=[8], onepass={"block_q": 2}, out=tmp_path / "k.csv")
+
+
+def test_plain_arguments_without_jsonargparse(bench):
+    got = bench._plain_args(["--sizes", "[4096, 16384]", "--providers", "[reference, compile]",
+                             "--onepass", '{"block_m": 2}', "--plot", "false", "--dtype", "bfloat16",
+                             "--out", "x/k.csv"])
+    assert got == {"sizes": [4096, 16384], "providers": ["reference", "compile"], "onepass": {"block_m": 2},
+                   "plot": False, "dtype": "bfloat16", "out": Path("x/k.csv")}
+    with pytest.raises(SystemExit, match="--name value pairs"):
+        bench._plain_args(["--sizes"])
