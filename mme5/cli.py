@@ -102,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fit_cli(None if from_command_line else argv)
         return 0
     except user_errors() as exc:
+        if os.environ.get("MME5_TRACEBACK"):
+            raise
         print(f"mme5: error: {exc}", file=sys.stderr)
         return 2
 

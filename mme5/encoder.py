@@ -115,6 +115,10 @@ class Encoder(nn.Module):
                 base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model: nn.Module = self._add_lora(base, lora) if lora is not None else base
         self.gradient_checkpointing = gradient_checkpointing
+        # Sharded training (FSDP, ZeRO-3) sets this: every forward then runs the same modules in the same
+        # order on every rank (see BackboneAdapter.last_hidden_state_lockstep).
+        self.lockstep = False
+        self._dummies: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
 
     def _add_lora(self, base: nn.Module, lora: LoraSettings) -> nn.Module:
         from peft import LoraConfig, get_peft_model
@@ -142,15 +146,30 @@ class Encoder(nn.Module):
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Model inputs (``input_ids``, ``attention_mask``, image tensors) -> embeddings [n, D]."""
-        device = self.device
-        compute = DTYPES[self.dtype_name]
-        moved = {
+        moved = self._on_device(inputs)
+        if self.lockstep:
+            dummy_image, dummy_text = (self._on_device(d) for d in self._lockstep_dummies())
+            hidden = self.adapter.last_hidden_state_lockstep(self.base_model(), moved, dummy_image, dummy_text)
+        else:
+            hidden = self.adapter.last_hidden_state(self.base_model(), moved)
+        emb = pool_hidden(hidden, moved["attention_mask"], self.pooling)
+        return F.normalize(emb, dim=-1) if self.normalize else emb
+
+    def _on_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        device, compute = self.device, DTYPES[self.dtype_name]
+        return {
             k: (v.to(device, compute) if torch.is_floating_point(v) else v.to(device))
             for k, v in inputs.items() if isinstance(v, torch.Tensor)
         }
-        hidden = self.adapter.last_hidden_state(self.base_model(), moved)
-        emb = pool_hidden(hidden, moved["attention_mask"], self.pooling)
-        return F.normalize(emb, dim=-1) if self.normalize else emb
+
+    def _lockstep_dummies(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """One image-only side and one text-only side (built once) for :attr:`lockstep` forwards."""
+        if self._dummies is None:
+            from PIL import Image
+
+            image = self.build_inputs([Side(image=Image.new("RGB", (64, 64), (127, 127, 127)))])
+            self._dummies = (image, self.build_inputs([Side(text=".")]))
+        return self._dummies
 
     def build_inputs(self, sides: list[Side]) -> dict[str, torch.Tensor]:
         """Model inputs for ``sides`` with this encoder's processor and ``max_length``."""
@@ -181,6 +200,17 @@ class Encoder(nn.Module):
         if not out:
             return torch.empty(0, self.hidden_size)
         return torch.cat(out)
+
+    def sharding_units(self) -> list[nn.Module]:
+        """The backbone's transformer blocks: the modules whose classes its ``_no_split_modules`` name
+        (each becomes one FSDP unit)."""
+        from transformers import PreTrainedModel
+
+        names: set[str] = set()
+        for m in self.base_model().modules():
+            if isinstance(m, PreTrainedModel):
+                names.update(m._no_split_modules or ())
+        return [m for m in self.base_model().modules() if type(m).__name__ in names]
 
     @property
     def hidden_size(self) -> int:

@@ -25,5 +25,8 @@ class UnsupportedModelError(Mme5Error, ValueError):
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """The exception types the command line reports as one line."""
-    return (Mme5Error,)
+    """The exception types the command line reports as one line: ours, and Lightning's configuration
+    errors (a strategy whose package is missing, a setting it does not support)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    return (Mme5Error, MisconfigurationException)

@@ -95,7 +95,8 @@ class ContrastiveLoss(nn.Module):
             raise ConfigError(f"loss.hard_negatives must be 'shared' or 'own', got {hard_negatives!r}")
         if impl not in ("auto", "reference", "chunked", "triton"):
             raise ConfigError(f"loss.impl must be one of auto|reference|chunked|triton, got {impl!r}")
-        log_t = torch.tensor(math.log(temperature), dtype=torch.float32)
+        # shape [1], not 0-d: FSDP2 shards parameters along their first dimension
+        log_t = torch.full((1,), math.log(temperature), dtype=torch.float32)
         if learnable_temperature:
             self.log_temperature = nn.Parameter(log_t)
         else:
@@ -114,7 +115,13 @@ class ContrastiveLoss(nn.Module):
     @property
     def temperature(self) -> Tensor:
         """The current temperature (a 0-d tensor; carries autograd when learnable)."""
-        return self.log_temperature.exp()
+        return self.log_temperature.exp().reshape(())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "log_temperature"
+        if key in state_dict and state_dict[key].dim() == 0:  # checkpoints written before the [1] shape
+            state_dict[key] = state_dict[key].reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(
         self, q: Tensor, c: Tensor, num_negatives: int = 0, candidate_ids: Tensor | None = None

@@ -94,9 +94,10 @@ def warmup_linear(step: int, total: int, warmup: int, decay: str = "linear") -> 
 class EmbeddingModule(L.LightningModule):
     """Contrastive training of a vision-language embedding model (mmE5 recipe by default).
 
-    The distributed strategy is the Trainer's (``ddp``, ``fsdp``, ``deepspeed_stage_2``); with
-    ``loss.gather`` the negatives of all ranks are pooled. GradCache drives the backward passes
-    itself and therefore runs on one device or under DDP only.
+    The distributed strategy is the Trainer's (``ddp``, ``fsdp``, ``deepspeed_stage_2``, or
+    ``ModelParallelStrategy`` for FSDP2, see :meth:`configure_model`); with ``loss.gather`` the
+    negatives of all ranks are pooled. GradCache drives the backward passes itself and therefore runs
+    on one device or under DDP only.
 
     Args:
         encoder: the backbone, pooling, adapters and precision of the Encoder.
@@ -153,6 +154,44 @@ class EmbeddingModule(L.LightningModule):
         return self.encoder(inputs)
 
     # ---- training ---------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Prepare the encoder for a sharding strategy.
+
+        Strategies that gather a block's weights when it runs (FSDP, FSDP2, DeepSpeed ZeRO-3) need the
+        same module calls on every rank: the encoder is switched to lockstep forwards. Under
+        ``ModelParallelStrategy`` the module also shards itself with FSDP2 (``fully_shard``) over the
+        data-parallel mesh: one unit per transformer block, then the encoder's remaining weights,
+        then the learnable temperature. Other strategies wrap the module themselves.
+        """
+        if self._trainer is None or getattr(self, "_sharded", False):
+            return
+        from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
+
+        strategy = self.trainer.strategy
+        zero3 = isinstance(strategy, DeepSpeedStrategy) and \
+            strategy.config.get("zero_optimization", {}).get("stage") == 3
+        if isinstance(strategy, (FSDPStrategy, ModelParallelStrategy)) or zero3:
+            self.encoder.lockstep = True
+        if not isinstance(strategy, ModelParallelStrategy):
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = self.device_mesh
+        names = mesh.mesh_dim_names or ()
+        if "tensor_parallel" in names and mesh["tensor_parallel"].size() > 1:
+            raise ConfigError("ModelParallelStrategy: mme5 shards data-parallel only (FSDP2); set "
+                              "tensor_parallel_size: 1")
+        if self.encoder.quantization is not None:
+            raise ConfigError("ModelParallelStrategy: a quantized backbone cannot be sharded; set "
+                              "model.encoder.quantization: null or use ddp")
+        dp = mesh["data_parallel"] if "data_parallel" in names else mesh
+        for unit in self.encoder.sharding_units():
+            fully_shard(unit, mesh=dp)
+        fully_shard(self.encoder, mesh=dp)
+        if any(p.requires_grad for p in self.loss.parameters()):
+            fully_shard(self.loss, mesh=dp)
+        self._sharded = True
+
     def setup(self, stage: str) -> None:
         if self.grad_cache_chunk is not None and self._trainer is not None:
             from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy

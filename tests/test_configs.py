@@ -1,5 +1,6 @@
 """Every shipped training config resolves through the real CLI (`mme5 fit --config X --print_config`)."""
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,13 @@ def test_unknown_key_is_one_clear_error(tmp_path, capsys, monkeypatch):
         main(["fit", "--config", str(bad), "--print_config"])
     assert exit_info.value.code != 0
     assert "not_a_setting" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed here")
+def test_strategy_whose_package_is_missing_is_one_clear_error(capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["mme5"])
+    demo = Path(__file__).parents[1] / "configs" / "demo.yaml"
+    code = main(["fit", "--config", str(demo), "--trainer.strategy", "deepspeed_stage_2", "--trainer.max_steps", "1"])
+    assert code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mme5: error:")]
+    assert len(err) == 1 and "DeepSpeed" in err[0]

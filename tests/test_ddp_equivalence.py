@@ -125,11 +125,37 @@ def test_torch_ddp_step_equals_single_process(ddp_results, hard_negatives, symme
 
 # ---- the real module under Lightning DDP ----------------------------------------------------------
 
-def lightning_step(out: str, devices: int, chunk: int | None, strategy: str = "ddp") -> None:
+def skewed_examples():
+    """8 examples whose halves differ in modality: on 2 ranks, rank 0's queries are all text and rank 1's
+    all images, and rank 1's candidates are all text (sharded strategies must still run in lockstep)."""
+    from test_module import make_examples
+
+    examples = make_examples(12, negatives=1)
+    return [examples[i] for i in (0, 2, 3, 5, 1, 4, 7, 10)]
+
+
+class ContiguousShare(torch.utils.data.Sampler):
+    """Rank r of w reads the r-th contiguous w-th of the data set (the rank is read when iterating)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size // (dist.get_world_size() if dist.is_initialized() else 1)
+
+    def __iter__(self):
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        return iter(range(rank * len(self), (rank + 1) * len(self)))
+
+
+def lightning_step(out: str, devices: int, chunk: int | None, strategy: str = "ddp", skewed: bool = False) -> None:
     """One optimiser step of EmbeddingModule; rank 0 saves the synced gradients and the parameters."""
     import lightning as L
     from test_module import loader, make_examples
 
+    from torch.utils.data import DataLoader
+
+    from mme5.collate import Collator
     from mme5.encoder import LoraSettings
     from mme5.losses import LossSettings
     from mme5.module import EmbeddingModule, EncoderSettings, OptimizerSettings, ScheduleSettings
@@ -138,7 +164,7 @@ def lightning_step(out: str, devices: int, chunk: int | None, strategy: str = "d
         grads: ClassVar[dict[str, torch.Tensor]] = {}
 
         def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-            Keep.grads = {n: p.grad.detach().clone() for n, p in pl_module.named_parameters() if p.grad is not None}
+            Keep.grads = {n: _full(p.grad) for n, p in pl_module.named_parameters() if p.grad is not None}
 
     L.seed_everything(0, verbose=False)
     module = EmbeddingModule(
@@ -147,18 +173,37 @@ def lightning_step(out: str, devices: int, chunk: int | None, strategy: str = "d
         loss=LossSettings(hard_negatives="own", symmetric=True, learnable_temperature=True),
         optimizer=OptimizerSettings(lr=1e-3), schedule=ScheduleSettings(warmup=0), grad_cache_chunk=chunk,
     )
+    if strategy == "fsdp2" and devices > 1:
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        strategy = ModelParallelStrategy(data_parallel_size=devices, tensor_parallel_size=1,
+                                         save_distributed_checkpoint=False)
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy if devices > 1 else "auto",
                         max_steps=1, callbacks=[Keep()], logger=False, enable_checkpointing=False,
+                        use_distributed_sampler=not skewed,
                         enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(module, loader("tiny-mllama", make_examples(B, negatives=1), batch_size=B // devices))
+    if skewed:
+        data = DataLoader(skewed_examples(), batch_size=B // devices, sampler=ContiguousShare(B),
+                          collate_fn=Collator("tiny-mllama", max_length=32))
+    else:
+        data = loader("tiny-mllama", make_examples(B, negatives=1), batch_size=B // devices)
+    trainer.fit(module, data)
     full = trainer.strategy.lightning_module_state_dict()  # gathers shards under FSDP (all ranks call it)
     if trainer.global_rank == 0:
-        params = {n: full[n].detach().clone() for n, p in module.named_parameters() if p.requires_grad and n in full}
+        params = {n: _full(full[n]) for n, p in module.named_parameters() if p.requires_grad and n in full}
         torch.save({"grads": Keep.grads, "params": params}, out)
 
 
-def run_script(out: Path, devices: int, chunk: int | None, strategy: str = "ddp") -> dict:
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A detached full copy (FSDP2 holds parameters and gradients as sharded DTensors)."""
+    t = t.detach()
+    return (t.full_tensor() if hasattr(t, "full_tensor") else t).clone()
+
+
+def run_script(out: Path, devices: int, chunk: int | None, strategy: str = "ddp", skewed: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--out", str(out), "--devices", str(devices), "--strategy", strategy]
+    if skewed:
+        cmd.append("--skewed")
     if chunk is not None:
         cmd += ["--chunk", str(chunk)]
     env = {**os.environ, "MASTER_PORT": str(free_port())}
@@ -174,12 +219,23 @@ def single_process_step(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "chunk,strategy",
-    [(None, "ddp"), (3, "ddp"), (3, "ddp_find_unused_parameters_true")],
-    ids=["plain", "gradcache3", "gradcache3-find-unused"],
+    [(None, "ddp"), (3, "ddp"), (3, "ddp_find_unused_parameters_true"), (None, "fsdp2")],
+    ids=["plain", "gradcache3", "gradcache3-find-unused", "fsdp2"],
 )
 def test_lightning_ddp_step_equals_single_process(single_process_step, tmp_path, chunk, strategy):
-    got = run_script(tmp_path / "res.pt", devices=2, chunk=chunk, strategy=strategy)
-    want = single_process_step
+    assert_same_step(run_script(tmp_path / "res.pt", devices=2, chunk=chunk, strategy=strategy), single_process_step)
+
+
+def test_fsdp2_step_with_modality_skewed_ranks_equals_single_process(tmp_path):
+    """FSDP2 (ModelParallelStrategy) when one rank's queries hold no image and another's candidates none:
+    the lockstep forwards keep the ranks' collectives matched, and the step is still the global one."""
+    want = run_script(tmp_path / "single.pt", devices=1, chunk=None, skewed=True)
+    got = run_script(tmp_path / "fsdp2.pt", devices=2, chunk=None, strategy="fsdp2", skewed=True)
+    assert any("vision" in name for name in want["grads"])  # the image path trains, and is compared
+    assert_same_step(got, want)
+
+
+def assert_same_step(got: dict, want: dict) -> None:
     assert got["grads"].keys() == want["grads"].keys() and want["grads"]
     for name, g in want["grads"].items():  # fp32 summation order: relative error norm <= 1e-5
         err = (got["grads"][name] - g).norm()
@@ -195,5 +251,6 @@ if __name__ == "__main__":
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=None)
     parser.add_argument("--strategy", default="ddp")
+    parser.add_argument("--skewed", action="store_true")
     args = parser.parse_args()
-    lightning_step(args.out, args.devices, args.chunk, args.strategy)
+    lightning_step(args.out, args.devices, args.chunk, args.strategy, args.skewed)

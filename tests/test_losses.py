@@ -68,7 +68,7 @@ def test_gradients_match_oracle_with_learnable_temperature(impl, hard_negatives)
     for got, want in zip(leaves, ref):
         torch.testing.assert_close(got.grad, want.grad, rtol=1e-4, atol=1e-6)
         assert torch.isfinite(got.grad).all()
-    torch.testing.assert_close(fn.log_temperature.grad, log_t.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fn.log_temperature.grad, log_t.grad.reshape(1), rtol=1e-4, atol=1e-6)
 
 
 def test_no_hard_negatives_and_settings_round_trip():
@@ -86,3 +86,9 @@ def test_temperature_is_fixed_unless_learnable():
     assert not list(fixed.parameters()) and fixed.temperature.item() == pytest.approx(0.05)
     learn = ContrastiveLoss(temperature=0.05, learnable_temperature=True)
     assert [n for n, _ in learn.named_parameters()] == ["log_temperature"]
+
+
+def test_checkpoint_with_a_scalar_log_temperature_still_loads():
+    learn = ContrastiveLoss(temperature=0.05, learnable_temperature=True)
+    learn.load_state_dict({"log_temperature": torch.tensor(0.1).log()})
+    assert learn.log_temperature.shape == (1,) and learn.temperature.item() == pytest.approx(0.1)

@@ -227,6 +227,41 @@ class BackboneAdapter:
         """The language model's last hidden states [n, L, H] for ``inputs`` (no LM head computed)."""
         return model.model(**inputs, use_cache=False).last_hidden_state
 
+    def image_rows(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Bool [n]: which rows of the batch hold an image."""
+        n, device = inputs["input_ids"].shape[0], inputs["input_ids"].device
+        if not any(k in inputs for k in self.per_image_keys) or getattr(self, "placeholder_id", None) is None:
+            return torch.zeros(n, dtype=torch.bool, device=device)
+        return (inputs["input_ids"] == self.placeholder_id).any(dim=1)
+
+    def text_only(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The inputs of image-less rows without the (empty) image tensors."""
+        return {k: v for k, v in inputs.items() if k not in self.per_image_keys}
+
+    def last_hidden_state_lockstep(self, model: nn.Module, inputs: dict[str, torch.Tensor],
+                                   dummy_image: dict[str, torch.Tensor], dummy_text: dict[str, torch.Tensor]
+                                   ) -> torch.Tensor:
+        """:meth:`last_hidden_state` with the same module calls whatever the batch holds.
+
+        Sharded training (FSDP, ZeRO-3) gathers each block's weights when the block runs, so every
+        rank must run the same blocks in the same order. Here each call runs two sub-batches: the rows
+        with an image (or ``dummy_image``, one image side, when there are none), then the image-less
+        rows (or ``dummy_text``). A dummy's output joins the result times zero, so every trainable
+        weight gets a gradient (zero where unused) on every rank.
+        """
+        has_image = self.image_rows(inputs)
+        image_idx, text_idx = has_image.nonzero().squeeze(1), (~has_image).nonzero().squeeze(1)
+        image_part = self.select_rows(inputs, image_idx) if image_idx.numel() else dummy_image
+        text_part = self.text_only(self.select_rows(inputs, text_idx)) if text_idx.numel() else dummy_text
+        h_image = self.last_hidden_state(model, image_part)
+        h_text = self.last_hidden_state(model, text_part)
+        if not image_idx.numel():
+            return h_text + 0.0 * h_image.mean()
+        if not text_idx.numel():
+            return h_image + 0.0 * h_text.mean()
+        order = torch.argsort(torch.cat([image_idx, text_idx]))
+        return torch.cat([h_image, h_text])[order.to(h_image.device)]
+
     def lora_target_regex(self, patterns: Sequence[str] | None = None) -> str:
         """The peft ``target_modules`` regex for ``patterns`` (default: :attr:`lora_targets`)."""
         return _target_regex(list(patterns) if patterns else list(self.lora_targets))

@@ -68,6 +68,15 @@ class MllamaAdapter(BackboneAdapter):
         text_only = processor(text=[texts[i] for i in text_rows], padding=True, return_tensors="pt")
         return _merge_rows(with_images, image_rows, text_only, text_rows, processor.tokenizer)
 
+    def image_rows(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = inputs.get("cross_attention_mask")
+        if inputs.get("pixel_values") is None or mask is None:
+            return torch.zeros(inputs["input_ids"].shape[0], dtype=torch.bool, device=inputs["input_ids"].device)
+        return mask.flatten(1).any(dim=1)
+
+    def text_only(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return _text_only(inputs)
+
     def last_hidden_state(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = inputs.get("cross_attention_mask")
         if inputs.get("pixel_values") is None or mask is None:
