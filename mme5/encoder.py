@@ -242,6 +242,8 @@ class Encoder(nn.Module):
         frozen_numel = sum(t.numel() for name, t in params if name in frozen)
         for name, tensor in params:
             t = tensor.detach()
+            if hasattr(t, "full_tensor"):  # sharded (FSDP2): every rank gathers each weight, in this order
+                t = t.full_tensor()
             h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
             if name in frozen and frozen_numel > FULL_HASH_LIMIT:
                 t = t.flatten()[:: max(1, t.numel() // 4096)]

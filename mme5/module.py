@@ -23,6 +23,7 @@ from mme5.errors import ConfigError
 from mme5.gradcache import CachedStep, grad_cache_step, split_rows
 from mme5.losses import ContrastiveLoss, LossSettings
 from mme5.records import Side
+from mme5.strategies import FSDP2Strategy  # noqa: F401  (registers trainer.strategy: fsdp2)
 
 
 @dataclass

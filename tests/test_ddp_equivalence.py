@@ -173,11 +173,6 @@ def lightning_step(out: str, devices: int, chunk: int | None, strategy: str = "d
         loss=LossSettings(hard_negatives="own", symmetric=True, learnable_temperature=True),
         optimizer=OptimizerSettings(lr=1e-3), schedule=ScheduleSettings(warmup=0), grad_cache_chunk=chunk,
     )
-    if strategy == "fsdp2" and devices > 1:
-        from lightning.pytorch.strategies import ModelParallelStrategy
-
-        strategy = ModelParallelStrategy(data_parallel_size=devices, tensor_parallel_size=1,
-                                         save_distributed_checkpoint=False)
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy if devices > 1 else "auto",
                         max_steps=1, callbacks=[Keep()], logger=False, enable_checkpointing=False,
                         use_distributed_sampler=not skewed,

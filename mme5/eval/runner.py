@@ -177,8 +177,13 @@ def encode_items(embed: EmbedFn, items: Sequence[Item], image_root: str | os.Pat
     shares = [todo[r :: ctx.world_size] for r in range(ctx.world_size)]
     counts = [len(share) for share in shares]
     mine = shares[ctx.rank]
+    # every rank runs the same number of forwards (a sharded model gathers weights in each one): a
+    # shorter share is topped up with copies of the first item, whose embeddings are dropped
+    pad = max(counts) - len(mine)
     t0 = time.perf_counter()
-    local = encode_local(embed, [items[i] for i in mine], image_root, batch_size)
+    local = encode_local(embed, [items[i] for i in mine + todo[:1] * pad], image_root, batch_size)
+    if pad and local is not None:
+        local = local[: len(mine)] if mine else None
     stats.seconds = time.perf_counter() - t0
     stats.encoded_here = len(mine)
     width = ctx.max_int(local.shape[1] if local is not None else 0)
