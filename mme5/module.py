@@ -1,7 +1,8 @@
 """The LightningModule that trains an Encoder contrastively: loss, optimiser, schedule, GradCache.
 
-Distributed strategies (DDP, FSDP, DeepSpeed ZeRO-2) are chosen in the Trainer config; the module
-itself only needs ``gather`` in the loss settings to pool negatives across ranks. With
+Distributed strategies (DDP, FSDP2 as ``fsdp2``, FSDP, DeepSpeed) are chosen in the Trainer config; the
+module shards itself for ``fsdp2`` (:meth:`EmbeddingModule.configure_model`) and needs ``gather`` in
+the loss settings to pool negatives across ranks. With
 ``grad_cache_chunk`` set, each step encodes the batch in chunks twice (no-grad, then with autograd
 under replayed RNG state), so the in-batch negative pool no longer costs activation memory.
 """

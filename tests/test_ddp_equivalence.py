@@ -169,7 +169,9 @@ def lightning_step(out: str, devices: int, chunk: int | None, strategy: str = "d
     L.seed_everything(0, verbose=False)
     module = EmbeddingModule(
         encoder=EncoderSettings(model="tiny-mllama", max_length=32,
-                                lora=LoraSettings(rank=4, alpha=8, dropout=0.0, init=True)),
+                                lora=LoraSettings(rank=4, alpha=8, dropout=0.0, init=True)
+                                if not skewed else  # the released recipe's adapters
+                                LoraSettings(rank=4, alpha=8, dropout=0.0, use_dora=True, init="gaussian")),
         loss=LossSettings(hard_negatives="own", symmetric=True, learnable_temperature=True),
         optimizer=OptimizerSettings(lr=1e-3), schedule=ScheduleSettings(warmup=0), grad_cache_chunk=chunk,
     )
@@ -222,8 +224,8 @@ def test_lightning_ddp_step_equals_single_process(single_process_step, tmp_path,
 
 
 def test_fsdp2_step_with_modality_skewed_ranks_equals_single_process(tmp_path):
-    """FSDP2 (ModelParallelStrategy) when one rank's queries hold no image and another's candidates none:
-    the lockstep forwards keep the ranks' collectives matched, and the step is still the global one."""
+    """FSDP2 with DoRA when one rank's queries hold no image and another's candidates none: the
+    lockstep forwards keep the ranks' collectives matched, and the step is still the global one."""
     want = run_script(tmp_path / "single.pt", devices=1, chunk=None, skewed=True)
     got = run_script(tmp_path / "fsdp2.pt", devices=2, chunk=None, strategy="fsdp2", skewed=True)
     assert any("vision" in name for name in want["grads"])  # the image path trains, and is compared
