@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -22,6 +23,8 @@ from mme5.errors import user_errors
 
 # Settings dataclasses document their fields with attribute docstrings; show them in `--help`.
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
+# Lightning 2.6 still builds torch's deprecated LeafSpec on every batch transfer (harmless; one line per rank).
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
 class MME5CLI(LightningCLI):

@@ -160,7 +160,8 @@ class EmbeddingModule(L.LightningModule):
         """Prepare the encoder for a sharding strategy.
 
         Strategies that gather a block's weights when it runs (FSDP, FSDP2, DeepSpeed ZeRO-3) need the
-        same module calls on every rank: the encoder is switched to lockstep forwards. Under
+        same module calls on every rank: the encoder is switched to lockstep forwards. FSDP without an
+        ``auto_wrap_policy`` gets one unit per transformer block. Under
         ``ModelParallelStrategy`` the module also shards itself with FSDP2 (``fully_shard``) over the
         data-parallel mesh: one unit per transformer block, then the encoder's remaining weights,
         then the learnable temperature. Other strategies wrap the module themselves.
@@ -174,6 +175,11 @@ class EmbeddingModule(L.LightningModule):
             strategy.config.get("zero_optimization", {}).get("stage") == 3
         if isinstance(strategy, (FSDPStrategy, ModelParallelStrategy)) or zero3:
             self.encoder.lockstep = True
+        if isinstance(strategy, FSDPStrategy) and strategy.kwargs.get("auto_wrap_policy") is None:
+            # without a policy FSDP would make the whole model one unit (gathered whole in every forward)
+            from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+            strategy.kwargs["auto_wrap_policy"] = ModuleWrapPolicy({type(u) for u in self.encoder.sharding_units()})
         if not isinstance(strategy, ModelParallelStrategy):
             return
         from torch.distributed.fsdp import fully_shard

@@ -148,7 +148,8 @@ class ContiguousShare(torch.utils.data.Sampler):
         return iter(range(rank * len(self), (rank + 1) * len(self)))
 
 
-def lightning_step(out: str, devices: int, chunk: int | None, strategy: str = "ddp", skewed: bool = False) -> None:
+def lightning_step(out: str, devices: int, chunk: int | None, strategy: str = "ddp", skewed: bool = False,
+                   accelerator: str = "cpu") -> None:
     """One optimiser step of EmbeddingModule; rank 0 saves the synced gradients and the parameters."""
     import lightning as L
     from test_module import loader, make_examples
@@ -175,7 +176,9 @@ def lightning_step(out: str, devices: int, chunk: int | None, strategy: str = "d
         loss=LossSettings(hard_negatives="own", symmetric=True, learnable_temperature=True),
         optimizer=OptimizerSettings(lr=1e-3), schedule=ScheduleSettings(warmup=0), grad_cache_chunk=chunk,
     )
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy if devices > 1 else "auto",
+    if devices == 1 and strategy.startswith("ddp"):
+        strategy = "auto"
+    trainer = L.Trainer(accelerator=accelerator, devices=devices, strategy=strategy,
                         max_steps=1, callbacks=[Keep()], logger=False, enable_checkpointing=False,
                         use_distributed_sampler=not skewed,
                         enable_progress_bar=False, enable_model_summary=False)
@@ -197,8 +200,10 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return (t.full_tensor() if hasattr(t, "full_tensor") else t).clone()
 
 
-def run_script(out: Path, devices: int, chunk: int | None, strategy: str = "ddp", skewed: bool = False) -> dict:
-    cmd = [sys.executable, __file__, "--out", str(out), "--devices", str(devices), "--strategy", strategy]
+def run_script(out: Path, devices: int, chunk: int | None, strategy: str = "ddp", skewed: bool = False,
+               accelerator: str = "cpu") -> dict:
+    cmd = [sys.executable, __file__, "--out", str(out), "--devices", str(devices), "--strategy", strategy,
+           "--accelerator", accelerator]
     if skewed:
         cmd.append("--skewed")
     if chunk is not None:
@@ -232,6 +237,18 @@ def test_fsdp2_step_with_modality_skewed_ranks_equals_single_process(tmp_path):
     assert_same_step(got, want)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("strategy", ["fsdp", "fsdp2"])
+def test_sharded_strategies_on_one_gpu_equal_the_plain_step(tmp_path, strategy):
+    """Lightning's FSDP (CUDA only; one unit per block, lockstep forwards) and FSDP2 on one GPU."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    want = run_script(tmp_path / "plain.pt", devices=1, chunk=None, skewed=True, accelerator="cuda")
+    got = run_script(tmp_path / "sharded.pt", devices=1, chunk=None, strategy=strategy, skewed=True,
+                     accelerator="cuda")
+    assert_same_step(got, want)
+
+
 def assert_same_step(got: dict, want: dict) -> None:
     assert got["grads"].keys() == want["grads"].keys() and want["grads"]
     for name, g in want["grads"].items():  # fp32 summation order: relative error norm <= 1e-5
@@ -249,5 +266,6 @@ if __name__ == "__main__":
     parser.add_argument("--chunk", type=int, default=None)
     parser.add_argument("--strategy", default="ddp")
     parser.add_argument("--skewed", action="store_true")
+    parser.add_argument("--accelerator", default="cpu")
     args = parser.parse_args()
-    lightning_step(args.out, args.devices, args.chunk, args.strategy, args.skewed)
+    lightning_step(args.out, args.devices, args.chunk, args.strategy, args.skewed, args.accelerator)
