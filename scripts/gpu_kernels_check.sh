@@ -21,20 +21,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
 
-$PY -c 'import torch, triton; assert torch.cuda.is_available(), "no CUDA device"; print("torch", torch.__version__, "triton", triton.__version__, torch.cuda.get_device_name())' || exit 1
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null | tee "$OUT/gpu.txt"
-
-if ! $PY -c 'import mme5.kernels' 2>/dev/null; then
-  stage=$(mktemp -d)
-  cp -r mme5 "$stage/mme5" && cp -r kernels "$stage/mme5/kernels"
-  export PYTHONPATH="$stage${PYTHONPATH:+:$PYTHONPATH}"
-  export PYTHONSAFEPATH=1  # keep ./mme5 (which lacks kernels/) from shadowing the staged package
-fi
-if ! $PY -c 'import jsonargparse' 2>/dev/null && compgen -G 'tmp/whl/*.whl' >/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/mme5-site tmp/whl/*.whl \
-    && export PYTHONPATH="$PYTHONPATH:/tmp/mme5-site"
-fi
-$PY -c 'import mme5.kernels' || exit 1
+source scripts/gpu_env.sh || exit 1
 
 status=0
 timeout "${TEST_TIMEOUT:-300}" $PY -m pytest tests/kernels -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" || status=1

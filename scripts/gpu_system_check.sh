@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# GPU check of everything but the kernels (those: scripts/gpu_kernels_check.sh), unattended, from the
+# repository root: the gpu-marked tests outside tests/kernels, i.e. the encoder in bf16 with DoRA and
+# gradient checkpointing and with int8/nf4 + LoRA, GradCache on CUDA, export -> load on CUDA, and one
+# step under Lightning's fsdp (FSDP1, CUDA only) and fsdp2 on one GPU against the plain step, with
+# modality-skewed batches (lockstep forwards). Writes gpu.txt and pytest_system.log under $OUT.
+# About 2-3 minutes on an H100. Needs python3 with CUDA torch, transformers, peft, lightning, pytest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/results/gpu}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+unset TRITON_INTERPRET
+
+source scripts/gpu_env.sh || exit 1
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD/tests"  # the Lightning step script imports test helpers
+
+timeout "${TEST_TIMEOUT:-420}" $PY -m pytest -m gpu tests --ignore=tests/kernels -q -p no:cacheprovider 2>&1 \
+  | tee "$OUT/pytest_system.log"
+exit "${PIPESTATUS[0]}"
