@@ -122,7 +122,10 @@ def grad_cache_step(
     c = torch.cat(reps["c"]).detach().requires_grad_(True)
     loss, stats = loss_fn(q, c)
     params = [p for p in loss_params if p.requires_grad]
-    grads = torch.autograd.grad(loss, [q, c, *params], allow_unused=True)
+    # FSDP2 swaps a sharded module's parameters for gathered ones inside its forward, so the loss graph
+    # does not reach the sharded ones: their gradient comes from a second loss evaluation instead
+    sharded = any(hasattr(p, "full_tensor") for p in params)
+    grads = torch.autograd.grad(loss, [q, c] + ([] if sharded else params), allow_unused=True)
     grad_q, grad_c, param_grads = grads[0], grads[1], grads[2:]
     cached = {"q": list(torch.split(grad_q, [t.shape[0] for t in reps["q"]])),
               "c": list(torch.split(grad_c, [t.shape[0] for t in reps["c"]]))}
@@ -144,6 +147,9 @@ def grad_cache_step(
     for p, g in zip(params, param_grads):
         if g is not None:
             surrogate = surrogate + (p * g.to(p.dtype)).sum()
+    if sharded:
+        again, _ = loss_fn(q.detach(), c.detach())
+        surrogate = surrogate + (again - again.detach())
     for p in touch:
         if p.grad is None:
             continue

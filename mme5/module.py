@@ -96,10 +96,9 @@ def warmup_linear(step: int, total: int, warmup: int, decay: str = "linear") -> 
 class EmbeddingModule(L.LightningModule):
     """Contrastive training of a vision-language embedding model (mmE5 recipe by default).
 
-    The distributed strategy is the Trainer's (``ddp``, ``fsdp``, ``deepspeed_stage_2``, or
-    ``ModelParallelStrategy`` for FSDP2, see :meth:`configure_model`); with ``loss.gather`` the
-    negatives of all ranks are pooled. GradCache drives the backward passes itself and therefore runs
-    on one device or under DDP only.
+    The distributed strategy is the Trainer's (``ddp``, ``fsdp2``, ``fsdp``, ``deepspeed_stage_2``; see
+    :meth:`configure_model`); with ``loss.gather`` the negatives of all ranks are pooled. GradCache
+    drives the backward passes itself and therefore runs on one device, under DDP or under FSDP2.
 
     Args:
         encoder: the backbone, pooling, adapters and precision of the Encoder.
@@ -107,7 +106,7 @@ class EmbeddingModule(L.LightningModule):
         optimizer: AdamW settings.
         schedule: warm-up and decay of the learning rate.
         grad_cache_chunk: GradCache chunk size in rows per forward (queries and candidates are chunked
-            separately); null turns GradCache off. Works on one device and with DDP.
+            separately); null turns GradCache off. Works on one device, with DDP and with FSDP2.
         log_every_n_steps_skips: how often (optimiser steps) to log the data module's skip counters.
     """
 
@@ -202,13 +201,13 @@ class EmbeddingModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if self.grad_cache_chunk is not None and self._trainer is not None:
-            from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+            from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
 
             strategy = self.trainer.strategy
-            if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)):
+            if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy, ModelParallelStrategy)):
                 raise ConfigError(
-                    f"model.grad_cache_chunk works with single-device and DDP strategies, not "
-                    f"{type(strategy).__name__}; set grad_cache_chunk: null or trainer.strategy: ddp")
+                    f"model.grad_cache_chunk works with single-device, DDP and FSDP2 strategies, not "
+                    f"{type(strategy).__name__}; set grad_cache_chunk: null or trainer.strategy: ddp or fsdp2")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """One contrastive step on a :class:`~mme5.collate.Batch`; returns the tensor to backpropagate."""

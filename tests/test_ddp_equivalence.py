@@ -221,18 +221,20 @@ def single_process_step(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "chunk,strategy",
-    [(None, "ddp"), (3, "ddp"), (3, "ddp_find_unused_parameters_true"), (None, "fsdp2")],
-    ids=["plain", "gradcache3", "gradcache3-find-unused", "fsdp2"],
+    [(None, "ddp"), (3, "ddp"), (3, "ddp_find_unused_parameters_true"), (None, "fsdp2"), (3, "fsdp2")],
+    ids=["plain", "gradcache3", "gradcache3-find-unused", "fsdp2", "fsdp2-gradcache3"],
 )
 def test_lightning_ddp_step_equals_single_process(single_process_step, tmp_path, chunk, strategy):
     assert_same_step(run_script(tmp_path / "res.pt", devices=2, chunk=chunk, strategy=strategy), single_process_step)
 
 
-def test_fsdp2_step_with_modality_skewed_ranks_equals_single_process(tmp_path):
+@pytest.mark.parametrize("chunk", [None, 3], ids=["plain", "gradcache3"])
+def test_fsdp2_step_with_modality_skewed_ranks_equals_single_process(tmp_path, chunk):
     """FSDP2 with DoRA when one rank's queries hold no image and another's candidates none: the
-    lockstep forwards keep the ranks' collectives matched, and the step is still the global one."""
+    lockstep forwards keep the ranks' collectives matched, and the step is still the global one (also
+    with GradCache, whose chunks differ in modality from rank to rank)."""
     want = run_script(tmp_path / "single.pt", devices=1, chunk=None, skewed=True)
-    got = run_script(tmp_path / "fsdp2.pt", devices=2, chunk=None, strategy="fsdp2", skewed=True)
+    got = run_script(tmp_path / "fsdp2.pt", devices=2, chunk=chunk, strategy="fsdp2", skewed=True)
     assert any("vision" in name for name in want["grads"])  # the image path trains, and is compared
     assert_same_step(got, want)
 
