@@ -88,6 +88,7 @@ def grad_cache_step(
     touch: Sequence[Tensor] = (),
     device: torch.device | None = None,
     keep_last: bool = True,
+    set_gradient_sync: Callable[[bool], None] | None = None,
 ) -> CachedStep:
     """One GradCache step; backpropagates every chunk but the last, returns the last as a surrogate.
 
@@ -105,6 +106,9 @@ def grad_cache_step(
         device: where the RNG state matters (CUDA device of the encoder), or None for CPU only.
         keep_last: encode the last chunk with autograd in the first pass and keep its graph (one
             forward less per step, one more chunk of activations held); False re-encodes it too.
+        set_gradient_sync: switches the encoder's gradient reduction across ranks (FSDP2's
+            ``set_requires_gradient_sync``): off for the chunks backpropagated here, on again for the
+            caller's final backward, which then reduces the accumulated gradient once.
     """
     chunks = [("q", x) for x in query_chunks] + [("c", x) for x in candidate_chunks]
     states: list[RngState] = []
@@ -131,18 +135,24 @@ def grad_cache_step(
               "c": list(torch.split(grad_c, [t.shape[0] for t in reps["c"]]))}
     order = {"q": 0, "c": 0}
     surrogate: Tensor | None = None
-    for i, ((side, inputs), state) in enumerate(zip(chunks, states)):
-        grad = cached[side][order[side]]
-        order[side] += 1
-        if kept is not None and i == len(chunks) - 1:
-            out = kept
-        else:
-            with state.replay():
-                out = encode(inputs)
-        if i < len(chunks) - 1:
-            torch.autograd.backward(out, grad_tensors=(grad * grad_scale).to(out.dtype))
-        else:
-            surrogate = (out * grad.to(out.dtype)).sum()
+    if set_gradient_sync is not None:
+        set_gradient_sync(False)
+    try:
+        for i, ((side, inputs), state) in enumerate(zip(chunks, states)):
+            grad = cached[side][order[side]]
+            order[side] += 1
+            if kept is not None and i == len(chunks) - 1:
+                out = kept
+            else:
+                with state.replay():
+                    out = encode(inputs)
+            if i < len(chunks) - 1:
+                torch.autograd.backward(out, grad_tensors=(grad * grad_scale).to(out.dtype))
+            else:
+                surrogate = (out * grad.to(out.dtype)).sum()
+    finally:
+        if set_gradient_sync is not None:
+            set_gradient_sync(True)
     assert surrogate is not None
     for p, g in zip(params, param_grads):
         if g is not None:

@@ -252,12 +252,15 @@ class EmbeddingModule(L.LightningModule):
                 grad_scale *= float(scaler.get_scale())
             if isinstance(trainer.strategy.model, DistributedDataParallel):
                 touch = [p for p in self.encoder.parameters() if p.requires_grad]
+        from torch.distributed.fsdp import FSDPModule
+
+        set_sync = self.encoder.set_requires_gradient_sync if isinstance(self.encoder, FSDPModule) else None
         return grad_cache_step(
             encode=self.encoder, loss_fn=loss_fn,
             query_chunks=split_rows(batch["query"], chunk, self.encoder.select_rows),
             candidate_chunks=split_rows(batch["candidates"], chunk, self.encoder.select_rows),
             loss_params=[p for p in self.loss.parameters() if p.requires_grad],
-            grad_scale=grad_scale, touch=touch, device=self.encoder.device,
+            grad_scale=grad_scale, touch=touch, device=self.encoder.device, set_gradient_sync=set_sync,
         )
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
