@@ -153,7 +153,6 @@ def lightning_step(out: str, devices: int, chunk: int | None, strategy: str = "d
     """One optimiser step of EmbeddingModule; rank 0 saves the synced gradients and the parameters."""
     import lightning as L
     from test_module import loader, make_examples
-
     from torch.utils.data import DataLoader
 
     from mme5.collate import Collator
