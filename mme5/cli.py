@@ -57,7 +57,7 @@ class MME5CLI(LightningCLI):
         if cb is None or not getattr(cb, "save_last", False) or cb.dirpath is None:
             return
         last = os.path.join(cb.dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)
-        self.trainer.save_checkpoint(last)
+        self.trainer.save_checkpoint(last, weights_only=False)  # the full state: --ckpt_path resumes from it
         rank_zero_info(f"mme5: final checkpoint (step {self.trainer.global_step}) at {last}")
 
     def before_fit(self) -> None:
