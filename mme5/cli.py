@@ -60,6 +60,23 @@ class MME5CLI(LightningCLI):
         self.trainer.save_checkpoint(last, weights_only=False)  # the full state: --ckpt_path resumes from it
         rank_zero_info(f"mme5: final checkpoint (step {self.trainer.global_step}) at {last}")
 
+    def before_instantiate_classes(self) -> None:
+        """GPU-only settings on a machine without a visible CUDA GPU, as one line that says what to do."""
+        from mme5.errors import ConfigError
+
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        trainer = config.get("trainer") if config is not None else None
+        if trainer is None or torch.cuda.is_available():
+            return
+        accelerator, strategy = str(trainer.get("accelerator")), trainer.get("strategy")
+        if accelerator in ("gpu", "cuda"):
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ConfigError(f"trainer.accelerator: {accelerator}, but no CUDA GPU is visible (torch "
+                              f"{torch.__version__} is {build}); run on a GPU machine or set trainer.accelerator: cpu")
+        if isinstance(strategy, str) and strategy.startswith(("fsdp", "deepspeed")) and strategy != "fsdp2":
+            raise ConfigError(f"trainer.strategy: {strategy} needs CUDA GPUs (Lightning runs it on nothing "
+                              f"else); on CPU use trainer.strategy: ddp or fsdp2")
+
     def before_fit(self) -> None:
         """On CPU, leave the data workers their cores: intra-op threads that compete with worker
         processes for the same cores spin in OpenMP barriers and make a step several times slower."""

@@ -1,9 +1,9 @@
 """Every shipped training config resolves through the real CLI (`mme5 fit --config X --print_config`)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from mme5.cli import main
@@ -41,11 +41,16 @@ def test_unknown_key_is_one_clear_error(tmp_path, capsys, monkeypatch):
     assert "not_a_setting" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed here")
-def test_strategy_whose_package_is_missing_is_one_clear_error(capsys, monkeypatch):
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--trainer.strategy", "fsdp", "needs CUDA GPUs"),
+    ("--trainer.strategy", "deepspeed_stage_2", "needs CUDA GPUs"),
+    ("--trainer.accelerator", "gpu", "no CUDA GPU is visible"),  # a GPU recipe on a CPU-only machine
+])
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only refusals")
+def test_gpu_only_settings_on_cpu_are_one_clear_error(flag, value, expected, capsys, monkeypatch):
     monkeypatch.setattr("sys.argv", ["mme5"])
     demo = Path(__file__).parents[1] / "configs" / "demo.yaml"
-    code = main(["fit", "--config", str(demo), "--trainer.strategy", "deepspeed_stage_2", "--trainer.max_steps", "1"])
+    code = main(["fit", "--config", str(demo), flag, value, "--trainer.max_steps", "1"])
     assert code == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mme5: error:")]
-    assert len(err) == 1 and "DeepSpeed" in err[0]
+    assert len(err) == 1 and expected in err[0]
