@@ -227,12 +227,17 @@ def test_lightning_ddp_step_equals_single_process(single_process_step, tmp_path,
     assert_same_step(run_script(tmp_path / "res.pt", devices=2, chunk=chunk, strategy=strategy), single_process_step)
 
 
+@pytest.fixture(scope="module")
+def skewed_single_step(tmp_path_factory):
+    return run_script(tmp_path_factory.mktemp("skewed") / "single.pt", devices=1, chunk=None, skewed=True)
+
+
 @pytest.mark.parametrize("chunk", [None, 3], ids=["plain", "gradcache3"])
-def test_fsdp2_step_with_modality_skewed_ranks_equals_single_process(tmp_path, chunk):
+def test_fsdp2_step_with_modality_skewed_ranks_equals_single_process(skewed_single_step, tmp_path, chunk):
     """FSDP2 with DoRA when one rank's queries hold no image and another's candidates none: the
     lockstep forwards keep the ranks' collectives matched, and the step is still the global one (also
     with GradCache, whose chunks differ in modality from rank to rank)."""
-    want = run_script(tmp_path / "single.pt", devices=1, chunk=None, skewed=True)
+    want = skewed_single_step
     got = run_script(tmp_path / "fsdp2.pt", devices=2, chunk=chunk, strategy="fsdp2", skewed=True)
     assert any("vision" in name for name in want["grads"])  # the image path trains, and is compared
     assert_same_step(got, want)
