@@ -168,9 +168,9 @@ def lightning_step(out: str, devices: int, chunk: int | None, strategy: str = "d
 
     L.seed_everything(0, verbose=False)
     module = EmbeddingModule(
-        encoder=EncoderSettings(model="tiny-mllama", max_length=32,
+        encoder=EncoderSettings(model="tiny-mllama", max_length=32, gradient_checkpointing=skewed,
                                 lora=LoraSettings(rank=4, alpha=8, dropout=0.0, init=True)
-                                if not skewed else  # the released recipe's adapters
+                                if not skewed else  # the released recipe's adapters (and checkpointing)
                                 LoraSettings(rank=4, alpha=8, dropout=0.0, use_dora=True, init="gaussian")),
         loss=LossSettings(hard_negatives="own", symmetric=True, learnable_temperature=True),
         optimizer=OptimizerSettings(lr=1e-3), schedule=ScheduleSettings(warmup=0), grad_cache_chunk=chunk,
@@ -234,9 +234,9 @@ def skewed_single_step(tmp_path_factory):
 
 @pytest.mark.parametrize("chunk", [None, 3], ids=["plain", "gradcache3"])
 def test_fsdp2_step_with_modality_skewed_ranks_equals_single_process(skewed_single_step, tmp_path, chunk):
-    """FSDP2 with DoRA when one rank's queries hold no image and another's candidates none: the
-    lockstep forwards keep the ranks' collectives matched, and the step is still the global one (also
-    with GradCache, whose chunks differ in modality from rank to rank)."""
+    """FSDP2 with DoRA and gradient checkpointing when one rank's queries hold no image and another's
+    candidates none: the lockstep forwards keep the ranks' collectives matched, and the step is still
+    the global one (also with GradCache, whose chunks differ in modality from rank to rank)."""
     want = skewed_single_step
     got = run_script(tmp_path / "fsdp2.pt", devices=2, chunk=chunk, strategy="fsdp2", skewed=True)
     assert any("vision" in name for name in want["grads"])  # the image path trains, and is compared
