@@ -10,7 +10,9 @@ if ! $PY -c 'import mme5.kernels' 2>/dev/null; then
   export PYTHONPATH="$stage${PYTHONPATH:+:$PYTHONPATH}"
   export PYTHONSAFEPATH=1  # keep ./mme5 (which lacks kernels/) from shadowing the staged package
 fi
-if ! $PY -c 'import jsonargparse' 2>/dev/null && compgen -G 'tmp/whl/*.whl' >/dev/null; then
+# Wheels carried in tmp/whl (the machines have no network), e.g. Inf-CL for the benchmark's peer:
+#   pip download inf-cl==1.2.1 jsonargparse==4.53.0 --no-deps -d tmp/whl   (then run with carry=["tmp/whl"])
+if compgen -G 'tmp/whl/*.whl' >/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/mme5-site tmp/whl/*.whl \
     && export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}/tmp/mme5-site"
 fi

@@ -95,6 +95,24 @@ def _provider_runs_here(provider: str, device: torch.device) -> str | None:
     return None
 
 
+def peer_disagreement(provider: str, device: torch.device, dtype: torch.dtype, size: int = 512, dim: int = 256
+                      ) -> float:
+    """Relative difference of a provider's loss and gradients from the reference's on small random inputs
+    (a peer's time only compares if it computes the same loss)."""
+    g = torch.Generator(device=device).manual_seed(1)
+    q0 = torch.nn.functional.normalize(torch.randn(size, dim, device=device, generator=g), dim=1).to(dtype)
+    c0 = torch.nn.functional.normalize(torch.randn(size, dim, device=device, generator=g), dim=1).to(dtype)
+    labels = torch.randperm(size, device=device, generator=g)
+    t = torch.tensor(0.05, device=device)
+    results = []
+    for fn in (_loss_fn(provider), _reference_loss):
+        q, c = q0.clone().requires_grad_(), c0.clone().requires_grad_()
+        loss = fn(q, c, labels, t, False)
+        loss.backward()
+        results.append((loss.detach().float(), q.grad.float(), c.grad.float()))
+    return max(float((a - b).norm() / b.norm().clamp_min(1e-12)) for a, b in zip(*results))
+
+
 class _Timer:
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
@@ -275,6 +293,7 @@ def main(
               "torch": torch.__version__, "triton": triton.__version__,
               "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     rows: list[dict] = []
+    peer_checked: dict[str, float] = {}
     if matmul_rate:
         rate = measure_matmul_rate(dev, torch_dtype)
         print(f"matmul {dtype} 8192^3: {rate:.1f} TFLOP/s on {common['device']}")
@@ -287,6 +306,13 @@ def main(
                     why = _provider_runs_here(provider, dev)
                     if why is None and provider in ("reference", "compile") and size > skip_reference_above:
                         why = f"B=N={size} is above skip_reference_above={skip_reference_above}"
+                    if why is None and provider == "inf_cl":
+                        if provider not in peer_checked:
+                            peer_checked[provider] = peer_disagreement(provider, dev, torch_dtype)
+                            print(f"{provider}: loss and gradients differ from the reference by "
+                                  f"{peer_checked[provider]:.2e} (relative)")
+                        if peer_checked[provider] > 2e-2:
+                            why = f"it computes another loss (relative difference {peer_checked[provider]:.2e})"
                     if why:
                         print(f"skip {provider} {mode} B=N={size} D={D}: {why}")
                         continue

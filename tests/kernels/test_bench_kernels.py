@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "bench_kernels.py"
 
@@ -56,3 +57,8 @@ def test_plain_arguments_without_jsonargparse(bench):
                    "plot": False, "dtype": "bfloat16", "out": Path("x/k.csv")}
     with pytest.raises(SystemExit, match="--name value pairs"):
         bench._plain_args(["--sizes"])
+
+
+def test_peer_check_measures_agreement_with_the_reference(bench):
+    # chunked computes the same loss: agreement to fp32 rounding; a peer is only timed below 2e-2
+    assert bench.peer_disagreement("chunked", torch.device("cpu"), torch.float32, size=40, dim=24) < 1e-5
