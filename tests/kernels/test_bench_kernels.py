@@ -24,7 +24,7 @@ def bench():
 def test_cpu_run_appends_rows_and_draws_plots(bench, tmp_path):
     out = tmp_path / "kernels.csv"
     rows = bench.main(providers=["reference", "chunked", "triton"], modes=["full", "backward"], sizes=[48, 80],
-                      dims=[24], repeats=2, warmup=0, out=out, plot=True)
+                      dims=[24], repeats=2, warmup=0, device="cpu", out=out, plot=True)
     with out.open() as f:
         written = list(csv.DictReader(f))
     assert len(written) == len(rows) == 2 * 2 * 2 * 3  # providers x modes x sizes x metrics; triton skipped
@@ -39,7 +39,7 @@ def test_cpu_run_appends_rows_and_draws_plots(bench, tmp_path):
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == ["infonce_cpu_float32_D24_backward.png", "infonce_cpu_float32_D24_full.png"]
 
-    bench.main(providers=["chunked"], sizes=[48], dims=[24], repeats=1, warmup=0, out=out, plot=False)
+    bench.main(providers=["chunked"], sizes=[48], dims=[24], repeats=1, warmup=0, device="cpu", out=out, plot=False)
     with out.open() as f:
         assert len(list(csv.DictReader(f))) == len(rows) + 3  # appended under the same header
 
