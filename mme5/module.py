@@ -144,6 +144,7 @@ class EmbeddingModule(L.LightningModule):
         self.encoder.train()  # transformers loads models in eval mode; training wants dropout on
         self.loss = ContrastiveLoss.from_settings(loss)
         self._step_start: float | None = None
+        self._sharded = False  # set once configure_model has applied FSDP2
 
     # ---- evaluation entry point -------------------------------------------------------------------
     def embed_sides(self, sides: list[Side], batch_size: int = 32) -> Tensor:
@@ -156,38 +157,40 @@ class EmbeddingModule(L.LightningModule):
 
     # ---- training ---------------------------------------------------------------------------------
     def configure_model(self) -> None:
-        """Prepare the encoder for a sharding strategy.
+        """Prepare the encoder for the Trainer's strategy.
 
         Strategies that gather a block's weights when it runs (FSDP, FSDP2, DeepSpeed ZeRO-3) need the
-        same module calls on every rank: the encoder is switched to lockstep forwards. FSDP without an
-        ``auto_wrap_policy`` gets one unit per transformer block. Under
-        ``ModelParallelStrategy`` the module also shards itself with FSDP2 (``fully_shard``) over the
-        data-parallel mesh: one unit per transformer block, then the encoder's remaining weights,
-        then the learnable temperature. Other strategies wrap the module themselves.
+        same module calls on every rank, so the encoder switches to lockstep forwards. Lightning's FSDP
+        without an ``auto_wrap_policy`` gets one unit per transformer block; under
+        ``ModelParallelStrategy`` (``fsdp2``) the module shards itself (:meth:`_shard_fsdp2`). Other
+        strategies wrap the module themselves.
         """
-        if self._trainer is None or getattr(self, "_sharded", False):
+        if self._trainer is None or self._sharded:
             return
         from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 
         strategy = self.trainer.strategy
         zero3 = isinstance(strategy, DeepSpeedStrategy) and \
             strategy.config.get("zero_optimization", {}).get("stage") == 3
-        if isinstance(strategy, (FSDPStrategy, ModelParallelStrategy)) or zero3:
-            self.encoder.lockstep = True
+        self.encoder.lockstep = zero3 or isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
         if isinstance(strategy, FSDPStrategy) and strategy.kwargs.get("auto_wrap_policy") is None:
             # without a policy FSDP would make the whole model one unit (gathered whole in every forward)
             from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
             strategy.kwargs["auto_wrap_policy"] = ModuleWrapPolicy({type(u) for u in self.encoder.sharding_units()})
-        if not isinstance(strategy, ModelParallelStrategy):
-            return
+        if isinstance(strategy, ModelParallelStrategy):
+            self._shard_fsdp2()
+
+    def _shard_fsdp2(self) -> None:
+        """``fully_shard`` over the data-parallel mesh: each transformer block, then the encoder's remaining
+        weights, then the loss when its temperature learns."""
         from torch.distributed.fsdp import fully_shard
 
         mesh = self.device_mesh
         names = mesh.mesh_dim_names or ()
         if "tensor_parallel" in names and mesh["tensor_parallel"].size() > 1:
             raise ConfigError("ModelParallelStrategy: mme5 shards data-parallel only (FSDP2); set "
-                              "tensor_parallel_size: 1")
+                              "tensor_parallel_size: 1 or use trainer.strategy: fsdp2")
         if self.encoder.quantization is not None:
             raise ConfigError("ModelParallelStrategy: a quantized backbone cannot be sharded; set "
                               "model.encoder.quantization: null or use ddp")
