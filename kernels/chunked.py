@@ -26,7 +26,14 @@ import torch
 
 from .inputs import InfoNCEInputs
 from .matmul import addmm_fp32_, matmul_fp32
-from .softmax_terms import BackwardTerms, ForwardStats, finish_forward, positive_logits, prepare_backward
+from .softmax_terms import (
+    BackwardTerms,
+    ForwardStats,
+    finish_forward,
+    hand_over_gradients,
+    positive_logits,
+    prepare_backward,
+)
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 22  # scores per row chunk on CPU (16 MiB in fp32)
 CUDA_CHUNK_ELEMENTS = 1 << 26  # on CUDA (256 MiB in fp32): products of >= 2048 rows at N = 32K
@@ -159,13 +166,7 @@ class ChunkedInfoNCEOnePass(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):
-        if ctx.grads is None:
-            raise RuntimeError("infonce(impl='chunked'): backward ran twice through the same graph; "
-                               "the one-pass gradient is handed over once (use symmetric=True or impl='reference')")
-        grads, ctx.grads = ctx.grads, None
-        unit = grad_loss.device.type == "cpu" and grad_loss.item() == 1.0
-        scaled = tuple(g if (g is None or unit) else g * grad_loss.to(g.dtype) for g in grads)
-        return scaled + (None,) * 4
+        return hand_over_gradients(ctx, grad_loss, "chunked")
 
 
 def infonce_chunked(x: InfoNCEInputs, chunk_rows: int | None = None) -> torch.Tensor:

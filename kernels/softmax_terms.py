@@ -133,3 +133,17 @@ def prepare_backward(
     if extra_logits is not None:
         extra_grad = (scale * torch.exp(extra_logits.float() - row_lse[:, None])).to(extra_logits.dtype)
     return BackwardTerms(scale, row_lse, col_log_weight, pos, positive_grad, extra_grad)
+
+
+def hand_over_gradients(ctx, grad_loss: torch.Tensor, impl: str) -> tuple:
+    """Backward of a one-pass autograd Function: the gradients its forward formed for a loss gradient of 1
+    (``ctx.grads``: q, c, temperature, extra logits), scaled in place by ``grad_loss``, handed over once."""
+    if ctx.grads is None:
+        raise RuntimeError(f"infonce(impl={impl!r}): backward ran twice through the same graph; the one-pass "
+                           "gradient is handed over once (use symmetric=True or impl='reference')")
+    grads, ctx.grads = ctx.grads, None
+    if not (grad_loss.device.type == "cpu" and grad_loss.item() == 1.0):
+        for g in grads:
+            if g is not None:
+                g.mul_(grad_loss)  # a 0-d fp32 factor: computed in fp32, rounded once
+    return grads + (None,) * 4

@@ -36,6 +36,7 @@ import triton.language as tl
 
 from .inputs import InfoNCEInputs
 from .matmul import addmm_fp32_, matmul_fp32_into
+from .softmax_terms import hand_over_gradients
 
 INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
@@ -244,15 +245,7 @@ class TritonInfoNCEOnePass(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):
-        if ctx.grads is None:
-            raise RuntimeError("infonce(impl='triton'): backward ran twice through the same graph; the one-pass "
-                               "gradient is handed over once (use symmetric=True or impl='reference')")
-        grads, ctx.grads = ctx.grads, None
-        if not (grad_loss.device.type == "cpu" and grad_loss.item() == 1.0):
-            for g in grads:
-                if g is not None:
-                    g.mul_(grad_loss)  # a 0-d fp32 factor: computed in fp32, rounded once
-        return grads + (None,) * 4
+        return hand_over_gradients(ctx, grad_loss, "triton")
 
 
 def infonce_triton_onepass(x: InfoNCEInputs, config: OnePassConfig | None = None) -> torch.Tensor:
