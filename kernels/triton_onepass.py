@@ -100,6 +100,22 @@ def chunk_rows(cfg: OnePassConfig, num_queries: int, num_candidates: int, bytes_
 
 
 @triton.jit
+def _row_tile(s_rows, ckey_ptr, n0, N, row_ok, label, qk, inv_t,
+              HAS_DUPLICATES: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Columns [n0, n0 + BLOCK_N) of the block's rows: the column ids, which entries exist, which is
+    each row's positive, which are kept (not a duplicate of the positive), and the logits (fp32, 1/T)."""
+    cols = n0 + tl.arange(0, BLOCK_N)
+    inside = row_ok[:, None] & (cols < N)[None, :]
+    is_pos = cols[None, :] == label[:, None]
+    keep = inside
+    if HAS_DUPLICATES:
+        ck = tl.load(ckey_ptr + cols, mask=cols < N, other=0)
+        keep = inside & ((qk[:, None] != ck[None, :]) | is_pos)
+    logits = tl.load(s_rows + cols[None, :], mask=inside, other=0.0).to(tl.float32) * inv_t
+    return cols, inside, is_pos, keep, logits
+
+
+@triton.jit
 def _onepass_row_kernel(
     s_ptr, ds_ptr, labels_ptr, qkey_ptr, ckey_ptr, inv_t_ptr, extra_lse_ptr, lse_ptr, pos_ptr, tdot_ptr,
     row_start, num_rows, N, stride_s, stride_ds,
@@ -119,22 +135,15 @@ def _onepass_row_kernel(
     inv_t = tl.load(inv_t_ptr)
     s_rows = s_ptr + local.to(tl.int64)[:, None] * stride_s
     ds_rows = ds_ptr + local.to(tl.int64)[:, None] * stride_ds
-    if HAS_DUPLICATES:
-        qk = tl.load(qkey_ptr + rows, mask=row_ok, other=0)
+    qk = tl.load(qkey_ptr + rows, mask=row_ok, other=0) if HAS_DUPLICATES else label
 
     # Pass 1: online log-sum-exp over the kept columns, and the positive logit.
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     pos = tl.zeros((BLOCK_M,), tl.float32)
     for n0 in range(0, N, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        inside = row_ok[:, None] & (cols < N)[None, :]
-        is_pos = cols[None, :] == label[:, None]
-        keep = inside
-        if HAS_DUPLICATES:
-            ck = tl.load(ckey_ptr + cols, mask=cols < N, other=0)
-            keep = inside & ((qk[:, None] != ck[None, :]) | is_pos)
-        logits = tl.load(s_rows + cols[None, :], mask=inside, other=0.0).to(tl.float32) * inv_t
+        cols, inside, is_pos, keep, logits = _row_tile(
+            s_rows, ckey_ptr, n0, N, row_ok, label, qk, inv_t, HAS_DUPLICATES, BLOCK_N)
         pos += tl.sum(tl.where(is_pos & inside, logits, 0.0), axis=1)
         x = tl.where(keep, logits, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(x, axis=1))
@@ -153,14 +162,8 @@ def _onepass_row_kernel(
     # Pass 2: dS = softmax - onehot(label) over the kept columns (0 at duplicates), in place.
     tdot = tl.zeros((BLOCK_M,), tl.float32)
     for n0 in range(0, N, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
-        inside = row_ok[:, None] & (cols < N)[None, :]
-        is_pos = cols[None, :] == label[:, None]
-        keep = inside
-        if HAS_DUPLICATES:
-            ck = tl.load(ckey_ptr + cols, mask=cols < N, other=0)
-            keep = inside & ((qk[:, None] != ck[None, :]) | is_pos)
-        logits = tl.load(s_rows + cols[None, :], mask=inside, other=0.0).to(tl.float32) * inv_t
+        cols, inside, is_pos, keep, logits = _row_tile(
+            s_rows, ckey_ptr, n0, N, row_ok, label, qk, inv_t, HAS_DUPLICATES, BLOCK_N)
         w = tl.where(keep, tl.exp(logits - lse[:, None]), 0.0)
         w = tl.where(is_pos & inside, w - 1.0, w)
         tdot += tl.sum(w * logits, axis=1)
