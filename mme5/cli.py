@@ -19,7 +19,7 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
-from mme5.errors import user_errors
+from mme5.errors import run_command
 
 # Settings dataclasses document their fields with attribute docstrings; show them in `--help`.
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -109,23 +109,21 @@ def fit_cli(args: Sequence[str] | None = None, run: bool = True) -> MME5CLI:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mme5` console script."""
     from_command_line = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv and argv[0] == "export":
+    args = list(sys.argv[1:] if argv is None else argv)
+
+    def body() -> int | None:
+        if args and args[0] == "export":
             from mme5.export import cli_main as export_main
 
-            return export_main(argv[1:]) or 0
-        if argv and argv[0] == "evaluate":
+            return export_main(args[1:])
+        if args and args[0] == "evaluate":
             from mme5.eval import cli_main as evaluate_main
 
-            return evaluate_main(argv[1:]) or 0
-        fit_cli(None if from_command_line else argv)
+            return evaluate_main(args[1:])
+        fit_cli(None if from_command_line else args)
         return 0
-    except user_errors() as exc:
-        if os.environ.get("MME5_TRACEBACK"):
-            raise
-        print(f"mme5: error: {exc}", file=sys.stderr)
-        return 2
+
+    return run_command("mme5", body)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ names the thing and what was expected.
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
+
 
 class Mme5Error(Exception):
     """Base class of errors caused by input or configuration, reported without a traceback."""
@@ -30,3 +34,15 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     return (Mme5Error, MisconfigurationException)
+
+
+def run_command(prog: str, body: Callable[[], int | None]) -> int:
+    """Run a command's ``body``; a user error becomes one line ``<prog>: error: ...`` and exit code 2
+    (``MME5_TRACEBACK=1`` re-raises it with its traceback)."""
+    try:
+        return body() or 0
+    except user_errors() as exc:
+        if os.environ.get("MME5_TRACEBACK"):
+            raise
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2

@@ -8,17 +8,13 @@
 
 import sys
 
-from mme5.errors import user_errors
+from mme5.errors import run_command
 
 
 def main() -> int:
     from mme5.eval.cli import cli_main
 
-    try:
-        return cli_main(sys.argv[1:])
-    except user_errors() as exc:
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command("evaluate", lambda: cli_main(sys.argv[1:]))
 
 
 if __name__ == "__main__":

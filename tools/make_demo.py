@@ -14,7 +14,7 @@ import time
 from jsonargparse import auto_cli
 
 from mme5.demo import ensure_demo_corpus, read_manifest
-from mme5.errors import user_errors
+from mme5.errors import run_command
 
 
 def make_demo(root: str = "demo_corpus", seed: int = 0, train_samples: int = 6000, eval_rows: int = 60,
@@ -51,12 +51,10 @@ def make_demo(root: str = "demo_corpus", seed: int = 0, train_samples: int = 600
 
 
 def main() -> int:
-    try:
+    def body() -> None:
         auto_cli(make_demo, as_positional=False)
-    except user_errors() as exc:
-        print(f"make_demo: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command("make_demo", body)
 
 
 if __name__ == "__main__":
