@@ -1,6 +1,11 @@
-# Sourced by the scripts/gpu_*_check.sh scripts (from the repository root, with PY and OUT set): checks
+# Sourced by the scripts/gpu_*_check.sh scripts (from the repository root): checks
 # CUDA, records the card, and makes `mme5` importable from this tree when it is not installed (the GPU
 # machines carry torch + triton but not always this package or jsonargparse).
+OUT=${OUT:-benchmarks/results/gpu}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+unset TRITON_INTERPRET  # real kernels, not the interpreter
 $PY -c 'import torch, triton; assert torch.cuda.is_available(), "no CUDA device"; print("torch", torch.__version__, "triton", triton.__version__, torch.cuda.get_device_name())' || return 1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null | tee "$OUT/gpu.txt"
 

@@ -15,13 +15,7 @@
 # network needed), else tools/bench_kernels.py reads its --name value pairs itself.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-benchmarks/results/gpu}
-PY=${PYTHON:-python3}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-unset TRITON_INTERPRET
-
-source scripts/gpu_env.sh || exit 1
+source scripts/gpu_env.sh || exit 1  # sets OUT (default benchmarks/results/gpu) and PY
 
 status=0
 timeout "${TEST_TIMEOUT:-300}" $PY -m pytest tests/kernels -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" || status=1

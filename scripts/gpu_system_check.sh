@@ -8,13 +8,7 @@
 # scikit-image (test photos) and bitsandbytes; packages.txt says which are missing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-benchmarks/results/gpu}
-PY=${PYTHON:-python3}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-unset TRITON_INTERPRET
-
-source scripts/gpu_env.sh || exit 1
+source scripts/gpu_env.sh || exit 1  # sets OUT (default benchmarks/results/gpu) and PY
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD/tests"  # the Lightning step script imports test helpers
 $PY - <<'PY' | tee "$OUT/packages.txt"
 import importlib.util
