@@ -118,7 +118,7 @@ class Encoder(nn.Module):
         # Sharded training (FSDP, ZeRO-3) sets this: every forward then runs the same modules in the same
         # order on every rank (see BackboneAdapter.last_hidden_state_lockstep).
         self.lockstep = False
-        self._dummies: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
+        self._dummies: dict[torch.device, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
 
     def _add_lora(self, base: nn.Module, lora: LoraSettings) -> nn.Module:
         from peft import LoraConfig, get_peft_model
@@ -148,7 +148,7 @@ class Encoder(nn.Module):
         """Model inputs (``input_ids``, ``attention_mask``, image tensors) -> embeddings [n, D]."""
         moved = self._on_device(inputs)
         if self.lockstep:
-            dummy_image, dummy_text = (self._on_device(d) for d in self._lockstep_dummies())
+            dummy_image, dummy_text = self._lockstep_dummies()
             hidden = self.adapter.last_hidden_state_lockstep(self.base_model(), moved, dummy_image, dummy_text)
         else:
             hidden = self.adapter.last_hidden_state(self.base_model(), moved)
@@ -163,13 +163,15 @@ class Encoder(nn.Module):
         }
 
     def _lockstep_dummies(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """One image-only side and one text-only side (built once) for :attr:`lockstep` forwards."""
-        if self._dummies is None:
+        """The inputs of one image-only side and one text-only side for :attr:`lockstep` forwards, built
+        once per device."""
+        device = self.device
+        if device not in self._dummies:
             from PIL import Image
 
             image = self.build_inputs([Side(image=Image.new("RGB", (64, 64), (127, 127, 127)))])
-            self._dummies = (image, self.build_inputs([Side(text=".")]))
-        return self._dummies
+            self._dummies[device] = (self._on_device(image), self._on_device(self.build_inputs([Side(text=".")])))
+        return self._dummies[device]
 
     def build_inputs(self, sides: list[Side]) -> dict[str, torch.Tensor]:
         """Model inputs for ``sides`` with this encoder's processor and ``max_length``."""
