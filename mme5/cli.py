@@ -19,7 +19,7 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
-from mme5.errors import run_command
+from mme5.errors import ConfigError, run_command
 
 # Settings dataclasses document their fields with attribute docstrings; show them in `--help`.
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -62,8 +62,6 @@ class MME5CLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """GPU-only settings on a machine without a visible CUDA GPU, as one line that says what to do."""
-        from mme5.errors import ConfigError
-
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         trainer = config.get("trainer") if config is not None else None
         if trainer is None or torch.cuda.is_available():
