@@ -15,9 +15,9 @@ __version__ = "0.1.0"
 def load(path: str, **kwargs: Any):
     """Load an exported mme5 model folder; returns an ``EmbeddingModel`` with ``encode`` / ``encode_sides``.
 
-    Keyword arguments (``dtype``, ``quantization``, ``device``) go to :func:`mme5.export.load`.
+    Keyword arguments (``dtype``, ``quantization``, ``device``) go to :func:`mme5.model.export.load`.
     """
-    from mme5.export import load as _load
+    from mme5.model.export import load as _load
 
     return _load(path, **kwargs)
 

@@ -77,7 +77,7 @@ def _epoch_rate(dm, batch_size: int, warmup: int) -> tuple[float, float, float]:
 def _train_step_rate(model: str, batch, repeats: int) -> float | None:
     """Samples/s of the demo training step (forward + backward), or None if the module cannot run here."""
     try:
-        from mme5.module import EmbeddingModule
+        from mme5.training.module import EmbeddingModule
 
         module = EmbeddingModule()
         module.train()

@@ -81,9 +81,9 @@ def run_one(
     from test_module import make_examples
     from torch.utils.data import DataLoader
 
-    from mme5.collate import Collator
-    from mme5.encoder import LoraSettings
-    from mme5.module import EmbeddingModule, EncoderSettings, OptimizerSettings, ScheduleSettings
+    from mme5.data.collate import Collator
+    from mme5.model.encoder import LoraSettings
+    from mme5.training.module import EmbeddingModule, EncoderSettings, OptimizerSettings, ScheduleSettings
 
     cuda = accelerator in ("cuda", "gpu")
 

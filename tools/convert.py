@@ -12,7 +12,7 @@ import sys
 
 from jsonargparse import auto_cli
 
-from mme5.convert import ConvertError, convert
+from mme5.data.convert import ConvertError, convert
 
 
 def main(inputs: list[str] | str, out: str, image_root: str | None = None, task: str = "auto",

@@ -12,7 +12,7 @@ from mme5.errors import run_command
 
 
 def main() -> int:
-    from mme5.eval.quantized_cli import cli_main
+    from mme5.cli.eval_quantized import cli_main
 
     return run_command("eval_quantized", lambda: cli_main(sys.argv[1:]))
 

@@ -12,7 +12,7 @@ from mme5.errors import run_command
 
 
 def main() -> int:
-    from mme5.eval.cli import cli_main
+    from mme5.cli.evaluate import cli_main
 
     return run_command("evaluate", lambda: cli_main(sys.argv[1:]))
 

@@ -133,7 +133,7 @@ class ShardDataModule(L.LightningDataModule):
                 self._setup_skips[reason] = self._setup_skips.get(reason, 0) + 1
                 log.warning("data: shard set '%s': skipping shard '%s' (%s)", rset.label, url, reason)
         if self.collate_fn is None:
-            from mme5.collate import Collator
+            from mme5.data.collate import Collator
 
             self.collate_fn = Collator(self.model, self.max_length, self.max_negatives,
                                        max_pixels=self.max_image_pixels, max_side=self.max_image_side)

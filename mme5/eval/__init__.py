@@ -77,7 +77,7 @@ def __getattr__(name: str):
 
         return markdown_report
     if name == "cli_main":
-        from mme5.eval.cli import cli_main
+        from mme5.cli.evaluate import cli_main
 
         return cli_main
     if name == "load_model":

@@ -61,7 +61,7 @@ class _BenchmarkEvaluation(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and not callable(getattr(pl_module, "embed_sides", None)):
             raise ConfigError(f"{type(self).__name__} needs a LightningModule with embed_sides(sides, batch_size) "
-                              f"(mme5.module.EmbeddingModule); got {type(pl_module).__name__}")
+                              f"(mme5.training.module.EmbeddingModule); got {type(pl_module).__name__}")
         if self._bench is None:
             self._bench = self._load()
 

@@ -1,8 +1,8 @@
 """Turn what a user points evaluation at into an embedding function.
 
 ``model`` may be a Lightning checkpoint (``*.ckpt``, loaded with
-``mme5.module.EmbeddingModule.load_from_checkpoint``), a folder written by ``mme5 export`` (loaded
-with ``mme5.export.load``), or a backbone the Encoder can load directly (a Hugging Face model folder,
+``mme5.training.module.EmbeddingModule.load_from_checkpoint``), a folder written by ``mme5 export`` (loaded
+with ``mme5.model.export.load``), or a backbone the Encoder can load directly (a Hugging Face model folder,
 or a tiny random twin such as ``tiny-llava``).
 """
 
@@ -84,13 +84,13 @@ def load_model(model: str, quantization: str | None = None, device: str = "auto"
             raise MissingPathError(f"checkpoint '{path}' does not exist")
         if quantization is not None:
             raise ConfigError("quantized evaluation needs an exported folder (mme5 export), not a checkpoint")
-        from mme5.module import EmbeddingModule
+        from mme5.training.module import EmbeddingModule
 
         module = EmbeddingModule.load_from_checkpoint(str(path), map_location="cpu").to(dev).eval()
         return LoadedModel(lambda sides: module.embed_sides(sides, batch_size), _fingerprint(module, None, extra),
                            f"checkpoint {path}", module)
     if _is_export(path):
-        from mme5 import export
+        from mme5.model import export
 
         kwargs: dict[str, Any] = {}
         params = inspect.signature(export.load).parameters
@@ -98,7 +98,7 @@ def load_model(model: str, quantization: str | None = None, device: str = "auto"
             if name in params:
                 kwargs[name] = value
         if quantization is not None and "quantization" not in params:
-            raise ConfigError("mme5.export.load cannot load quantized weights in this version")
+            raise ConfigError("mme5.model.export.load cannot load quantized weights in this version")
         obj = export.load(str(path), **kwargs)
         return LoadedModel(lambda sides: obj.encode_sides(sides, batch_size), _fingerprint(obj, path, extra),
                            f"exported {path}" + (f" ({quantization})" if quantization else ""),
@@ -106,7 +106,7 @@ def load_model(model: str, quantization: str | None = None, device: str = "auto"
     if not model.startswith("tiny-") and not path.exists():
         raise MissingPathError(f"model '{model}' is neither a checkpoint (*.ckpt), an exported folder, a model "
                                f"folder nor a tiny twin name (tiny-<family>)")
-    from mme5.encoder import Encoder
+    from mme5.model.encoder import Encoder
 
     kwargs = {"quantization": quantization, "dtype": dtype}
     if max_length is not None:

@@ -6,7 +6,7 @@ import json
 import logging
 
 import pytest
-from shard_fixtures import huge_png_header, list_collate, make_example, png_bytes, write_raw_shard, write_set
+from tests.helpers.shard_fixtures import huge_png_header, list_collate, make_example, png_bytes, write_raw_shard, write_set
 
 from mme5.data import DataError, ShardDataModule, ShardSet, SkipCounter, read_shard
 from mme5.records import encode_sample, write_shard, write_sizes

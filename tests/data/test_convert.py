@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from shard_fixtures import png_bytes
+from tests.helpers.shard_fixtures import png_bytes
 
-from mme5.convert import STATE_FILE, ConvertError, convert, parse_list, source_name
+from mme5.data.convert import STATE_FILE, ConvertError, convert, parse_list, source_name
 from mme5.data import ShardDataModule, ShardSet
 from mme5.records import PUBLIC_IMAGE_TOKEN, ShardSetWriter, decode_sample, iter_shard, read_sizes
 

@@ -6,7 +6,7 @@ import json
 from collections import Counter
 
 import pytest
-from shard_fixtures import list_collate, write_set
+from tests.helpers.shard_fixtures import list_collate, write_set
 
 from mme5.data import DataError, ShardDataModule, ShardSet
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from resume_fit import make_datamodule
-from shard_fixtures import list_collate, write_set
+from tests.helpers import repo_env
+from tests.helpers.resume_fit import make_datamodule
+from tests.helpers.shard_fixtures import list_collate, write_set
 
 from mme5.data import DataError, ShardDataModule, ShardSet
 
-SCRIPT = Path(__file__).with_name("resume_fit.py")
 
 
 def _mixture(tmp_path: Path) -> list[ShardSet]:
@@ -58,8 +59,9 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 def _fit(tmp_path: Path, sets: list[ShardSet], out: str, *extra: str) -> subprocess.CompletedProcess:
     specs = [f"{s.shards}:{s.weight}" for s in sets]
-    cmd = [sys.executable, str(SCRIPT), "--shards", *specs, "--out", str(tmp_path / out), *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False)
+    cmd = [sys.executable, "-m", "tests.helpers.resume_fit", "--shards", *specs, "--out", str(tmp_path / out), *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False,
+                          env=repo_env(dict(os.environ)))
 
 
 def _ids(path: Path) -> list[tuple[int, int, str]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from evalfixtures import EvalFixture, HashEmbedder, build_fixture
+from tests.helpers.evalfixtures import EvalFixture, HashEmbedder, build_fixture
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from evalfixtures import HashEmbedder
+from tests.helpers.evalfixtures import HashEmbedder
 
 from mme5.errors import ConfigError
 from mme5.eval import EmbeddingCache, evaluate_mmeb, evaluate_xtd, model_fingerprint

@@ -8,7 +8,7 @@ import lightning
 import torch
 
 from mme5.cli import main as mme5_main
-from mme5.eval.cli import cli_main
+from mme5.cli.evaluate import cli_main
 
 
 def test_evaluate_prints_the_table_and_writes_json(fixture_folders, tmp_path, capsys):
@@ -29,7 +29,7 @@ def test_evaluate_prints_the_table_and_writes_json(fixture_folders, tmp_path, ca
 
 
 def test_evaluate_a_checkpoint(fixture_folders, tmp_path, capsys):
-    from mme5.module import EmbeddingModule, EncoderSettings
+    from mme5.training.module import EmbeddingModule, EncoderSettings
 
     module = EmbeddingModule(encoder=EncoderSettings(model="tiny-llava"))
     ckpt = tmp_path / "last.ckpt"

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from evalfixtures import HashEmbedder
+from tests.helpers.evalfixtures import HashEmbedder
 
 from mme5.eval import DistContext, evaluate_mmeb, evaluate_xtd
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
-from evalfixtures import HashEmbedder
+from tests.helpers.evalfixtures import HashEmbedder
 from PIL import Image
 
 from mme5.errors import ConfigError, MissingPathError

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from infonce_cases import assert_close, loss_and_grads, make_case, oracle
+from tests.helpers.infonce_cases import assert_close, loss_and_grads, make_case, oracle
 from mme5.kernels.chunked import infonce_chunked
 from mme5.kernels.inputs import check_inputs
 

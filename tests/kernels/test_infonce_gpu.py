@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from infonce_cases import assert_close, gpu, loss_and_grads, make_case, oracle
+from tests.helpers.infonce_cases import assert_close, gpu, loss_and_grads, make_case, oracle
 from mme5.kernels import infonce
 
 pytestmark = [pytest.mark.gpu, gpu]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from infonce_cases import make_case
+from tests.helpers.infonce_cases import make_case
 from mme5.kernels.chunked import infonce_chunked
 from mme5.kernels.inputs import check_inputs
 from mme5.kernels.reference import infonce_reference

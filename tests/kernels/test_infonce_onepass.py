@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from infonce_cases import assert_close, loss_and_grads, make_case, oracle
+from tests.helpers.infonce_cases import assert_close, loss_and_grads, make_case, oracle
 from mme5.kernels import infonce
 from mme5.kernels.inputs import check_inputs
 

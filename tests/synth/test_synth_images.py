@@ -85,8 +85,8 @@ def test_callable_embedder_is_checked(photo_folder):
 
 
 def test_model_embedder_from_an_mme5_export(photo_folder, tmp_path):
-    export = pytest.importorskip("mme5.export")
-    from mme5.encoder import Encoder
+    export = pytest.importorskip("mme5.model.export")
+    from mme5.model.encoder import Encoder
     from mme5.synth.images import ModelEmbedder
 
     folder = export.export(Encoder(model="tiny-llava"), tmp_path / "export")

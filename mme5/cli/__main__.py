@@ -1,0 +1,5 @@
+import sys
+
+from mme5.cli.main import main
+
+sys.exit(main())

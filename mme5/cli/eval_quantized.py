@@ -1,0 +1,62 @@
+"""``tools/eval_quantized.py``: the same model at full precision, int8 and nf4 on the same evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from mme5.eval.datasets import XTD_LANGUAGES
+
+Setting = Literal["full", "int8", "nf4", "fp4"]
+
+
+def eval_quantized(
+    model: str,
+    settings: Sequence[Setting] = ("full", "int8", "nf4"),
+    mmeb_dir: str | None = None,
+    xtd_dir: str | None = None,
+    image_root: str | None = None,
+    demo_root: str | None = None,
+    datasets: list[str] | None = None,
+    languages: Sequence[str] = XTD_LANGUAGES,
+    max_rows: int | None = None,
+    batch_size: int = 64,
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+    device: str = "auto",
+    output_dir: str = "runs/quantized",
+    isolate: bool = True,
+) -> None:
+    """Evaluate one model at full precision and quantized (bitsandbytes) and compare.
+
+    Args:
+        model: a folder written by `mme5 export`, a Hugging Face model folder of a supported family, or a
+            tiny twin name (tiny-llava, ...).
+        settings: precision settings, the first is the reference of the deltas.
+        mmeb_dir: MMEB folder (skipped when None).
+        xtd_dir: XTD folder (skipped when None).
+        image_root: the folder image paths are relative to.
+        demo_root: use the demo corpus in this folder (generated when missing).
+        datasets: MMEB datasets (default: all found).
+        languages: XTD languages.
+        max_rows: only the first N rows of each dataset / language.
+        batch_size: sides per model call.
+        dtype: full-precision weight dtype and 4-bit compute dtype ("auto": bfloat16 on CUDA, else float32).
+        device: "auto", "cpu", "cuda", "cuda:N".
+        output_dir: where quantized.json / .md / .csv / .png go.
+        isolate: run each setting in a fresh process (exact per-setting peak memory; slower start).
+    """
+    from mme5.cli.evaluate import folders_with_demo
+    from mme5.eval.quantized import compare_quantized, comparison_table, device_name
+
+    mmeb_dir, xtd_dir, image_root = folders_with_demo(demo_root, mmeb_dir, xtd_dir, image_root)
+    results = compare_quantized(model, settings, mmeb_dir, xtd_dir, image_root, datasets, languages, max_rows,
+                                batch_size, dtype, device, output_dir, isolate)
+    print(comparison_table(results, device_name()))
+    print(f"wrote {output_dir}/quantized.json, .md, .csv, .png")
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tools/eval_quantized.py``."""
+    from mme5.cli.evaluate import run_function_cli
+
+    return run_function_cli(eval_quantized, "eval_quantized.py", argv)

@@ -1,0 +1,326 @@
+"""The LightningModule that trains an Encoder contrastively: loss, optimiser, schedule, GradCache.
+
+Distributed strategies (DDP, FSDP2 as ``fsdp2``, FSDP, DeepSpeed) are chosen in the Trainer config; the
+module shards itself for ``fsdp2`` (:meth:`EmbeddingModule.configure_model`) and needs ``gather`` in
+the loss settings to pool negatives across ranks. With
+``grad_cache_chunk`` set, each step encodes the batch in chunks twice (no-grad, then with autograd
+under replayed RNG state), so the in-batch negative pool no longer costs activation memory.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+
+from mme5.model.encoder import DType, Encoder, LoraSettings, Pooling
+from mme5.errors import ConfigError
+from mme5.training.gradcache import CachedStep, grad_cache_step, split_rows
+from mme5.training.losses import ContrastiveLoss, LossSettings
+from mme5.records import Side
+from mme5.training.strategies import FSDP2Strategy  # noqa: F401  (registers trainer.strategy: fsdp2)
+
+
+@dataclass
+class EncoderSettings:
+    """The backbone and how it embeds (the ``model.encoder`` group)."""
+
+    model: str = "tiny-mllama"
+    """Model folder or cached hub id (mllama, llava, llava_next, qwen2_vl, ...) or a tiny twin (tiny-mllama)."""
+    pooling: Pooling = "last"
+    """``last``: hidden state of the last non-pad token; ``mean``: mean over non-pad tokens."""
+    normalize: bool = True
+    """L2-normalise the embeddings."""
+    lora: LoraSettings | None = None
+    """LoRA / DoRA adapters (only they train); null trains every weight."""
+    dtype: DType = "float32"
+    """Weight dtype of the backbone."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward to save memory."""
+    quantization: Literal["int8", "nf4", "fp4"] | None = None
+    """Load linear layers in 8-bit or 4-bit through bitsandbytes (QLoRA with ``lora``)."""
+    max_length: int = 256
+    """Maximum text tokens per side (image tokens come on top)."""
+
+
+@dataclass
+class OptimizerSettings:
+    """AdamW (the ``model.optimizer`` group)."""
+
+    lr: float = 1e-5
+    """Peak learning rate (mmE5: 1e-5)."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay, applied to matrices only (not to biases, norms or the temperature)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam moment decay rates."""
+    eps: float = 1e-8
+    """Adam epsilon."""
+
+
+@dataclass
+class ScheduleSettings:
+    """Learning-rate schedule (the ``model.schedule`` group): linear warm-up, then decay to 0."""
+
+    warmup: float = 0.05
+    """Warm-up length: a fraction of all optimiser steps when < 1 (mmE5: 0.05), else a number of steps."""
+    decay: Literal["linear", "constant"] = "linear"
+    """After warm-up: ``linear`` decay to 0 at the last step, or ``constant``."""
+
+
+def _as(cls: type, value: Any) -> Any:
+    """Accept a settings dataclass or its dict form (as stored in a checkpoint's hyperparameters)."""
+    if isinstance(value, cls) or value is None:
+        return value
+    if isinstance(value, dict):
+        if cls is EncoderSettings and isinstance(value.get("lora"), dict):
+            value = {**value, "lora": LoraSettings(**value["lora"])}
+        return cls(**value)
+    raise ConfigError(f"expected {cls.__name__} settings, got {type(value).__name__}")
+
+
+def warmup_linear(step: int, total: int, warmup: int, decay: str = "linear") -> float:
+    """Learning-rate multiplier at optimiser step ``step`` (0-based) of ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if decay == "constant":
+        return 1.0
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+class EmbeddingModule(L.LightningModule):
+    """Contrastive training of a vision-language embedding model (mmE5 recipe by default).
+
+    The distributed strategy is the Trainer's (``ddp``, ``fsdp2``, ``fsdp``, ``deepspeed_stage_2``; see
+    :meth:`configure_model`); with ``loss.gather`` the negatives of all ranks are pooled. GradCache
+    drives the backward passes itself and therefore runs on one device, under DDP or under FSDP2.
+
+    Args:
+        encoder: the backbone, pooling, adapters and precision of the Encoder.
+        loss: the InfoNCE loss (temperature, hard negatives shared or own, cross-rank gathering).
+        optimizer: AdamW settings.
+        schedule: warm-up and decay of the learning rate.
+        grad_cache_chunk: GradCache chunk size in rows per forward (queries and candidates are chunked
+            separately); null turns GradCache off. Works on one device, with DDP and with FSDP2.
+        log_every_n_steps_skips: how often (optimiser steps) to log the data module's skip counters.
+    """
+
+    def __init__(
+        self,
+        # settings instances as defaults: never mutated, and jsonargparse prints them in --help
+        encoder: EncoderSettings = EncoderSettings(),  # noqa: B008
+        loss: LossSettings = LossSettings(),  # noqa: B008
+        optimizer: OptimizerSettings = OptimizerSettings(),  # noqa: B008
+        schedule: ScheduleSettings = ScheduleSettings(),  # noqa: B008
+        grad_cache_chunk: int | None = None,
+        log_every_n_steps_skips: int = 50,
+    ) -> None:
+        super().__init__()
+        encoder, loss = _as(EncoderSettings, encoder), _as(LossSettings, loss)
+        optimizer, schedule = _as(OptimizerSettings, optimizer), _as(ScheduleSettings, schedule)
+        if grad_cache_chunk is not None and grad_cache_chunk < 1:
+            raise ConfigError(f"model.grad_cache_chunk must be >= 1 or null, got {grad_cache_chunk}")
+        if schedule.warmup < 0:
+            raise ConfigError(f"model.schedule.warmup must be >= 0, got {schedule.warmup}")
+        self.save_hyperparameters({
+            "encoder": asdict(encoder), "loss": asdict(loss), "optimizer": asdict(optimizer),
+            "schedule": asdict(schedule), "grad_cache_chunk": grad_cache_chunk,
+            "log_every_n_steps_skips": log_every_n_steps_skips,
+        })
+        self.encoder_settings, self.loss_settings = encoder, loss
+        self.optimizer_settings, self.schedule_settings = optimizer, schedule
+        self.grad_cache_chunk = grad_cache_chunk
+        self.log_every_n_steps_skips = log_every_n_steps_skips
+        self.encoder = Encoder(
+            model=encoder.model, pooling=encoder.pooling, normalize=encoder.normalize, lora=encoder.lora,
+            dtype=encoder.dtype, gradient_checkpointing=encoder.gradient_checkpointing,
+            quantization=encoder.quantization, max_length=encoder.max_length,
+        )
+        self.encoder.train()  # transformers loads models in eval mode; training wants dropout on
+        self.loss = ContrastiveLoss.from_settings(loss)
+        self._step_start: float | None = None
+        self._sharded = False  # set once configure_model has applied FSDP2
+
+    # ---- evaluation entry point -------------------------------------------------------------------
+    def embed_sides(self, sides: list[Side], batch_size: int = 32) -> Tensor:
+        """L2-normalised embeddings [n, D] (float32, CPU) of ``sides``, without gradients (evaluation)."""
+        return self.encoder.encode_sides(sides, batch_size=batch_size)
+
+    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
+        """Model inputs -> embeddings [n, D]."""
+        return self.encoder(inputs)
+
+    # ---- training ---------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Prepare the encoder for the Trainer's strategy.
+
+        Strategies that gather a block's weights when it runs (FSDP, FSDP2, DeepSpeed ZeRO-3) need the
+        same module calls on every rank, so the encoder switches to lockstep forwards. Lightning's FSDP
+        without an ``auto_wrap_policy`` gets one unit per transformer block; under
+        ``ModelParallelStrategy`` (``fsdp2``) the module shards itself (:meth:`_shard_fsdp2`). Other
+        strategies wrap the module themselves.
+        """
+        if self._trainer is None or self._sharded:
+            return
+        from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
+
+        strategy = self.trainer.strategy
+        zero3 = isinstance(strategy, DeepSpeedStrategy) and \
+            strategy.config.get("zero_optimization", {}).get("stage") == 3
+        self.encoder.lockstep = zero3 or isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
+        if isinstance(strategy, FSDPStrategy) and strategy.kwargs.get("auto_wrap_policy") is None:
+            # without a policy FSDP would make the whole model one unit (gathered whole in every forward)
+            from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+            strategy.kwargs["auto_wrap_policy"] = ModuleWrapPolicy({type(u) for u in self.encoder.sharding_units()})
+        if isinstance(strategy, ModelParallelStrategy):
+            self._shard_fsdp2()
+
+    def _shard_fsdp2(self) -> None:
+        """``fully_shard`` over the data-parallel mesh: each transformer block, then the encoder's remaining
+        weights, then the loss when its temperature learns."""
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = self.device_mesh
+        names = mesh.mesh_dim_names or ()
+        if "tensor_parallel" in names and mesh["tensor_parallel"].size() > 1:
+            raise ConfigError("ModelParallelStrategy: mme5 shards data-parallel only (FSDP2); set "
+                              "tensor_parallel_size: 1 or use trainer.strategy: fsdp2")
+        if self.encoder.quantization is not None:
+            raise ConfigError("ModelParallelStrategy: a quantized backbone cannot be sharded; set "
+                              "model.encoder.quantization: null or use ddp")
+        dp = mesh["data_parallel"] if "data_parallel" in names else mesh
+        for unit in self.encoder.sharding_units():
+            fully_shard(unit, mesh=dp)
+        fully_shard(self.encoder, mesh=dp)
+        if any(p.requires_grad for p in self.loss.parameters()):
+            fully_shard(self.loss, mesh=dp)
+        self._sharded = True
+
+    def setup(self, stage: str) -> None:
+        if self.grad_cache_chunk is not None and self._trainer is not None:
+            from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
+
+            strategy = self.trainer.strategy
+            if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy, ModelParallelStrategy)):
+                raise ConfigError(
+                    f"model.grad_cache_chunk works with single-device, DDP and FSDP2 strategies, not "
+                    f"{type(strategy).__name__}; set grad_cache_chunk: null or trainer.strategy: ddp or fsdp2")
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """One contrastive step on a :class:`~mme5.data.collate.Batch`; returns the tensor to backpropagate."""
+        k = int(batch["num_negatives"])
+        ids = batch.get("candidate_ids")
+
+        def loss_fn(q: Tensor, c: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+            return self.loss(q, c, k, ids)
+
+        if self.grad_cache_chunk is None:
+            q = self.encoder(batch["query"])
+            c = self.encoder(batch["candidates"])
+            loss, stats = loss_fn(q, c)
+            out = loss
+        else:
+            cached = self._grad_cache(batch, batch_idx, loss_fn)
+            loss, stats, out = cached.loss, cached.stats, cached.surrogate
+        n = len(batch["ids"]) if "ids" in batch else batch["query"]["input_ids"].shape[0]
+        self.log("train/loss", stats["loss"], prog_bar=True, batch_size=n)
+        self.log("train/accuracy", stats["accuracy"], batch_size=n)
+        self.log("train/temperature", stats["temperature"], batch_size=n)
+        self.log("train/candidates", stats["candidates"], batch_size=n)
+        self._global_batch = float(stats["queries"])
+        return out
+
+    def _grad_cache(self, batch: dict[str, Any], batch_idx: int, loss_fn) -> CachedStep:
+        chunk = int(self.grad_cache_chunk)  # type: ignore[arg-type]
+        grad_scale, touch = 1.0, []
+        if self._trainer is not None:
+            trainer = self.trainer
+            # Lightning zeroes gradients between training_step and backward; a cached step has already
+            # backpropagated its early chunks by then, so it zeroes at the start of an accumulation
+            # window itself (see optimizer_zero_grad).
+            if batch_idx % trainer.accumulate_grad_batches == 0:
+                for opt in trainer.optimizers:
+                    opt.zero_grad(set_to_none=True)
+            # the loop divides the returned surrogate by the accumulation count and scales fp16
+            # losses; the chunks backpropagated here must get the same factors
+            grad_scale /= trainer.accumulate_grad_batches
+            scaler = getattr(trainer.precision_plugin, "scaler", None)
+            if scaler is not None:
+                grad_scale *= float(scaler.get_scale())
+            if isinstance(trainer.strategy.model, DistributedDataParallel):
+                touch = [p for p in self.encoder.parameters() if p.requires_grad]
+        from torch.distributed.fsdp import FSDPModule
+
+        set_sync = self.encoder.set_requires_gradient_sync if isinstance(self.encoder, FSDPModule) else None
+        return grad_cache_step(
+            encode=self.encoder, loss_fn=loss_fn,
+            query_chunks=split_rows(batch["query"], chunk, self.encoder.select_rows),
+            candidate_chunks=split_rows(batch["candidates"], chunk, self.encoder.select_rows),
+            loss_params=[p for p in self.loss.parameters() if p.requires_grad],
+            grad_scale=grad_scale, touch=touch, device=self.encoder.device, set_gradient_sync=set_sync,
+        )
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        if self.grad_cache_chunk is None:  # with GradCache, training_step zeroes before its first backward
+            optimizer.zero_grad(set_to_none=True)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._step_start is not None:
+            dt = time.perf_counter() - self._step_start
+            if dt > 0:
+                self.log("train/samples_per_sec", getattr(self, "_global_batch", 0.0) / dt, batch_size=1)
+        every = max(1, self.log_every_n_steps_skips)
+        if self.global_step % every == 0:
+            self._log_skips(batch)
+
+    def _log_skips(self, batch: Any) -> None:
+        counts: dict[str, int] = {}
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "skip_counts"):
+            counts.update(dm.skip_counts())
+        if isinstance(batch, dict) and isinstance(batch.get("skipped"), dict):
+            for k, v in batch["skipped"].items():
+                counts[k] = counts.get(k, 0) + int(v)
+        # counts of this rank (reasons can differ between ranks, so they are not all-reduced)
+        for reason, value in counts.items():
+            self.log(f"data/skipped_{reason}", float(value), batch_size=1, sync_dist=False)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+            self.log("train/grad_norm", norm, batch_size=1)
+
+    # ---- optimiser --------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            (decay if p.dim() >= 2 else no_decay).append(p)
+        if not decay and not no_decay:
+            raise ConfigError("nothing to train: every parameter of the model is frozen")
+        o = self.optimizer_settings
+        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+        total = 1
+        if self._trainer is not None:
+            estimated = self.trainer.estimated_stepping_batches
+            if not math.isfinite(estimated):
+                raise ConfigError("the learning-rate schedule needs a known length: set trainer.max_steps "
+                                  "(the training data has no known number of batches)")
+            total = max(1, int(estimated))
+        w = self.schedule_settings.warmup
+        warmup = math.ceil(w * total) if w < 1 else int(w)
+        decay_kind = self.schedule_settings.decay
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_linear(s, total, warmup, decay_kind))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}

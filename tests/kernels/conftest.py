@@ -1,1 +1,0 @@
-"""Kernel tests run the Triton kernels in the interpreter when no GPU is present (see tests/conftest.py)."""
