@@ -68,7 +68,7 @@ def test_two_processes_equal_one(fixture_folders, tmp_path):
 @pytest.mark.slow
 def test_callback_under_lightning_ddp_equals_one_process(fixture_folders, tmp_path):
     import lightning.pytorch as pl
-    from test_eval_callbacks import ProjectedHashModel
+    from tests.eval.test_eval_callbacks import ProjectedHashModel
     from torch.utils.data import DataLoader, TensorDataset
 
     from mme5.eval import MMEBEvaluation
