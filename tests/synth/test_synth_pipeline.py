@@ -120,7 +120,7 @@ def test_pipeline_end_to_end(tiny_vlm, photo_folder, tmp_path):
     assert again["accepted"] == 8 and {p: p.stat().st_mtime_ns for p in shards} == mtimes
 
     # A run made for a smaller target, then extended, ends as if run once for the larger one.
-    from test_synth_resume import contents
+    from tests.synth.test_synth_resume import contents
 
     grown = tmp_path / "grown"
     small = synthesize(tiny_config(grown, photo_folder, num_samples=5), tiny_backend(tiny_vlm))
