@@ -56,12 +56,14 @@ MARKERS = (IN_PROGRESS, LOCK, f"{MANIFEST}.tmp")
 PARQUET_NAME = "test-00000-of-00001.parquet"
 XTD_LANGS: tuple[str, ...] = ("it", "es", "ru", "zh", "pl", "tr", "ko")
 XTD_DIR_NAME = "Demo-XTD"
-EVAL_SCHEMA = pa.schema([
-    ("qry_text", pa.string()),
-    ("qry_img_path", pa.string()),
-    ("tgt_text", pa.list_(pa.string())),
-    ("tgt_img_path", pa.list_(pa.string())),
-])
+EVAL_SCHEMA = pa.schema(
+    [
+        ("qry_text", pa.string()),
+        ("qry_img_path", pa.string()),
+        ("tgt_text", pa.list_(pa.string())),
+        ("tgt_img_path", pa.list_(pa.string())),
+    ]
+)
 
 
 class DemoCorpusError(Mme5Error, RuntimeError):
@@ -74,7 +76,7 @@ class DemoPaths:
 
     root: Path
     train_dir: Path
-    train_pattern: str          # brace-expanded shard spec, e.g. <root>/train/shard-{000000..000007}.tar
+    train_pattern: str  # brace-expanded shard spec, e.g. <root>/train/shard-{000000..000007}.tar
     mmeb_dir: Path
     xtd_dir: Path
     image_root: Path
@@ -94,9 +96,18 @@ class DemoParams:
     image_size: int
 
 
-def ensure_demo_corpus(root: str | os.PathLike, seed: int = 0, train_samples: int = 6000, eval_rows: int = 60,
-                       image_size: int = 64, train_shards: int = 8, negatives: int = 3, candidates: int = 10,
-                       xtd_pool: int = 100, overwrite: bool = False) -> DemoPaths:
+def ensure_demo_corpus(
+    root: str | os.PathLike,
+    seed: int = 0,
+    train_samples: int = 6000,
+    eval_rows: int = 60,
+    image_size: int = 64,
+    train_shards: int = 8,
+    negatives: int = 3,
+    candidates: int = 10,
+    xtd_pool: int = 100,
+    overwrite: bool = False,
+) -> DemoPaths:
     """Generate the demo corpus under ``root`` unless it is already there, and return its paths.
 
     Args:
@@ -112,7 +123,9 @@ def ensure_demo_corpus(root: str | os.PathLike, seed: int = 0, train_samples: in
         overwrite: replace a demo corpus generated with another version or other parameters
             (only a folder holding a demo manifest is ever cleared).
     """
-    params = DemoParams(seed, train_samples, train_shards, negatives, eval_rows, candidates, xtd_pool, image_size)
+    params = DemoParams(
+        seed, train_samples, train_shards, negatives, eval_rows, candidates, xtd_pool, image_size
+    )
     _check_params(params)
     root = Path(root).expanduser().resolve()
     if root.exists() and not root.is_dir():
@@ -130,15 +143,24 @@ def ensure_demo_corpus(root: str | os.PathLike, seed: int = 0, train_samples: in
             raise DemoCorpusError(
                 f"demo corpus folder '{root}' is not empty and is not a demo corpus (found: "
                 f"{', '.join(sorted(foreign) or [p for p in PARTS if (root / p).exists()])}); "
-                f"choose an empty or new folder for the demo corpus")
+                f"choose an empty or new folder for the demo corpus"
+            )
         (root / IN_PROGRESS).write_text(f"generation started {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
         manifest.unlink(missing_ok=True)
         for part in PARTS:  # leftovers of a killed generation
             shutil.rmtree(root / part, ignore_errors=True)
         (root / f"{MANIFEST}.tmp").unlink(missing_ok=True)
         counts = _generate(paths, params)
-        _write_json(manifest, {"corpus": CORPUS_NAME, "version": DEMO_VERSION, "params": asdict(params),
-                               "counts": counts, "mme5": __version__})
+        _write_json(
+            manifest,
+            {
+                "corpus": CORPUS_NAME,
+                "version": DEMO_VERSION,
+                "params": asdict(params),
+                "counts": counts,
+                "mme5": __version__,
+            },
+        )
         (root / IN_PROGRESS).unlink()
     return paths
 
@@ -155,14 +177,18 @@ def open_demo_corpus(root: str | os.PathLike, generate: bool = True) -> DemoPath
     if not manifest.is_file():
         if generate:
             return ensure_demo_corpus(root)
-        raise DemoCorpusError(f"no demo corpus in '{root}' (no {MANIFEST}); generate it with "
-                              f"`python tools/make_demo.py --root {root}`")
+        raise DemoCorpusError(
+            f"no demo corpus in '{root}' (no {MANIFEST}); generate it with "
+            f"`python tools/make_demo.py --root {root}`"
+        )
     try:
         found = json.loads(manifest.read_text())
         params = DemoParams(**found["params"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DemoCorpusError(f"{manifest}: unreadable demo manifest ({exc}); delete the folder '{root}' to "
-                              f"generate the corpus again") from None
+        raise DemoCorpusError(
+            f"{manifest}: unreadable demo manifest ({exc}); delete the folder '{root}' to "
+            f"generate the corpus again"
+        ) from None
     _check_manifest(manifest, params)
     return demo_paths(root, params)
 
@@ -203,27 +229,37 @@ def _matches(path: Path, params: DemoParams) -> bool:
         found = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return (found.get("corpus"), found.get("version"), found.get("params")) == \
-        (CORPUS_NAME, DEMO_VERSION, asdict(params))
+    return (found.get("corpus"), found.get("version"), found.get("params")) == (
+        CORPUS_NAME,
+        DEMO_VERSION,
+        asdict(params),
+    )
 
 
 def _check_manifest(path: Path, params: DemoParams) -> None:
     try:
         found = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise DemoCorpusError(f"{path}: unreadable demo manifest ({exc}); delete the folder '{path.parent}' "
-                              f"or pass overwrite=True to generate the corpus again") from None
+        raise DemoCorpusError(
+            f"{path}: unreadable demo manifest ({exc}); delete the folder '{path.parent}' "
+            f"or pass overwrite=True to generate the corpus again"
+        ) from None
     wanted = {"corpus": CORPUS_NAME, "version": DEMO_VERSION, "params": asdict(params)}
     have = {k: found.get(k) for k in wanted}
     if have != wanted:
-        diffs = [f"version {have['version']} (this mme5 writes {DEMO_VERSION})"] \
-            if have["version"] != DEMO_VERSION else []
+        diffs = (
+            [f"version {have['version']} (this mme5 writes {DEMO_VERSION})"]
+            if have["version"] != DEMO_VERSION
+            else []
+        )
         if have["corpus"] != CORPUS_NAME:
             diffs.append(f"corpus '{have['corpus']}'")
         old = have["params"] if isinstance(have["params"], dict) else {}
         diffs += [f"{k}={old.get(k)!r} (asked {v!r})" for k, v in asdict(params).items() if old.get(k) != v]
-        raise DemoCorpusError(f"demo corpus in '{path.parent}' was generated with {', '.join(diffs)}; delete "
-                              f"that folder or pass overwrite=True to regenerate it, or choose another root")
+        raise DemoCorpusError(
+            f"demo corpus in '{path.parent}' was generated with {', '.join(diffs)}; delete "
+            f"that folder or pass overwrite=True to regenerate it, or choose another root"
+        )
 
 
 @contextmanager
@@ -281,7 +317,7 @@ def _side(text: str | None, picture: Picture | None, renderer: _Renderer) -> Sid
 
 
 def _example(index: int, item: TaskItem, negatives: int, renderer: _Renderer) -> Example:
-    cands = item.candidates[:1 + negatives]
+    cands = item.candidates[: 1 + negatives]
     return Example(
         id=f"demo-{index:06d}",
         query=_side(item.query_text, item.query_picture, renderer),
@@ -365,16 +401,23 @@ def _write_mmeb(folder: Path, image_root: Path, params: DemoParams) -> dict[str,
                 else:
                     tgt_img.append("")
                     tgt_text.append(compose_text(item.doc_instruction, c.text) or "")
-            rows.append({
-                "qry_text": _query_text(item.instruction, item.query_text, q is not None),
-                "qry_img_path": images.path(q, f"q_{r:06d}") if q is not None else "",
-                "tgt_text": tgt_text,
-                "tgt_img_path": tgt_img,
-            })
+            rows.append(
+                {
+                    "qry_text": _query_text(item.instruction, item.query_text, q is not None),
+                    "qry_img_path": images.path(q, f"q_{r:06d}") if q is not None else "",
+                    "tgt_text": tgt_text,
+                    "tgt_img_path": tgt_img,
+                }
+            )
             chance += 1.0 / len(item.candidates)
         _write_parquet(folder / name / PARQUET_NAME, rows)
-        table[name] = {"meta_task": meta_task, "ood": False, "chance_p1": round(chance / len(rows), 6),
-                       "rows": len(rows), "candidates": max(len(r["tgt_text"]) for r in rows)}
+        table[name] = {
+            "meta_task": meta_task,
+            "ood": False,
+            "chance_p1": round(chance / len(rows), 6),
+            "rows": len(rows),
+            "candidates": max(len(r["tgt_text"]) for r in rows),
+        }
         counts[name] = len(rows)
     _write_json(folder / "datasets.json", table)
     return counts
@@ -390,14 +433,26 @@ def _write_xtd(folder: Path, image_root: Path, params: DemoParams) -> dict[str, 
     counts: dict[str, int] = {}
     for lang in XTD_LANGS:
         t = phrases(lang)
-        rows = [{
-            "qry_text": _query_text(INSTRUCTIONS["t2i"], t.caption(p.scene), False),
-            "qry_img_path": "",
-            "tgt_text": [doc_text] * len(pool),
-            "tgt_img_path": [paths[i]] + paths[:i] + paths[i + 1:],
-        } for i, p in enumerate(pool)]
+        rows = [
+            {
+                "qry_text": _query_text(INSTRUCTIONS["t2i"], t.caption(p.scene), False),
+                "qry_img_path": "",
+                "tgt_text": [doc_text] * len(pool),
+                "tgt_img_path": [paths[i], *paths[:i], *paths[i + 1 :]],
+            }
+            for i, p in enumerate(pool)
+        ]
         _write_parquet(folder / lang / PARQUET_NAME, rows)
         counts[lang] = len(rows)
-    _write_json(folder / "datasets.json", {lang: {"metric": "recall@10", "chance_recall10": round(
-        min(10, len(pool)) / len(pool), 6), "pool": len(pool)} for lang in XTD_LANGS})
+    _write_json(
+        folder / "datasets.json",
+        {
+            lang: {
+                "metric": "recall@10",
+                "chance_recall10": round(min(10, len(pool)) / len(pool), 6),
+                "pool": len(pool),
+            }
+            for lang in XTD_LANGS
+        },
+    )
     return counts

@@ -20,19 +20,19 @@ LANGUAGES: tuple[str, ...] = ("en", "it", "es", "ru", "zh", "pl", "tr", "ko")
 
 #: Template keys every language defines (``str.format`` fields in braces).
 TEMPLATE_KEYS: tuple[str, ...] = (
-    "object",           # one object in a caption: {art} {size} {colour} {shape} {loc}
-    "caption",          # {objects} {background}
-    "and",              # the word joining the last two objects
-    "q_colour",         # What colour is the {shape}?
-    "q_shape",          # What shape is {loc}?
-    "q_position",       # Where is the {colour} {shape}?
-    "q_count",          # How many shapes are there?
-    "q_object",         # What is {loc}?
-    "answer_object",    # {art} {size} {colour} {shape} (the answer to q_object)
-    "edit_colour",      # the {shape} is now {colour}
+    "object",  # one object in a caption: {art} {size} {colour} {shape} {loc}
+    "caption",  # {objects} {background}
+    "and",  # the word joining the last two objects
+    "q_colour",  # What colour is the {shape}?
+    "q_shape",  # What shape is {loc}?
+    "q_position",  # Where is the {colour} {shape}?
+    "q_count",  # How many shapes are there?
+    "q_object",  # What is {loc}?
+    "answer_object",  # {art} {size} {colour} {shape} (the answer to q_object)
+    "edit_colour",  # the {shape} is now {colour}
     "edit_background",  # the background is now {bg}
-    "ref_object",       # the {colour} {shape}
-    "ref_position",     # the shape {loc}
+    "ref_object",  # the {colour} {shape}
+    "ref_position",  # the shape {loc}
 )
 
 
@@ -51,11 +51,11 @@ class PhraseTable:
     sizes: dict[str, dict[str, str]]
     articles: dict[str, str]
     definite: dict[str, str]
-    locations: dict[str, str]          # cell -> locative phrase used in captions and questions
-    location_answers: dict[str, str]   # cell -> short answer to "where is ...?"
-    backgrounds: dict[str, str]        # background -> the caption's background phrase
-    background_names: dict[str, str]   # background -> predicative form ("the background is now ...")
-    counts: dict[int, str]             # answer to "how many shapes?"
+    locations: dict[str, str]  # cell -> locative phrase used in captions and questions
+    location_answers: dict[str, str]  # cell -> short answer to "where is ...?"
+    backgrounds: dict[str, str]  # background -> the caption's background phrase
+    background_names: dict[str, str]  # background -> predicative form ("the background is now ...")
+    counts: dict[int, str]  # answer to "how many shapes?"
     templates: dict[str, str]
 
     # ---- words ------------------------------------------------------------------------------------
@@ -95,7 +95,9 @@ class PhraseTable:
 
     def caption(self, scene: Scene) -> str:
         """A caption naming every object (in cell order) and the background: unique per scene."""
-        parts = [finish(self.lang, self.templates["object"].format(**self._fields(o))) for o in scene.ordered()]
+        parts = [
+            finish(self.lang, self.templates["object"].format(**self._fields(o))) for o in scene.ordered()
+        ]
         if len(parts) == 1:
             objects = parts[0]
         else:
@@ -147,7 +149,7 @@ def capitalise(text: str) -> str:
     """Upper-case the first letter (after any leading punctuation such as Spanish '¿')."""
     for i, ch in enumerate(text):
         if ch.isalpha():
-            return text[:i] + ch.upper() + text[i + 1:]
+            return text[:i] + ch.upper() + text[i + 1 :]
     return text
 
 
@@ -190,17 +192,37 @@ _EN = PhraseTable(
     lang="en",
     shapes={"circle": "circle", "square": "square", "triangle": "triangle", "star": "star", "heart": "heart"},
     genders=dict.fromkeys(SHAPES, "-"),
-    colours=_same({"red": "red", "green": "green", "blue": "blue", "yellow": "yellow", "purple": "purple",
-                   "orange": "orange"}, "-"),
+    colours=_same(
+        {
+            "red": "red",
+            "green": "green",
+            "blue": "blue",
+            "yellow": "yellow",
+            "purple": "purple",
+            "orange": "orange",
+        },
+        "-",
+    ),
     sizes=_same({"small": "small", "large": "large"}, "-"),
     articles={"-": "a"},
     definite={"-": "the"},
-    locations={"top_left": "at the top left", "top_right": "at the top right",
-               "bottom_left": "at the bottom left", "bottom_right": "at the bottom right"},
-    location_answers={"top_left": "top left", "top_right": "top right", "bottom_left": "bottom left",
-                      "bottom_right": "bottom right"},
-    backgrounds={"black": "on a black background", "white": "on a white background",
-                 "gray": "on a gray background"},
+    locations={
+        "top_left": "at the top left",
+        "top_right": "at the top right",
+        "bottom_left": "at the bottom left",
+        "bottom_right": "at the bottom right",
+    },
+    location_answers={
+        "top_left": "top left",
+        "top_right": "top right",
+        "bottom_left": "bottom left",
+        "bottom_right": "bottom right",
+    },
+    backgrounds={
+        "black": "on a black background",
+        "white": "on a white background",
+        "gray": "on a gray background",
+    },
     background_names={"black": "black", "white": "white", "gray": "gray"},
     counts={1: "one", 2: "two", 3: "three", 4: "four"},
     templates={
@@ -222,19 +244,37 @@ _EN = PhraseTable(
 
 _IT = PhraseTable(
     lang="it",
-    shapes={"circle": "cerchio", "square": "quadrato", "triangle": "triangolo", "star": "stella",
-            "heart": "cuore"},
+    shapes={
+        "circle": "cerchio",
+        "square": "quadrato",
+        "triangle": "triangolo",
+        "star": "stella",
+        "heart": "cuore",
+    },
     genders={"circle": "m", "square": "m", "triangle": "m", "star": "f", "heart": "m"},
-    colours={"red": {"m": "rosso", "f": "rossa"}, "green": {"m": "verde", "f": "verde"},
-             "blue": {"m": "blu", "f": "blu"}, "yellow": {"m": "giallo", "f": "gialla"},
-             "purple": {"m": "viola", "f": "viola"}, "orange": {"m": "arancione", "f": "arancione"}},
+    colours={
+        "red": {"m": "rosso", "f": "rossa"},
+        "green": {"m": "verde", "f": "verde"},
+        "blue": {"m": "blu", "f": "blu"},
+        "yellow": {"m": "giallo", "f": "gialla"},
+        "purple": {"m": "viola", "f": "viola"},
+        "orange": {"m": "arancione", "f": "arancione"},
+    },
     sizes={"small": {"m": "piccolo", "f": "piccola"}, "large": {"m": "grande", "f": "grande"}},
     articles={"m": "un", "f": "una"},
     definite={"m": "il", "f": "la"},
-    locations={"top_left": "in alto a sinistra", "top_right": "in alto a destra",
-               "bottom_left": "in basso a sinistra", "bottom_right": "in basso a destra"},
-    location_answers={"top_left": "in alto a sinistra", "top_right": "in alto a destra",
-                      "bottom_left": "in basso a sinistra", "bottom_right": "in basso a destra"},
+    locations={
+        "top_left": "in alto a sinistra",
+        "top_right": "in alto a destra",
+        "bottom_left": "in basso a sinistra",
+        "bottom_right": "in basso a destra",
+    },
+    location_answers={
+        "top_left": "in alto a sinistra",
+        "top_right": "in alto a destra",
+        "bottom_left": "in basso a sinistra",
+        "bottom_right": "in basso a destra",
+    },
     backgrounds={"black": "su sfondo nero", "white": "su sfondo bianco", "gray": "su sfondo grigio"},
     background_names={"black": "nero", "white": "bianco", "gray": "grigio"},
     counts={1: "una", 2: "due", 3: "tre", 4: "quattro"},
@@ -257,19 +297,37 @@ _IT = PhraseTable(
 
 _ES = PhraseTable(
     lang="es",
-    shapes={"circle": "círculo", "square": "cuadrado", "triangle": "triángulo", "star": "estrella",
-            "heart": "corazón"},
+    shapes={
+        "circle": "círculo",
+        "square": "cuadrado",
+        "triangle": "triángulo",
+        "star": "estrella",
+        "heart": "corazón",
+    },
     genders={"circle": "m", "square": "m", "triangle": "m", "star": "f", "heart": "m"},
-    colours={"red": {"m": "rojo", "f": "roja"}, "green": {"m": "verde", "f": "verde"},
-             "blue": {"m": "azul", "f": "azul"}, "yellow": {"m": "amarillo", "f": "amarilla"},
-             "purple": {"m": "morado", "f": "morada"}, "orange": {"m": "naranja", "f": "naranja"}},
+    colours={
+        "red": {"m": "rojo", "f": "roja"},
+        "green": {"m": "verde", "f": "verde"},
+        "blue": {"m": "azul", "f": "azul"},
+        "yellow": {"m": "amarillo", "f": "amarilla"},
+        "purple": {"m": "morado", "f": "morada"},
+        "orange": {"m": "naranja", "f": "naranja"},
+    },
     sizes={"small": {"m": "pequeño", "f": "pequeña"}, "large": {"m": "grande", "f": "grande"}},
     articles={"m": "un", "f": "una"},
     definite={"m": "el", "f": "la"},
-    locations={"top_left": "arriba a la izquierda", "top_right": "arriba a la derecha",
-               "bottom_left": "abajo a la izquierda", "bottom_right": "abajo a la derecha"},
-    location_answers={"top_left": "arriba a la izquierda", "top_right": "arriba a la derecha",
-                      "bottom_left": "abajo a la izquierda", "bottom_right": "abajo a la derecha"},
+    locations={
+        "top_left": "arriba a la izquierda",
+        "top_right": "arriba a la derecha",
+        "bottom_left": "abajo a la izquierda",
+        "bottom_right": "abajo a la derecha",
+    },
+    location_answers={
+        "top_left": "arriba a la izquierda",
+        "top_right": "arriba a la derecha",
+        "bottom_left": "abajo a la izquierda",
+        "bottom_right": "abajo a la derecha",
+    },
     backgrounds={"black": "sobre fondo negro", "white": "sobre fondo blanco", "gray": "sobre fondo gris"},
     background_names={"black": "negro", "white": "blanco", "gray": "gris"},
     counts={1: "una", 2: "dos", 3: "tres", 4: "cuatro"},
@@ -292,23 +350,40 @@ _ES = PhraseTable(
 
 _RU = PhraseTable(
     lang="ru",
-    shapes={"circle": "круг", "square": "квадрат", "triangle": "треугольник", "star": "звезда",
-            "heart": "сердце"},
+    shapes={
+        "circle": "круг",
+        "square": "квадрат",
+        "triangle": "треугольник",
+        "star": "звезда",
+        "heart": "сердце",
+    },
     genders={"circle": "m", "square": "m", "triangle": "m", "star": "f", "heart": "n"},
-    colours={"red": {"m": "красный", "f": "красная", "n": "красное"},
-             "green": {"m": "зелёный", "f": "зелёная", "n": "зелёное"},
-             "blue": {"m": "синий", "f": "синяя", "n": "синее"},
-             "yellow": {"m": "жёлтый", "f": "жёлтая", "n": "жёлтое"},
-             "purple": {"m": "фиолетовый", "f": "фиолетовая", "n": "фиолетовое"},
-             "orange": {"m": "оранжевый", "f": "оранжевая", "n": "оранжевое"}},
-    sizes={"small": {"m": "маленький", "f": "маленькая", "n": "маленькое"},
-           "large": {"m": "большой", "f": "большая", "n": "большое"}},
+    colours={
+        "red": {"m": "красный", "f": "красная", "n": "красное"},
+        "green": {"m": "зелёный", "f": "зелёная", "n": "зелёное"},
+        "blue": {"m": "синий", "f": "синяя", "n": "синее"},
+        "yellow": {"m": "жёлтый", "f": "жёлтая", "n": "жёлтое"},
+        "purple": {"m": "фиолетовый", "f": "фиолетовая", "n": "фиолетовое"},
+        "orange": {"m": "оранжевый", "f": "оранжевая", "n": "оранжевое"},
+    },
+    sizes={
+        "small": {"m": "маленький", "f": "маленькая", "n": "маленькое"},
+        "large": {"m": "большой", "f": "большая", "n": "большое"},
+    },
     articles={"m": "", "f": "", "n": ""},
     definite={"m": "", "f": "", "n": ""},
-    locations={"top_left": "вверху слева", "top_right": "вверху справа", "bottom_left": "внизу слева",
-               "bottom_right": "внизу справа"},
-    location_answers={"top_left": "вверху слева", "top_right": "вверху справа", "bottom_left": "внизу слева",
-                      "bottom_right": "внизу справа"},
+    locations={
+        "top_left": "вверху слева",
+        "top_right": "вверху справа",
+        "bottom_left": "внизу слева",
+        "bottom_right": "внизу справа",
+    },
+    location_answers={
+        "top_left": "вверху слева",
+        "top_right": "вверху справа",
+        "bottom_left": "внизу слева",
+        "bottom_right": "внизу справа",
+    },
     backgrounds={"black": "на чёрном фоне", "white": "на белом фоне", "gray": "на сером фоне"},
     background_names={"black": "чёрный", "white": "белый", "gray": "серый"},
     counts={1: "одна", 2: "две", 3: "три", 4: "четыре"},
@@ -333,14 +408,32 @@ _ZH = PhraseTable(
     lang="zh",
     shapes={"circle": "圆形", "square": "正方形", "triangle": "三角形", "star": "星形", "heart": "心形"},
     genders=dict.fromkeys(SHAPES, "-"),
-    colours=_same({"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色",
-                   "orange": "橙色"}, "-"),
+    colours=_same(
+        {
+            "red": "红色",
+            "green": "绿色",
+            "blue": "蓝色",
+            "yellow": "黄色",
+            "purple": "紫色",
+            "orange": "橙色",
+        },
+        "-",
+    ),
     sizes=_same({"small": "小", "large": "大"}, "-"),
     articles={"-": "一个"},
     definite={"-": ""},
-    locations={"top_left": "左上角", "top_right": "右上角", "bottom_left": "左下角", "bottom_right": "右下角"},
-    location_answers={"top_left": "左上角", "top_right": "右上角", "bottom_left": "左下角",
-                      "bottom_right": "右下角"},
+    locations={
+        "top_left": "左上角",
+        "top_right": "右上角",
+        "bottom_left": "左下角",
+        "bottom_right": "右下角",
+    },
+    location_answers={
+        "top_left": "左上角",
+        "top_right": "右上角",
+        "bottom_left": "左下角",
+        "bottom_right": "右下角",
+    },
     backgrounds={"black": "黑色背景上", "white": "白色背景上", "gray": "灰色背景上"},
     background_names={"black": "黑色", "white": "白色", "gray": "灰色"},
     counts={1: "一个", 2: "两个", 3: "三个", 4: "四个"},
@@ -363,21 +456,40 @@ _ZH = PhraseTable(
 
 _PL = PhraseTable(
     lang="pl",
-    shapes={"circle": "koło", "square": "kwadrat", "triangle": "trójkąt", "star": "gwiazda", "heart": "serce"},
+    shapes={
+        "circle": "koło",
+        "square": "kwadrat",
+        "triangle": "trójkąt",
+        "star": "gwiazda",
+        "heart": "serce",
+    },
     genders={"circle": "n", "square": "m", "triangle": "m", "star": "f", "heart": "n"},
-    colours={"red": {"m": "czerwony", "f": "czerwona", "n": "czerwone"},
-             "green": {"m": "zielony", "f": "zielona", "n": "zielone"},
-             "blue": {"m": "niebieski", "f": "niebieska", "n": "niebieskie"},
-             "yellow": {"m": "żółty", "f": "żółta", "n": "żółte"},
-             "purple": {"m": "fioletowy", "f": "fioletowa", "n": "fioletowe"},
-             "orange": {"m": "pomarańczowy", "f": "pomarańczowa", "n": "pomarańczowe"}},
-    sizes={"small": {"m": "mały", "f": "mała", "n": "małe"}, "large": {"m": "duży", "f": "duża", "n": "duże"}},
+    colours={
+        "red": {"m": "czerwony", "f": "czerwona", "n": "czerwone"},
+        "green": {"m": "zielony", "f": "zielona", "n": "zielone"},
+        "blue": {"m": "niebieski", "f": "niebieska", "n": "niebieskie"},
+        "yellow": {"m": "żółty", "f": "żółta", "n": "żółte"},
+        "purple": {"m": "fioletowy", "f": "fioletowa", "n": "fioletowe"},
+        "orange": {"m": "pomarańczowy", "f": "pomarańczowa", "n": "pomarańczowe"},
+    },
+    sizes={
+        "small": {"m": "mały", "f": "mała", "n": "małe"},
+        "large": {"m": "duży", "f": "duża", "n": "duże"},
+    },
     articles={"m": "", "f": "", "n": ""},
     definite={"m": "", "f": "", "n": ""},
-    locations={"top_left": "w lewym górnym rogu", "top_right": "w prawym górnym rogu",
-               "bottom_left": "w lewym dolnym rogu", "bottom_right": "w prawym dolnym rogu"},
-    location_answers={"top_left": "w lewym górnym rogu", "top_right": "w prawym górnym rogu",
-                      "bottom_left": "w lewym dolnym rogu", "bottom_right": "w prawym dolnym rogu"},
+    locations={
+        "top_left": "w lewym górnym rogu",
+        "top_right": "w prawym górnym rogu",
+        "bottom_left": "w lewym dolnym rogu",
+        "bottom_right": "w prawym dolnym rogu",
+    },
+    location_answers={
+        "top_left": "w lewym górnym rogu",
+        "top_right": "w prawym górnym rogu",
+        "bottom_left": "w lewym dolnym rogu",
+        "bottom_right": "w prawym dolnym rogu",
+    },
     backgrounds={"black": "na czarnym tle", "white": "na białym tle", "gray": "na szarym tle"},
     background_names={"black": "czarne", "white": "białe", "gray": "szare"},
     counts={1: "jedna", 2: "dwie", 3: "trzy", 4: "cztery"},
@@ -402,17 +514,37 @@ _TR = PhraseTable(
     lang="tr",
     shapes={"circle": "daire", "square": "kare", "triangle": "üçgen", "star": "yıldız", "heart": "kalp"},
     genders=dict.fromkeys(SHAPES, "-"),
-    colours=_same({"red": "kırmızı", "green": "yeşil", "blue": "mavi", "yellow": "sarı", "purple": "mor",
-                   "orange": "turuncu"}, "-"),
+    colours=_same(
+        {
+            "red": "kırmızı",
+            "green": "yeşil",
+            "blue": "mavi",
+            "yellow": "sarı",
+            "purple": "mor",
+            "orange": "turuncu",
+        },
+        "-",
+    ),
     sizes=_same({"small": "küçük", "large": "büyük"}, "-"),
     articles={"-": "bir"},
     definite={"-": ""},
-    locations={"top_left": "sol üstte", "top_right": "sağ üstte", "bottom_left": "sol altta",
-               "bottom_right": "sağ altta"},
-    location_answers={"top_left": "sol üstte", "top_right": "sağ üstte", "bottom_left": "sol altta",
-                      "bottom_right": "sağ altta"},
-    backgrounds={"black": "siyah arka plan üzerinde", "white": "beyaz arka plan üzerinde",
-                 "gray": "gri arka plan üzerinde"},
+    locations={
+        "top_left": "sol üstte",
+        "top_right": "sağ üstte",
+        "bottom_left": "sol altta",
+        "bottom_right": "sağ altta",
+    },
+    location_answers={
+        "top_left": "sol üstte",
+        "top_right": "sağ üstte",
+        "bottom_left": "sol altta",
+        "bottom_right": "sağ altta",
+    },
+    backgrounds={
+        "black": "siyah arka plan üzerinde",
+        "white": "beyaz arka plan üzerinde",
+        "gray": "gri arka plan üzerinde",
+    },
     background_names={"black": "siyah", "white": "beyaz", "gray": "gri"},
     counts={1: "bir", 2: "iki", 3: "üç", 4: "dört"},
     templates={
@@ -436,15 +568,32 @@ _KO = PhraseTable(
     lang="ko",
     shapes={"circle": "원", "square": "정사각형", "triangle": "삼각형", "star": "별", "heart": "하트"},
     genders=dict.fromkeys(SHAPES, "-"),
-    colours=_same({"red": "빨간색", "green": "초록색", "blue": "파란색", "yellow": "노란색", "purple": "보라색",
-                   "orange": "주황색"}, "-"),
+    colours=_same(
+        {
+            "red": "빨간색",
+            "green": "초록색",
+            "blue": "파란색",
+            "yellow": "노란색",
+            "purple": "보라색",
+            "orange": "주황색",
+        },
+        "-",
+    ),
     sizes=_same({"small": "작은", "large": "큰"}, "-"),
     articles={"-": ""},
     definite={"-": ""},
-    locations={"top_left": "왼쪽 위에", "top_right": "오른쪽 위에", "bottom_left": "왼쪽 아래에",
-               "bottom_right": "오른쪽 아래에"},
-    location_answers={"top_left": "왼쪽 위", "top_right": "오른쪽 위", "bottom_left": "왼쪽 아래",
-                      "bottom_right": "오른쪽 아래"},
+    locations={
+        "top_left": "왼쪽 위에",
+        "top_right": "오른쪽 위에",
+        "bottom_left": "왼쪽 아래에",
+        "bottom_right": "오른쪽 아래에",
+    },
+    location_answers={
+        "top_left": "왼쪽 위",
+        "top_right": "오른쪽 위",
+        "bottom_left": "왼쪽 아래",
+        "bottom_right": "오른쪽 아래",
+    },
     backgrounds={"black": "검은색 배경에", "white": "흰색 배경에", "gray": "회색 배경에"},
     background_names={"black": "검은색", "white": "흰색", "gray": "회색"},
     counts={1: "한 개", 2: "두 개", 3: "세 개", 4: "네 개"},
@@ -473,8 +622,9 @@ def phrases(lang: str) -> PhraseTable:
     try:
         return PHRASES[lang]
     except KeyError:
-        raise ValueError(f"demo corpus has no phrase table for language '{lang}'; "
-                         f"expected one of {', '.join(LANGUAGES)}") from None
+        raise ValueError(
+            f"demo corpus has no phrase table for language '{lang}'; expected one of {', '.join(LANGUAGES)}"
+        ) from None
 
 
 def missing_entries(table: PhraseTable) -> list[str]:
@@ -493,11 +643,13 @@ def missing_entries(table: PhraseTable) -> list[str]:
     for g in sorted(genders):
         if g not in table.definite:
             missing.append(f"definite.{g}")
-    for name, words, keys in (("locations", table.locations, CELLS),
-                              ("location_answers", table.location_answers, CELLS),
-                              ("backgrounds", table.backgrounds, BACKGROUNDS),
-                              ("background_names", table.background_names, BACKGROUNDS),
-                              ("counts", table.counts, (1, 2, 3, 4))):
+    for name, words, keys in (
+        ("locations", table.locations, CELLS),
+        ("location_answers", table.location_answers, CELLS),
+        ("backgrounds", table.backgrounds, BACKGROUNDS),
+        ("background_names", table.background_names, BACKGROUNDS),
+        ("counts", table.counts, (1, 2, 3, 4)),
+    ):
         missing += [f"{name}.{k}" for k in keys if k not in words]
     missing += [f"templates.{k}" for k in TEMPLATE_KEYS if k not in table.templates]
     return missing
@@ -516,15 +668,21 @@ def all_phrases(langs: Sequence[str] = LANGUAGES) -> list[str]:
                     for cell in CELLS:
                         obj = Obj(shape, colour, size, cell)
                         out += [t.describe_object(obj), t.answer_object(obj)]
-                out += [t.question_colour(Obj(shape, colour, "small", "top_left")),
-                        t.question_position(Obj(shape, colour, "small", "top_left")),
-                        t.refer_object(Obj(shape, colour, "small", "top_left")),
-                        t.edit_colour(Obj(shape, "red", "small", "top_left"), colour),
-                        t.colour_name(colour, shape)]
+                out += [
+                    t.question_colour(Obj(shape, colour, "small", "top_left")),
+                    t.question_position(Obj(shape, colour, "small", "top_left")),
+                    t.refer_object(Obj(shape, colour, "small", "top_left")),
+                    t.edit_colour(Obj(shape, "red", "small", "top_left"), colour),
+                    t.colour_name(colour, shape),
+                ]
             out.append(t.shape_name(shape))
         for cell in CELLS:
-            out += [t.question_shape(cell), t.question_object(cell), t.refer_position(cell),
-                    t.location_answer(cell)]
+            out += [
+                t.question_shape(cell),
+                t.question_object(cell),
+                t.refer_position(cell),
+                t.location_answer(cell),
+            ]
         for bg in BACKGROUNDS:
             out += [t.backgrounds[bg], t.edit_background(bg)]
         out += [t.question_count()] + [t.count_answer(n) for n in (1, 2, 3, 4)]

@@ -25,9 +25,15 @@ BACKGROUNDS: tuple[str, ...] = ("black", "white", "gray")
 MAX_OBJECTS = len(CELLS)
 
 RGB: dict[str, tuple[int, int, int]] = {
-    "red": (215, 35, 35), "green": (40, 165, 60), "blue": (40, 85, 225), "yellow": (240, 215, 30),
-    "purple": (140, 55, 195), "orange": (250, 135, 20),
-    "black": (18, 18, 18), "white": (238, 238, 238), "gray": (125, 125, 125),
+    "red": (215, 35, 35),
+    "green": (40, 165, 60),
+    "blue": (40, 85, 225),
+    "yellow": (240, 215, 30),
+    "purple": (140, 55, 195),
+    "orange": (250, 135, 20),
+    "black": (18, 18, 18),
+    "white": (238, 238, 238),
+    "gray": (125, 125, 125),
 }
 #: Object radius as a fraction of the quadrant's side.
 RADIUS = {"small": 0.25, "large": 0.42}
@@ -58,8 +64,11 @@ class Scene:
     def __post_init__(self) -> None:
         cells = [o.cell for o in self.objects]
         shapes = [o.shape for o in self.objects]
-        if not 1 <= len(self.objects) <= MAX_OBJECTS or len(set(cells)) != len(cells) or \
-                len(set(shapes)) != len(shapes):
+        if (
+            not 1 <= len(self.objects) <= MAX_OBJECTS
+            or len(set(cells)) != len(cells)
+            or len(set(shapes)) != len(shapes)
+        ):
             raise ValueError(f"invalid demo scene: {self}")
         object.__setattr__(self, "objects", tuple(sorted(self.objects, key=lambda o: CELLS.index(o.cell))))
 
@@ -98,7 +107,9 @@ def random_scene(rng: random.Random, min_objects: int = 1, max_objects: int = MA
     n = rng.randint(min_objects, max_objects)
     shapes = rng.sample(SHAPES, n)
     cells = rng.sample(CELLS, n)
-    objects = tuple(DemoObject(s, rng.choice(COLOURS), rng.choice(SIZES), c) for s, c in zip(shapes, cells))
+    objects = tuple(
+        DemoObject(s, rng.choice(COLOURS), rng.choice(SIZES), c) for s, c in zip(shapes, cells, strict=False)
+    )
     return Scene(objects, rng.choice(BACKGROUNDS))
 
 
@@ -109,7 +120,9 @@ def perturb(scene: Scene, rng: random.Random, kind: str) -> Scene:
     """A scene that differs from ``scene`` in exactly one described attribute (a hard negative)."""
     obj = rng.choice(scene.objects)
     if kind == "colour":
-        return scene.replace_object(obj, obj.with_(colour=rng.choice([c for c in COLOURS if c != obj.colour])))
+        return scene.replace_object(
+            obj, obj.with_(colour=rng.choice([c for c in COLOURS if c != obj.colour]))
+        )
     if kind == "shape":
         unused = [s for s in SHAPES if s not in {o.shape for o in scene.objects}]
         return scene.replace_object(obj, obj.with_(shape=rng.choice(unused)))
@@ -120,8 +133,10 @@ def perturb(scene: Scene, rng: random.Random, kind: str) -> Scene:
         if free:
             return scene.replace_object(obj, obj.with_(cell=rng.choice(free)))
         other = rng.choice([o for o in scene.objects if o != obj])
-        swapped = tuple(o.with_(cell=other.cell) if o == obj else o.with_(cell=obj.cell) if o == other else o
-                        for o in scene.objects)
+        swapped = tuple(
+            o.with_(cell=other.cell) if o == obj else o.with_(cell=obj.cell) if o == other else o
+            for o in scene.objects
+        )
         return Scene(swapped, scene.background)
     if kind == "background":
         return Scene(scene.objects, rng.choice([b for b in BACKGROUNDS if b != scene.background]))
@@ -130,13 +145,18 @@ def perturb(scene: Scene, rng: random.Random, kind: str) -> Scene:
         if len(scene.objects) == 1 or (free and rng.random() < 0.5):
             unused = [s for s in SHAPES if s not in {o.shape for o in scene.objects}]
             new = DemoObject(rng.choice(unused), rng.choice(COLOURS), rng.choice(SIZES), rng.choice(free))
-            return Scene(scene.objects + (new,), scene.background)
+            return Scene((*scene.objects, new), scene.background)
         return Scene(tuple(o for o in scene.objects if o != obj), scene.background)
     raise ValueError(f"unknown perturbation '{kind}'; expected one of {', '.join(PERTURBATIONS)}")
 
 
-def hard_variants(scene: Scene, rng: random.Random, k: int, kinds: tuple[str, ...] = PERTURBATIONS,
-                  exclude: tuple[Scene, ...] = ()) -> list[Scene]:
+def hard_variants(
+    scene: Scene,
+    rng: random.Random,
+    k: int,
+    kinds: tuple[str, ...] = PERTURBATIONS,
+    exclude: tuple[Scene, ...] = (),
+) -> list[Scene]:
     """``k`` distinct scenes, each one attribute away from ``scene`` (kinds cycle, drawn without repeats)."""
     out: list[Scene] = []
     seen = {scene, *exclude}
@@ -154,8 +174,13 @@ def hard_variants(scene: Scene, rng: random.Random, k: int, kinds: tuple[str, ..
     return out
 
 
-def distinct_scenes(rng: random.Random, k: int, exclude: set[Scene] | tuple[Scene, ...] = (),
-                    min_objects: int = 1, max_objects: int = MAX_OBJECTS) -> list[Scene]:
+def distinct_scenes(
+    rng: random.Random,
+    k: int,
+    exclude: set[Scene] | tuple[Scene, ...] = (),
+    min_objects: int = 1,
+    max_objects: int = MAX_OBJECTS,
+) -> list[Scene]:
     """``k`` random scenes, all different from each other and from ``exclude``."""
     seen = set(exclude)
     out: list[Scene] = []

@@ -30,22 +30,75 @@ META_TASKS = ("Classification", "VQA", "Retrieval", "Grounding")
 #: The 36 MMEB datasets in the paper's order, with their meta-task.
 MMEB_META_TASK: dict[str, str] = {
     **dict.fromkeys(
-        ["ImageNet-1K", "N24News", "HatefulMemes", "VOC2007", "SUN397", "Place365", "ImageNet-A",
-         "ImageNet-R", "ObjectNet", "Country211"], "Classification"),
+        [
+            "ImageNet-1K",
+            "N24News",
+            "HatefulMemes",
+            "VOC2007",
+            "SUN397",
+            "Place365",
+            "ImageNet-A",
+            "ImageNet-R",
+            "ObjectNet",
+            "Country211",
+        ],
+        "Classification",
+    ),
     **dict.fromkeys(
-        ["OK-VQA", "A-OKVQA", "DocVQA", "InfographicsVQA", "ChartQA", "Visual7W", "ScienceQA", "VizWiz",
-         "GQA", "TextVQA"], "VQA"),
+        [
+            "OK-VQA",
+            "A-OKVQA",
+            "DocVQA",
+            "InfographicsVQA",
+            "ChartQA",
+            "Visual7W",
+            "ScienceQA",
+            "VizWiz",
+            "GQA",
+            "TextVQA",
+        ],
+        "VQA",
+    ),
     **dict.fromkeys(
-        ["VisDial", "CIRR", "VisualNews_t2i", "VisualNews_i2t", "MSCOCO_t2i", "MSCOCO_i2t", "NIGHTS",
-         "WebQA", "FashionIQ", "Wiki-SS-NQ", "OVEN", "EDIS"], "Retrieval"),
+        [
+            "VisDial",
+            "CIRR",
+            "VisualNews_t2i",
+            "VisualNews_i2t",
+            "MSCOCO_t2i",
+            "MSCOCO_i2t",
+            "NIGHTS",
+            "WebQA",
+            "FashionIQ",
+            "Wiki-SS-NQ",
+            "OVEN",
+            "EDIS",
+        ],
+        "Retrieval",
+    ),
     **dict.fromkeys(["MSCOCO", "RefCOCO", "RefCOCO-Matching", "Visual7W-Pointing"], "Grounding"),
 }
 #: The 16 out-of-distribution datasets (not in MMEB-train); the other 20 are in-distribution.
-MMEB_OOD = frozenset([
-    "Place365", "ImageNet-A", "ImageNet-R", "ObjectNet", "Country211", "ScienceQA", "VizWiz", "GQA",
-    "TextVQA", "OVEN", "FashionIQ", "EDIS", "Wiki-SS-NQ", "Visual7W-Pointing", "RefCOCO",
-    "RefCOCO-Matching",
-])
+MMEB_OOD = frozenset(
+    [
+        "Place365",
+        "ImageNet-A",
+        "ImageNet-R",
+        "ObjectNet",
+        "Country211",
+        "ScienceQA",
+        "VizWiz",
+        "GQA",
+        "TextVQA",
+        "OVEN",
+        "FashionIQ",
+        "EDIS",
+        "Wiki-SS-NQ",
+        "Visual7W-Pointing",
+        "RefCOCO",
+        "RefCOCO-Matching",
+    ]
+)
 MMEB_DATASETS: tuple[str, ...] = tuple(MMEB_META_TASK)
 XTD_LANGUAGES: tuple[str, ...] = ("it", "es", "ru", "zh", "pl", "tr", "ko")
 EXTRA_TABLE = "datasets.json"
@@ -90,8 +143,14 @@ def _dataset_files(root: Path, name: str) -> tuple[Path, ...] | None:
     folder = root / name
     if not folder.is_dir():
         return None
-    for pattern in ("test-*.parquet", "test/*.parquet", "*.parquet", "data/test-*.parquet", "*.arrow",
-                    "test/*.arrow"):
+    for pattern in (
+        "test-*.parquet",
+        "test/*.parquet",
+        "*.parquet",
+        "data/test-*.parquet",
+        "*.arrow",
+        "test/*.arrow",
+    ):
         found = sorted(folder.glob(pattern))
         if found:
             return tuple(found)
@@ -115,8 +174,11 @@ def read_extra_table(root: str | Path) -> dict[str, dict]:
 def discover_datasets(root: str | Path) -> list[str]:
     """Dataset names present in a folder (built-in order first, then the others sorted)."""
     root = Path(root)
-    present = {p.stem if p.suffix == ".parquet" else p.name for p in root.iterdir()
-               if (p.is_file() and p.suffix == ".parquet") or p.is_dir()}
+    present = {
+        p.stem if p.suffix == ".parquet" else p.name
+        for p in root.iterdir()
+        if (p.is_file() and p.suffix == ".parquet") or p.is_dir()
+    }
     present = {n for n in present if _dataset_files(root, n) is not None}
     known = [n for n in MMEB_DATASETS if n in present]
     return known + sorted(present - set(known))
@@ -148,8 +210,10 @@ def resolve_mmeb(root: str | Path, names: Iterable[str] | None = None) -> tuple[
         elif name in MMEB_META_TASK:
             meta_task, ood, chance = MMEB_META_TASK[name], name in MMEB_OOD, None
         else:
-            raise ConfigError(f"MMEB dataset '{name}' is not one of the 36 official names and has no entry "
-                              f"in {root / EXTRA_TABLE}")
+            raise ConfigError(
+                f"MMEB dataset '{name}' is not one of the 36 official names and has no entry "
+                f"in {root / EXTRA_TABLE}"
+            )
         files = _dataset_files(root, name)
         if files is None:
             missing.append(name)
@@ -158,11 +222,15 @@ def resolve_mmeb(root: str | Path, names: Iterable[str] | None = None) -> tuple[
     return found, missing
 
 
-def resolve_xtd(root: str | Path, languages: Iterable[str] = XTD_LANGUAGES) -> tuple[list[DatasetInfo], list[str]]:
+def resolve_xtd(
+    root: str | Path, languages: Iterable[str] = XTD_LANGUAGES
+) -> tuple[list[DatasetInfo], list[str]]:
     """Find the per-language XTD entries in ``root``; returns (found, missing)."""
     root = Path(root)
     if not root.is_dir():
-        raise MissingPathError(f"XTD folder '{root}' does not exist (expected <lang>.parquet or <lang>/test-*.parquet)")
+        raise MissingPathError(
+            f"XTD folder '{root}' does not exist (expected <lang>.parquet or <lang>/test-*.parquet)"
+        )
     found, missing = [], []
     for lang in languages:
         files = _dataset_files(root, lang)
@@ -184,8 +252,9 @@ def _read_table(path: Path) -> pa.Table:
         names = pq.read_schema(path).names
         return pq.read_table(path, columns=[c for c in COLUMNS if c in names])
     except (pa.ArrowInvalid, OSError) as exc:
-        raise EvalDataError(f"{path}: cannot read as an evaluation table with columns {', '.join(COLUMNS)} "
-                            f"({exc})") from None
+        raise EvalDataError(
+            f"{path}: cannot read as an evaluation table with columns {', '.join(COLUMNS)} ({exc})"
+        ) from None
 
 
 def read_retrieval_set(info: DatasetInfo, items: ItemTable, max_rows: int | None = None) -> RetrievalSet:
@@ -197,7 +266,9 @@ def read_retrieval_set(info: DatasetInfo, items: ItemTable, max_rows: int | None
         table = _read_table(path)
         absent = [c for c in COLUMNS if c not in table.column_names]
         if absent:
-            raise EvalDataError(f"{path}: missing column(s) {', '.join(absent)}; expected {', '.join(COLUMNS)}")
+            raise EvalDataError(
+                f"{path}: missing column(s) {', '.join(absent)}; expected {', '.join(COLUMNS)}"
+            )
         cols = {c: table.column(c).to_pylist() for c in COLUMNS}
         for r in range(table.num_rows):
             total += 1
@@ -210,7 +281,7 @@ def read_retrieval_set(info: DatasetInfo, items: ItemTable, max_rows: int | None
             if not texts:
                 raise EvalDataError(f"{where}: no candidates")
             queries.append(items.add(Item.of(cols["qry_text"][r], cols["qry_img_path"][r], where)))
-            candidates.append([items.add(Item.of(t, i, where)) for t, i in zip(texts, images)])
+            candidates.append([items.add(Item.of(t, i, where)) for t, i in zip(texts, images, strict=False)])
     if not queries:
         raise EvalDataError(f"{info.name}: no rows in {', '.join(str(p) for p in info.files)}")
     return RetrievalSet(info.name, queries, candidates, total, info)

@@ -33,8 +33,10 @@ class Item(NamedTuple):
         text = "" if text is None else text
         image_path = "" if image_path is None else image_path
         if not isinstance(text, str) or not isinstance(image_path, str):
-            raise ItemError(f"{where}: text and image path must be strings, got "
-                            f"{type(text).__name__} and {type(image_path).__name__}")
+            raise ItemError(
+                f"{where}: text and image path must be strings, got "
+                f"{type(text).__name__} and {type(image_path).__name__}"
+            )
         if not text and not image_path:
             raise ItemError(f"{where}: a side with neither text nor image")
         return cls(text, image_path)
@@ -79,11 +81,15 @@ def image_file(image_root: str | os.PathLike | None, image_path: str) -> Path:
 
 def check_images(items: list[Item], image_root: str | os.PathLike | None, what: str = "evaluation") -> None:
     """Fail early, with one line, when images the items name are missing (before any encoding)."""
-    absent = [it.image_path for it in items if it.image_path and not image_file(image_root, it.image_path).is_file()]
+    absent = [
+        it.image_path for it in items if it.image_path and not image_file(image_root, it.image_path).is_file()
+    ]
     if absent:
         more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
-        raise MissingPathError(f"{what}: image '{image_file(image_root, absent[0])}'{more} does not exist; "
-                               f"is image_root '{image_root}' the folder the image paths are relative to?")
+        raise MissingPathError(
+            f"{what}: image '{image_file(image_root, absent[0])}'{more} does not exist; "
+            f"is image_root '{image_root}' the folder the image paths are relative to?"
+        )
 
 
 def image_signature(image_root: str | os.PathLike | None, item: Item) -> bytes:

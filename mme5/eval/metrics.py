@@ -76,4 +76,3 @@ class RankingMetrics(Metric):
         out["tie@1"] = self.ties / n
         out["rows"] = self.rows
         return out
-

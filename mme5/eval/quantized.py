@@ -92,9 +92,19 @@ def headline_scores(mmeb: EvalResult | None, xtd: EvalResult | None) -> dict[str
     return out
 
 
-def evaluate_setting(model: str, setting: str, dtype: str, device: str, mmeb_dir: str | None, xtd_dir: str | None,
-                     image_root: str | None, datasets: Sequence[str] | None, languages: Sequence[str],
-                     max_rows: int | None, batch_size: int) -> SettingResult:
+def evaluate_setting(
+    model: str,
+    setting: str,
+    dtype: str,
+    device: str,
+    mmeb_dir: str | None,
+    xtd_dir: str | None,
+    image_root: str | None,
+    datasets: Sequence[str] | None,
+    languages: Sequence[str],
+    max_rows: int | None,
+    batch_size: int,
+) -> SettingResult:
     """Load ``model`` in one setting and evaluate it (no embedding cache)."""
     if setting not in SETTINGS:
         raise ConfigError(f"setting '{setting}' is not supported; expected one of {SETTINGS}")
@@ -107,16 +117,33 @@ def evaluate_setting(model: str, setting: str, dtype: str, device: str, mmeb_dir
         base_cuda = torch.cuda.memory_allocated(dev)
     with _RssPeak() as rss:
         t0 = time.perf_counter()
-        loaded = load_model(model, quantization=None if setting == "full" else setting, device=device, dtype=dtype,
-                            batch_size=batch_size)
+        loaded = load_model(
+            model,
+            quantization=None if setting == "full" else setting,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+        )
         load_seconds = time.perf_counter() - t0
         mmeb = xtd = None
         if mmeb_dir is not None:
-            mmeb = evaluate_mmeb(loaded.embed, mmeb_dir, image_root, datasets=datasets, max_rows=max_rows,
-                                 batch_size=batch_size)
+            mmeb = evaluate_mmeb(
+                loaded.embed,
+                mmeb_dir,
+                image_root,
+                datasets=datasets,
+                max_rows=max_rows,
+                batch_size=batch_size,
+            )
         if xtd_dir is not None:
-            xtd = evaluate_xtd(loaded.embed, xtd_dir, image_root, languages=languages, max_rows=max_rows,
-                               batch_size=batch_size)
+            xtd = evaluate_xtd(
+                loaded.embed,
+                xtd_dir,
+                image_root,
+                languages=languages,
+                max_rows=max_rows,
+                batch_size=batch_size,
+            )
     if cuda:
         peak, kind = torch.cuda.max_memory_allocated(dev) - base_cuda, "cuda_max_allocated"
     else:
@@ -130,9 +157,18 @@ def evaluate_setting(model: str, setting: str, dtype: str, device: str, mmeb_dir
     seconds = sum(r.encode.seconds for r in (mmeb, xtd) if r is not None)
     del loaded, module, base
     gc.collect()
-    return SettingResult(setting, dtype, mmeb, xtd, int(peak), kind, weights,
-                         encoded / seconds if seconds > 0 else float("nan"), load_seconds,
-                         headline_scores(mmeb, xtd))
+    return SettingResult(
+        setting,
+        dtype,
+        mmeb,
+        xtd,
+        int(peak),
+        kind,
+        weights,
+        encoded / seconds if seconds > 0 else float("nan"),
+        load_seconds,
+        headline_scores(mmeb, xtd),
+    )
 
 
 def _isolated(args: tuple) -> SettingResult:
@@ -172,8 +208,10 @@ def compare_quantized(
         raise ConfigError("nothing to evaluate: give mmeb_dir and/or xtd_dir")
     if dtype == "auto":
         dtype = "bfloat16" if pick_device(device).type == "cuda" else "float32"
-    jobs = [(model, s, dtype, device, mmeb_dir, xtd_dir, image_root, datasets, languages, max_rows, batch_size)
-            for s in settings]
+    jobs = [
+        (model, s, dtype, device, mmeb_dir, xtd_dir, image_root, datasets, languages, max_rows, batch_size)
+        for s in settings
+    ]
     if isolate:
         import multiprocessing
 
@@ -198,7 +236,9 @@ def comparison_table(results: Sequence[SettingResult], device_name: str = "") ->
     """Markdown: scores per meta-task and language with deltas against the first setting; cost per setting."""
     ref = results[0]
     keys = list(ref.scores)
-    head = ["Score"] + [r.setting if i == 0 else f"{r.setting} (Δ vs {ref.setting})" for i, r in enumerate(results)]
+    head = ["Score"] + [
+        r.setting if i == 0 else f"{r.setting} (Δ vs {ref.setting})" for i, r in enumerate(results)
+    ]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for key in keys:
         cells = [key]
@@ -206,12 +246,17 @@ def comparison_table(results: Sequence[SettingResult], device_name: str = "") ->
             v = r.scores.get(key, float("nan"))
             cells.append(f"{v:.1f}" if i == 0 else f"{v:.1f} ({_delta(v, ref.scores[key])})")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| Setting | dtype | weights (MiB) | peak memory (MiB) | memory measured as | items/s | load (s) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| Setting | dtype | weights (MiB) | peak memory (MiB) | memory measured as | items/s | load (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         w = "-" if r.weights_bytes is None else f"{r.weights_bytes / 2**20:.2f}"
-        lines.append(f"| {r.setting} | {r.dtype} | {w} | {r.peak_memory_bytes / 2**20:.1f} | {r.memory_kind} | "
-                     f"{r.items_per_second:.1f} | {r.load_seconds:.1f} |")
+        lines.append(
+            f"| {r.setting} | {r.dtype} | {w} | {r.peak_memory_bytes / 2**20:.1f} | {r.memory_kind} | "
+            f"{r.items_per_second:.1f} | {r.load_seconds:.1f} |"
+        )
     if device_name:
         lines += ["", f"Device: {device_name}"]
     return "\n".join(lines) + "\n"
@@ -245,8 +290,13 @@ def plot_comparison(results: Sequence[SettingResult], path: str | os.PathLike, t
     x = np.arange(len(keys))
     for i, r in enumerate(results):
         ax1.bar(x + i * width, [r.scores.get(k, float("nan")) for k in keys], width, label=r.setting)
-    ax1.set_xticks(x + width * (len(results) - 1) / 2, [k.replace("MMEB ", "").replace("XTD ", "xtd ") for k in keys],
-                   rotation=60, ha="right", fontsize=7)
+    ax1.set_xticks(
+        x + width * (len(results) - 1) / 2,
+        [k.replace("MMEB ", "").replace("XTD ", "xtd ") for k in keys],
+        rotation=60,
+        ha="right",
+        fontsize=7,
+    )
     ax1.set_ylabel("score (%)")
     ax1.legend(fontsize=8)
     ax1.set_title(title or "scores by setting", fontsize=9)
@@ -268,15 +318,30 @@ def write_comparison(results: Sequence[SettingResult], output_dir: str | os.Path
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = device_name()
-    payload = {"model": model, "device": dev, "settings": [{
-        "setting": r.setting, "dtype": r.dtype, "scores": r.scores,
-        "deltas": {k: r.scores.get(k, float("nan")) - v for k, v in results[0].scores.items()},
-        "peak_memory_bytes": r.peak_memory_bytes, "memory_kind": r.memory_kind, "weights_bytes": r.weights_bytes,
-        "items_per_second": r.items_per_second, "load_seconds": r.load_seconds,
-        "mmeb": r.mmeb.to_dict() if r.mmeb else None, "xtd": r.xtd.to_dict() if r.xtd else None,
-    } for r in results]}
+    payload = {
+        "model": model,
+        "device": dev,
+        "settings": [
+            {
+                "setting": r.setting,
+                "dtype": r.dtype,
+                "scores": r.scores,
+                "deltas": {k: r.scores.get(k, float("nan")) - v for k, v in results[0].scores.items()},
+                "peak_memory_bytes": r.peak_memory_bytes,
+                "memory_kind": r.memory_kind,
+                "weights_bytes": r.weights_bytes,
+                "items_per_second": r.items_per_second,
+                "load_seconds": r.load_seconds,
+                "mmeb": r.mmeb.to_dict() if r.mmeb else None,
+                "xtd": r.xtd.to_dict() if r.xtd else None,
+            }
+            for r in results
+        ],
+    }
     (out / "quantized.json").write_text(json.dumps(payload, indent=1))
-    (out / "quantized.md").write_text(f"## {model}: full precision vs quantized\n\n" + comparison_table(results, dev))
+    (out / "quantized.md").write_text(
+        f"## {model}: full precision vs quantized\n\n" + comparison_table(results, dev)
+    )
     with open(out / "quantized.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["setting", "dtype", "metric", "value", "delta", "device"])

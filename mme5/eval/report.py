@@ -37,19 +37,30 @@ def mmeb_table(result: EvalResult, per_dataset: bool = True) -> str:
     extra = [k for k in s if k not in MMEB_COLUMNS]
     cols = [c for c in MMEB_COLUMNS if c in META_TASKS or c in ("IND", "OOD", "Overall")] + extra
     head = "| " + " | ".join(SHORT.get(c, c) for c in cols) + " |"
-    lines = [f"MMEB Precision@1 (%), {len(result.datasets)} dataset(s)"
-             + (f"; missing {len(result.missing)}: {', '.join(result.missing)}" if result.missing else ""), "",
-             head, "|" + "---|" * len(cols), "| " + " | ".join(_fmt(s.get(c)) for c in cols) + " |"]
+    lines = [
+        f"MMEB Precision@1 (%), {len(result.datasets)} dataset(s)"
+        + (f"; missing {len(result.missing)}: {', '.join(result.missing)}" if result.missing else ""),
+        "",
+        head,
+        "|" + "---|" * len(cols),
+        "| " + " | ".join(_fmt(s.get(c)) for c in cols) + " |",
+    ]
     if per_dataset:
-        lines += ["", "| Meta-task | Dataset | Split | Rows | Cands | P@1 | hit@5 | MRR | nDCG@10 | tie@1 | chance |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| Meta-task | Dataset | Split | Rows | Cands | P@1 | hit@5 | MRR | nDCG@10 | tie@1 | chance |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         order = list(META_TASKS) + sorted({d.meta_task for d in result.datasets} - set(META_TASKS))
         for task in order:
             for d in (d for d in result.datasets if d.meta_task == task):
                 m = d.metrics
-                lines.append(f"| {task} | {d.name} | {'OOD' if d.ood else 'IND'} | {d.rows} | "
-                             f"{d.candidates / max(d.rows, 1):.0f} | {_fmt(m['precision@1'])} | {_fmt(m['hit@5'])} | "
-                             f"{_fmt(m['mrr'])} | {_fmt(m['ndcg@10'])} | {_fmt(m.get('tie@1'))} | {_fmt(d.chance_p1)} |")
+                lines.append(
+                    f"| {task} | {d.name} | {'OOD' if d.ood else 'IND'} | {d.rows} | "
+                    f"{d.candidates / max(d.rows, 1):.0f} | {_fmt(m['precision@1'])} | {_fmt(m['hit@5'])} | "
+                    f"{_fmt(m['mrr'])} | {_fmt(m['ndcg@10'])} | {_fmt(m.get('tie@1'))} | "
+                    f"{_fmt(d.chance_p1)} |"
+                )
     lines += ["", _cost_line(result)]
     return "\n".join(lines)
 
@@ -57,23 +68,35 @@ def mmeb_table(result: EvalResult, per_dataset: bool = True) -> str:
 def xtd_table(result: EvalResult) -> str:
     """Recall@1/5/10 (%) per language and the mean Recall@10."""
     langs = [d.name for d in result.datasets]
-    order = [lang for lang in XTD_LANGUAGES if lang in langs] + [lang for lang in langs if lang not in XTD_LANGUAGES]
-    lines = ["XTD text -> image (%)" + (f"; missing: {', '.join(result.missing)}" if result.missing else ""), "",
-             "| Metric | " + " | ".join(order) + " | avg |", "|---|" + "---|" * (len(order) + 1)]
+    order = [lang for lang in XTD_LANGUAGES if lang in langs] + [
+        lang for lang in langs if lang not in XTD_LANGUAGES
+    ]
+    lines = [
+        "XTD text -> image (%)" + (f"; missing: {', '.join(result.missing)}" if result.missing else ""),
+        "",
+        "| Metric | " + " | ".join(order) + " | avg |",
+        "|---|" + "---|" * (len(order) + 1),
+    ]
     for k in (1, 5, 10):
         vals = [result.score(lang).metrics[f"hit@{k}"] for lang in order]
-        lines.append(f"| R@{k} | " + " | ".join(_fmt(v) for v in vals) + f" | {_fmt(sum(vals) / len(vals))} |")
+        lines.append(
+            f"| R@{k} | " + " | ".join(_fmt(v) for v in vals) + f" | {_fmt(sum(vals) / len(vals))} |"
+        )
     lines += ["", _cost_line(result)]
     return "\n".join(lines)
 
 
 def _cost_line(result: EvalResult) -> str:
     e = result.encode
-    return (f"{result.rows} rows, {result.rows_x_candidates} row x candidate pairs; {e.distinct_items} distinct "
-            f"items: {e.encoded} encoded, {e.from_cache} from cache; {result.seconds:.1f} s")
+    return (
+        f"{result.rows} rows, {result.rows_x_candidates} row x candidate pairs; {e.distinct_items} distinct "
+        f"items: {e.encoded} encoded, {e.from_cache} from cache; {result.seconds:.1f} s"
+    )
 
 
-def markdown_report(mmeb: EvalResult | None = None, xtd: EvalResult | None = None, title: str | None = None) -> str:
+def markdown_report(
+    mmeb: EvalResult | None = None, xtd: EvalResult | None = None, title: str | None = None
+) -> str:
     """One markdown document with the MMEB and/or XTD tables."""
     parts = [f"## {title}"] if title else []
     if mmeb is not None:
@@ -94,7 +117,9 @@ def headline(mmeb: EvalResult | None = None, xtd: EvalResult | None = None) -> d
     return out
 
 
-def plot_history(history: Sequence[dict], path: str | os.PathLike, title: str = "evaluation during training") -> Path:
+def plot_history(
+    history: Sequence[dict], path: str | os.PathLike, title: str = "evaluation during training"
+) -> Path:
     """Scores over training steps: ``history`` is a list of ``{"step": int, "<metric>": value, ...}``."""
     import matplotlib
 
@@ -107,8 +132,13 @@ def plot_history(history: Sequence[dict], path: str | os.PathLike, title: str = 
     for key in keys:
         pts = [(h["step"], h[key]) for h in history if key in h and not math.isnan(h[key])]
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=key,
-                    linewidth=2.5 if key.endswith(("Overall", "mean_R@10")) else 1.2)
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker="o",
+                label=key,
+                linewidth=2.5 if key.endswith(("Overall", "mean_R@10")) else 1.2,
+            )
     ax.set_xlabel("global step")
     ax.set_ylabel("score (%)")
     ax.set_title(title)

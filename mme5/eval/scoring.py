@@ -49,8 +49,9 @@ def _padded(candidates: list[list[int]]) -> Tensor:
     return out
 
 
-def chunk_ranks(queries: Tensor, cands: Tensor, emb: Tensor, canon: Tensor, gather: bool = False
-                ) -> tuple[Tensor, Tensor]:
+def chunk_ranks(
+    queries: Tensor, cands: Tensor, emb: Tensor, canon: Tensor, gather: bool = False
+) -> tuple[Tensor, Tensor]:
     """(truth ranks, won-by-tie flags) of a chunk of rows.
 
     ``queries`` [R] and ``cands`` [R, K] are item ids (-1 = padding); ``canon`` maps item ids to the
@@ -70,7 +71,7 @@ def chunk_ranks(queries: Tensor, cands: Tensor, emb: Tensor, canon: Tensor, gath
         uniq, inverse = torch.unique(flat, return_inverse=True)
         table = emb[uniq]
         scores = table[inverse[: len(queries)]] @ table.T
-        cand_scores = scores.gather(1, inverse[len(queries):].view_as(cands))
+        cand_scores = scores.gather(1, inverse[len(queries) :].view_as(cands))
     pad = pad.to(dev)
     valid = ~pad & (canon_c != canon_c[:, :1])
     other_item = ~pad & (cands.to(dev) != cands[:, :1].to(dev))
@@ -80,8 +81,15 @@ def chunk_ranks(queries: Tensor, cands: Tensor, emb: Tensor, canon: Tensor, gath
     return ranks, same.any(dim=1) & (ranks == 0)
 
 
-def score_rows(rset: RetrievalSet, emb: Tensor, metric: RankingMetrics, rows: range | None = None,
-               budget: int = SCORE_BUDGET, canon: Tensor | None = None, strategy: str = "auto") -> None:
+def score_rows(
+    rset: RetrievalSet,
+    emb: Tensor,
+    metric: RankingMetrics,
+    rows: range | None = None,
+    budget: int = SCORE_BUDGET,
+    canon: Tensor | None = None,
+    strategy: str = "auto",
+) -> None:
     """Update ``metric`` with the truth ranks of ``rows`` of ``rset`` (all rows by default).
 
     ``emb`` [num_items, D] holds the L2-normalised embedding of every item id ``rset`` uses;
@@ -105,7 +113,9 @@ def score_rows(rset: RetrievalSet, emb: Tensor, metric: RankingMetrics, rows: ra
             distinct = len({i for c in block for i in c} | set(rset.queries[start : start + n]))
             # a matrix product entry costs far less than gathering a candidate vector (memory-bound):
             # score distinct items unless that computes over GATHER_RATIO times more entries than pairs
-            use_distinct = strategy == "distinct" or (strategy == "auto" and n * distinct <= GATHER_RATIO * pairs)
+            use_distinct = strategy == "distinct" or (
+                strategy == "auto" and n * distinct <= GATHER_RATIO * pairs
+            )
             cost = n * distinct if use_distinct else pairs * dim
             if n == 1 or cost <= budget:
                 break

@@ -34,13 +34,14 @@ class GateConfig:
     max_chars: int = 1000
     """Longest accepted text."""
     language_check: bool = True
-    """Check that the texts are written in the drawn language's script (and the instruction in Latin script)."""
+    """Check that the texts are in the drawn language's script (and the instruction in Latin script)."""
     min_script_fraction: float = 0.6
     """Share of a text's letters that must belong to the expected script(s)."""
     language_detector: str | None = None
     """Optional ``"module:function"`` mapping a text to an ISO 639-1 code; a mismatch rejects the sample."""
     dedup_threshold: float = 0.85
-    """Estimated Jaccard similarity (character 5-gram shingles) from which a sample is a near-duplicate; 1 turns it off."""
+    """Estimated Jaccard similarity (character 5-gram shingles) from which a sample is a near-duplicate;
+    1 turns it off."""
 
 
 def letter_scripts(text: str) -> list[str]:
@@ -82,9 +83,14 @@ class NearDuplicateIndex:
 
     def signature(self, text: str) -> np.ndarray:
         t = _normalise(text)
-        grams = {t[i:i + self.shingle] for i in range(max(1, len(t) - self.shingle + 1))}
-        base = np.array([int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "little")
-                         for g in sorted(grams)], dtype=np.uint64)
+        grams = {t[i : i + self.shingle] for i in range(max(1, len(t) - self.shingle + 1))}
+        base = np.array(
+            [
+                int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "little")
+                for g in sorted(grams)
+            ],
+            dtype=np.uint64,
+        )
         with np.errstate(over="ignore"):
             mixed = self._a[:, None] * base[None, :] + self._b[:, None]
         return (mixed >> np.uint64(32)).min(axis=1)
@@ -94,7 +100,7 @@ class NearDuplicateIndex:
         rows = self.num_perm // self.bands
         seen: set[int] = set()
         for band, buckets in enumerate(self._buckets):
-            key = signature[band * rows:(band + 1) * rows].tobytes()
+            key = signature[band * rows : (band + 1) * rows].tobytes()
             for j in buckets.get(key, ()):
                 if j in seen:
                     continue
@@ -108,7 +114,7 @@ class NearDuplicateIndex:
         self._signatures.append(signature)
         rows = self.num_perm // self.bands
         for band, buckets in enumerate(self._buckets):
-            buckets.setdefault(signature[band * rows:(band + 1) * rows].tobytes(), []).append(j)
+            buckets.setdefault(signature[band * rows : (band + 1) * rows].tobytes(), []).append(j)
         return j
 
     def __len__(self) -> int:
@@ -133,8 +139,10 @@ class QualityGates:
             try:
                 self._detector = getattr(importlib.import_module(module), attr)
             except (ImportError, AttributeError, ValueError) as exc:
-                raise ValueError(f"language_detector '{config.language_detector}': cannot import it "
-                                 f"(expected 'module:function'): {exc}") from None
+                raise ValueError(
+                    f"language_detector '{config.language_detector}': cannot import it "
+                    f"(expected 'module:function'): {exc}"
+                ) from None
 
     def check(self, generation: dict[str, Any], lang: str) -> str | None:
         """Reason to reject a schema-valid generation (dedup is separate: :meth:`is_duplicate`)."""
@@ -162,7 +170,9 @@ class QualityGates:
                     return "wrong_language"
         if "positive" in texts:
             pos = _normalise(texts["positive"])
-            if pos == _normalise(texts["hard_negative"]) or ("query" in texts and pos == _normalise(texts["query"])):
+            if pos == _normalise(texts["hard_negative"]) or (
+                "query" in texts and pos == _normalise(texts["query"])
+            ):
                 return "degenerate"
         return None
 

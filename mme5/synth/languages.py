@@ -129,12 +129,15 @@ def check_languages(codes: object) -> None:
     """Raise one clear ``ValueError`` for codes outside the 93 XLM-R languages."""
     unknown = [c for c in codes if c not in LANGUAGES]  # type: ignore[union-attr]
     if unknown:
-        raise ValueError(f"unknown language code(s) {unknown}; expected ISO 639-1 codes of the 93 XLM-R "
-                         f"languages: {', '.join(XLMR_LANGUAGES)}")
+        raise ValueError(
+            f"unknown language code(s) {unknown}; expected ISO 639-1 codes of the 93 XLM-R "
+            f"languages: {', '.join(XLMR_LANGUAGES)}"
+        )
 
 
-def language_weights(alpha: float = 0.3, overrides: Mapping[str, float] | None = None,
-                     only: list[str] | None = None) -> dict[str, float]:
+def language_weights(
+    alpha: float = 0.3, overrides: Mapping[str, float] | None = None, only: list[str] | None = None
+) -> dict[str, float]:
     """Normalised sampling weights: ``CC-100 size ** alpha``, then ``overrides`` (unnormalised, per code).
 
     ``alpha`` 0 draws every language equally, 1 in proportion to its data; ``only`` restricts the draw

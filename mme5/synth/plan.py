@@ -34,7 +34,8 @@ class PlanConfig:
     """How samples are drawn."""
 
     task_weights: dict[str, float] = field(
-        default_factory=lambda: {"classification": 1.0, "vqa": 1.0, "retrieval": 2.0})
+        default_factory=lambda: {"classification": 1.0, "vqa": 1.0, "retrieval": 2.0}
+    )
     """Relative frequency of each task (mmE5: classification : VQA : retrieval = 1 : 1 : 2)."""
     modality_weights: dict[str, float] = field(default_factory=lambda: {m: 1.0 for m in SYNTH_MODALITIES})
     """Relative frequency of each query->document combination (IT2I, T2IT, IT2IT, I2I, I2T, IT2T, T2I)."""
@@ -56,12 +57,14 @@ class SamplePlan:
     modality: str
     lang: str
     anchor: int
-    """Pool index of the image the sample is built around (query image, or positive when the query is text)."""
+    """Pool index of the image the sample is built around (query image; the positive for a text query)."""
     seed: int
     """Generation seed of this sample (backends that support per-request seeds use it)."""
 
 
-def _normalise(weights: dict[str, float], allowed: tuple[str, ...], what: str) -> tuple[list[str], np.ndarray]:
+def _normalise(
+    weights: dict[str, float], allowed: tuple[str, ...], what: str
+) -> tuple[list[str], np.ndarray]:
     unknown = [k for k in weights if k not in allowed]
     if unknown:
         raise ValueError(f"unknown {what}(s) {unknown} in weights; expected keys from {', '.join(allowed)}")
@@ -105,7 +108,7 @@ class Planner:
     def expected(self) -> dict[str, dict[str, float]]:
         """The configured probabilities (what plan statistics converge to)."""
         return {
-            "task": dict(zip(self.tasks, self.task_p.tolist())),
-            "modality": dict(zip(self.modalities, self.modality_p.tolist())),
-            "lang": dict(zip(self.languages, self.language_p.tolist())),
+            "task": dict(zip(self.tasks, self.task_p.tolist(), strict=False)),
+            "modality": dict(zip(self.modalities, self.modality_p.tolist(), strict=False)),
+            "lang": dict(zip(self.languages, self.language_p.tolist(), strict=False)),
         }

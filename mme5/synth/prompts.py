@@ -27,30 +27,39 @@ TASK_GUIDE = {
     "classification": (
         "Task: classification. The query shows something to be categorised; the instruction names the "
         "kind of category (object class, scene, style, emotion, activity, ...). The positive is the "
-        "correct category; the hard negative is a wrong category that is easy to confuse with it."),
+        "correct category; the hard negative is a wrong category that is easy to confuse with it."
+    ),
     "vqa": (
         "Task: visual question answering. The query asks a question that can only be answered by "
         "looking at the query image; the positive is the correct answer; the hard negative is a "
-        "plausible but wrong answer to the same question."),
+        "plausible but wrong answer to the same question."
+    ),
     "retrieval": (
         "Task: retrieval. The query is a search request; the positive is a document that satisfies it; "
-        "the hard negative is a document on a closely related topic that does not satisfy it."),
+        "the hard negative is a document on a closely related topic that does not satisfy it."
+    ),
 }
 
 QUERY_GUIDE = {
     "I": "The query is the query image alone: write no query text.",
-    "T": ("The query is a text alone: the searcher has not seen any image, so the query text must carry "
-          "everything needed to find the positive."),
+    "T": (
+        "The query is a text alone: the searcher has not seen any image, so the query text must carry "
+        "everything needed to find the positive."
+    ),
     "IT": "The query is the query image together with a query text that refers to it.",
 }
 
 DOC_GUIDE = {
-    "I": ("Documents are images alone: the positive document is the positive image and the hard negative "
-          "is the hard-negative image; write no document texts, so the instruction and query must make "
-          "the positive image the right answer and the hard-negative image a wrong one."),
+    "I": (
+        "Documents are images alone: the positive document is the positive image and the hard negative "
+        "is the hard-negative image; write no document texts, so the instruction and query must make "
+        "the positive image the right answer and the hard-negative image a wrong one."
+    ),
     "T": "Documents are texts: write the positive text and the hard-negative text.",
-    "IT": ("Documents are an image with a text each: the positive is the positive image with the positive "
-           "text, the hard negative is the hard-negative image with the hard-negative text."),
+    "IT": (
+        "Documents are an image with a text each: the positive is the positive image with the positive "
+        "text, the hard negative is the hard-negative image with the hard-negative text."
+    ),
 }
 
 FIELD_GUIDE = {
@@ -109,8 +118,10 @@ def image_roles(modality: str) -> list[str]:
     return roles
 
 
-def build_prompt(plan: SamplePlan, images: dict[str, Image.Image], config: PromptConfig | None = None) -> Prompt:
-    """The deep-thinking prompt of one planned sample; ``images`` maps role -> image for :func:`image_roles`."""
+def build_prompt(
+    plan: SamplePlan, images: dict[str, Image.Image], config: PromptConfig | None = None
+) -> Prompt:
+    """The deep-thinking prompt of one planned sample (``images``: role -> image, see :func:`image_roles`)."""
     config = config or PromptConfig()
     q, d = split_modality(plan.modality)
     roles = image_roles(plan.modality)
@@ -119,7 +130,11 @@ def build_prompt(plan: SamplePlan, images: dict[str, Image.Image], config: Promp
         raise ValueError(f"sample {plan.id} ({plan.modality}) needs images for {missing}")
     fields = text_fields(plan.modality)
     lines: list[str] = []
-    names = {"query": "the query image", "positive": "the positive image", "negative": "the hard-negative image"}
+    names = {
+        "query": "the query image",
+        "positive": "the positive image",
+        "negative": "the hard-negative image",
+    }
     for i, role in enumerate(roles, 1):
         lines.append(f"Image {i} is {names[role]}.")
     if not roles:
@@ -128,24 +143,32 @@ def build_prompt(plan: SamplePlan, images: dict[str, Image.Image], config: Promp
     texts = [f for f in fields if f != "instruction"]
     if texts:
         lang = language_name(plan.lang)
-        lines.append(f"Write the instruction in English and the {', '.join(texts).replace('_', ' ')} text(s) in "
-                     f"{lang} (language code '{plan.lang}'), natural as a native speaker writes.")
+        lines.append(
+            f"Write the instruction in English and the {', '.join(texts).replace('_', ' ')} text(s) in "
+            f"{lang} (language code '{plan.lang}'), natural as a native speaker writes."
+        )
     else:
         lines.append("Only the instruction is text here; write it in English.")
     lines.append(f"Instruction style examples: {STYLE_EXAMPLES}")
     lines += [
         "",
         "Think in one pass and answer with a JSON object with these parts, in this order:",
-        ("1. visual_interpretation: description (the whole picture), objects (the main objects and their "
-         "attributes), context (setting, time, culture, text visible in the image), relation (what links "
-         "the image(s) to the sample you will write)."),
+        (
+            "1. visual_interpretation: description (the whole picture), objects (the main objects and their "
+            "attributes), context (setting, time, culture, text visible in the image), relation (what links "
+            "the image(s) to the sample you will write)."
+        ),
         "2. sample: your first draft, with the fields: " + "; ".join(FIELD_GUIDE[f] for f in fields) + ".",
-        ("3. self_evaluation: integer scores from 1 to 10 for relevance (to the images), negative_plausibility "
-         "(the hard negative is close yet clearly wrong), clarity (of the instruction) and diversity (not a "
-         "generic or repeated pattern)."),
+        (
+            "3. self_evaluation: integer scores from 1 to 10 for relevance (to the images), "
+            "negative_plausibility (the hard negative is close yet clearly wrong), clarity (of the "
+            "instruction) and diversity (not a generic or repeated pattern)."
+        ),
         "4. improvements: what the draft should change to score higher.",
-        (f"5. revised_sample: the improved sample, same fields as sample, meant to score at least "
-         f"{config.min_score} everywhere. Only the revised sample is kept."),
+        (
+            f"5. revised_sample: the improved sample, same fields as sample, meant to score at least "
+            f"{config.min_score} everywhere. Only the revised sample is kept."
+        ),
     ]
     if config.extra_guidance:
         lines += ["", config.extra_guidance]

@@ -28,7 +28,9 @@ INTERPRETATION_KEYS = ("description", "objects", "context", "relation")
 def split_modality(modality: str) -> tuple[str, str]:
     """``"IT2I"`` -> (``"IT"``, ``"I"``): what the query side and the document sides carry."""
     if modality not in SYNTH_MODALITIES:
-        raise ValueError(f"unknown modality combination '{modality}'; expected one of {', '.join(SYNTH_MODALITIES)}")
+        raise ValueError(
+            f"unknown modality combination '{modality}'; expected one of {', '.join(SYNTH_MODALITIES)}"
+        )
     q, d = modality.split("2")
     return q, d
 
@@ -73,13 +75,15 @@ def generation_schema(modality: str, limits: StringLimits | None = None) -> dict
     text = (limits or StringLimits()).schema()
     sample = _object({name: dict(text) for name in text_fields(modality)})
     score = {"type": "integer", "minimum": 1, "maximum": 10}
-    return _object({
-        "visual_interpretation": _object({k: dict(text) for k in INTERPRETATION_KEYS}),
-        "sample": sample,
-        "self_evaluation": _object({k: dict(score) for k in SCORE_KEYS}),
-        "improvements": dict(text),
-        "revised_sample": json.loads(json.dumps(sample)),
-    })
+    return _object(
+        {
+            "visual_interpretation": _object({k: dict(text) for k in INTERPRETATION_KEYS}),
+            "sample": sample,
+            "self_evaluation": _object({k: dict(score) for k in SCORE_KEYS}),
+            "improvements": dict(text),
+            "revised_sample": json.loads(json.dumps(sample)),
+        }
+    )
 
 
 class SchemaError(ValueError):

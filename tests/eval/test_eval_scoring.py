@@ -16,7 +16,6 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
-from tests.helpers.evalfixtures import HashEmbedder
 from PIL import Image
 
 from mme5.errors import ConfigError, MissingPathError
@@ -26,6 +25,7 @@ from mme5.eval.items import ItemError
 from mme5.eval.runner import encode_items, load_mmeb
 from mme5.eval.scoring import canonical_ids, score_rows
 from mme5.records import Side
+from tests.helpers.evalfixtures import HashEmbedder
 
 
 def _read_any(path) -> pd.DataFrame:
@@ -45,7 +45,11 @@ def reference_scores(path, image_root, embed) -> dict[str, float]:
     p1, hits5, hits10, rr, ndcg = [], [], [], [], []
     for _, row in df.iterrows():
         q = embed([_side(row.qry_text, row.qry_img_path, image_root)]).double().numpy()[0]
-        c = embed([_side(t, i, image_root) for t, i in zip(row.tgt_text, row.tgt_img_path)]).double().numpy()
+        c = (
+            embed([_side(t, i, image_root) for t, i in zip(row.tgt_text, row.tgt_img_path, strict=False)])
+            .double()
+            .numpy()
+        )
         s = c @ q / (np.linalg.norm(c, axis=1) * np.linalg.norm(q))
         p1.append(float(np.argmax(s) == 0))
         rank = int(np.where(np.argsort(-s, kind="stable") == 0)[0][0])
@@ -53,9 +57,17 @@ def reference_scores(path, image_root, embed) -> dict[str, float]:
         hits10.append(float(rank < 10))
         rr.append(1.0 / (rank + 1))
         ndcg.append(1.0 / math.log2(rank + 2) if rank < 10 else 0.0)
-    mean = lambda xs: 100.0 * sum(xs) / len(xs)
-    return {"precision@1": mean(p1), "hit@5": mean(hits5), "hit@10": mean(hits10), "mrr": mean(rr),
-            "ndcg@10": mean(ndcg)}
+
+    def mean(xs: list[float]) -> float:
+        return 100.0 * sum(xs) / len(xs)
+
+    return {
+        "precision@1": mean(p1),
+        "hit@5": mean(hits5),
+        "hit@10": mean(hits10),
+        "mrr": mean(rr),
+        "ndcg@10": mean(ndcg),
+    }
 
 
 def test_mmeb_matches_official_rule(fixture_folders, embedder):
@@ -100,7 +112,9 @@ def test_xtd_matches_official_rule(fixture_folders, embedder):
         assert result.summary[f"{lang}/R@1"] == pytest.approx(ref["precision@1"], abs=1e-9)
         assert result.summary[f"{lang}/R@5"] == pytest.approx(ref["hit@5"], abs=1e-9)
         assert result.summary[f"{lang}/R@10"] == pytest.approx(ref["hit@10"], abs=1e-9)
-    assert result.summary["mean_R@10"] == pytest.approx((result.summary["it/R@10"] + result.summary["es/R@10"]) / 2)
+    assert result.summary["mean_R@10"] == pytest.approx(
+        (result.summary["it/R@10"] + result.summary["es/R@10"]) / 2
+    )
 
 
 def test_tie_rule_favours_the_truth():
@@ -136,8 +150,11 @@ def test_copies_of_the_truth_share_its_id(fixture_folders, embedder):
     canon = canonical_ids(emb)
     items = bench.items.items
     copy = next(i for i, it in enumerate(items) if it.image_path == "copies/astronaut_0.png")
-    orig = next(i for i, it in enumerate(items) if it.image_path == "photos/astronaut_0.png"
-                and it.text == items[copy].text)
+    orig = next(
+        i
+        for i, it in enumerate(items)
+        if it.image_path == "photos/astronaut_0.png" and it.text == items[copy].text
+    )
     assert copy != orig and canon[copy] == canon[orig]
     assert any(len(set(c)) < len(c) for c in bench.sets[0].candidates)  # the truth repeated in its row
 
@@ -147,11 +164,17 @@ def test_collapsed_model_is_flagged_by_tie_rate(fixture_folders):
     def constant(sides):
         return torch.ones(len(sides), 8) / 8**0.5
 
-    result = evaluate_mmeb(constant, fixture_folders.mmeb_dir, fixture_folders.image_root, datasets=["ImageNet-1K"])
+    result = evaluate_mmeb(
+        constant, fixture_folders.mmeb_dir, fixture_folders.image_root, datasets=["ImageNet-1K"]
+    )
     m = result.score("ImageNet-1K").metrics
     assert m["precision@1"] == 100.0 and m["tie@1"] == 100.0
-    fine = evaluate_mmeb(HashEmbedder(), fixture_folders.mmeb_dir, fixture_folders.image_root, datasets=["OVEN"])
-    assert fine.score("OVEN").metrics["tie@1"] == pytest.approx(100 / 12)  # the content copy under another path
+    fine = evaluate_mmeb(
+        HashEmbedder(), fixture_folders.mmeb_dir, fixture_folders.image_root, datasets=["OVEN"]
+    )
+    assert fine.score("OVEN").metrics["tie@1"] == pytest.approx(
+        100 / 12
+    )  # the content copy under another path
 
 
 def test_metric_state_does_not_grow():
@@ -172,16 +195,20 @@ def test_bad_inputs_fail_with_one_clear_line(fixture_folders, embedder, tmp_path
         evaluate_mmeb(embedder, fx.mmeb_dir, tmp_path, datasets=["ImageNet-1K"])
     bad = tmp_path / "mmeb"
     bad.mkdir()
-    pd.DataFrame({"qry_text": ["x"], "qry_img_path": [""], "tgt_text": [["a"]]}).to_parquet(bad / "CIRR.parquet")
-    with pytest.raises(EvalDataError, match="missing column.*tgt_img_path"):
+    pd.DataFrame({"qry_text": ["x"], "qry_img_path": [""], "tgt_text": [["a"]]}).to_parquet(
+        bad / "CIRR.parquet"
+    )
+    with pytest.raises(EvalDataError, match=r"missing column.*tgt_img_path"):
         evaluate_mmeb(embedder, bad, fx.image_root, datasets=["CIRR"])
-    pd.DataFrame({"qry_text": [""], "qry_img_path": [""], "tgt_text": [["a"]], "tgt_img_path": [[""]]}
-                 ).to_parquet(bad / "NIGHTS.parquet")
-    with pytest.raises(ItemError, match="NIGHTS.*neither text nor image"):
+    pd.DataFrame(
+        {"qry_text": [""], "qry_img_path": [""], "tgt_text": [["a"]], "tgt_img_path": [[""]]}
+    ).to_parquet(bad / "NIGHTS.parquet")
+    with pytest.raises(ItemError, match=r"NIGHTS.*neither text nor image"):
         evaluate_mmeb(embedder, bad, fx.image_root, datasets=["NIGHTS"])
     (fx.image_root / "broken.png").write_bytes(b"not a png")
-    pd.DataFrame({"qry_text": ["q"], "qry_img_path": ["broken.png"], "tgt_text": [["a"]], "tgt_img_path": [[""]]}
-                 ).to_parquet(bad / "EDIS.parquet")
-    with pytest.raises(ItemError, match="broken.png.*cannot be decoded"):
+    pd.DataFrame(
+        {"qry_text": ["q"], "qry_img_path": ["broken.png"], "tgt_text": [["a"]], "tgt_img_path": [[""]]}
+    ).to_parquet(bad / "EDIS.parquet")
+    with pytest.raises(ItemError, match=r"broken\.png.*cannot be decoded"):
         evaluate_mmeb(embedder, bad, fx.image_root, datasets=["EDIS"])
     (fx.image_root / "broken.png").unlink()

@@ -7,11 +7,16 @@ import pytest
 from mme5.synth.gates import GateConfig, NearDuplicateIndex, QualityGates, script_fraction
 
 
-def _gen(query="Wo steht der rote Wagen?", positive="Vor dem Haus.", negative="Hinter der Scheune.",
-         instruction="Answer the question about the image.", scores=(8, 8, 8, 8)):
+def _gen(
+    query="Wo steht der rote Wagen?",
+    positive="Vor dem Haus.",
+    negative="Hinter der Scheune.",
+    instruction="Answer the question about the image.",
+    scores=(8, 8, 8, 8),
+):
     keys = ("relevance", "negative_plausibility", "clarity", "diversity")
     sample = {"instruction": instruction, "query": query, "positive": positive, "hard_negative": negative}
-    return {"self_evaluation": dict(zip(keys, scores)), "revised_sample": sample}
+    return {"self_evaluation": dict(zip(keys, scores, strict=False)), "revised_sample": sample}
 
 
 def test_scripts():
@@ -28,9 +33,22 @@ def test_gate_reasons():
     assert g.check(_gen(positive="Ja"), "de") == "too_short"
     assert g.check(_gen(negative="x" * 61), "de") == "too_long"
     assert g.check(_gen(), "ru") == "wrong_language"  # German text, Russian drawn
-    assert g.check(_gen(query="Где красная машина?", positive="Перед домом.", negative="За сараем."), "ru") is None
-    assert g.check(_gen(instruction="Ответьте на вопрос.", query="Где машина?", positive="Перед домом.",
-                        negative="За сараем."), "ru") == "wrong_language"  # instruction must be English
+    assert (
+        g.check(_gen(query="Где красная машина?", positive="Перед домом.", negative="За сараем."), "ru")
+        is None
+    )
+    assert (
+        g.check(
+            _gen(
+                instruction="Ответьте на вопрос.",
+                query="Где машина?",
+                positive="Перед домом.",
+                negative="За сараем.",
+            ),
+            "ru",
+        )
+        == "wrong_language"
+    )  # instruction must be English
     assert g.check(_gen(negative=" vor dem  HAUS. "), "de") == "degenerate"
     assert QualityGates(GateConfig(language_check=False)).check(_gen(), "ru") is None
 
@@ -38,7 +56,7 @@ def test_gate_reasons():
 def test_language_detector_hook():
     g = QualityGates(GateConfig(language_detector="builtins:str"))  # returns the text itself: never a code
     assert g.check(_gen(), "de") == "wrong_language"
-    with pytest.raises(ValueError, match="language_detector 'nope.mod:f'"):
+    with pytest.raises(ValueError, match=r"language_detector 'nope\.mod:f'"):
         QualityGates(GateConfig(language_detector="nope.mod:f"))
 
 
@@ -59,8 +77,10 @@ def test_minhash_estimate_tracks_jaccard():
     a = "the quick brown fox jumps over the lazy dog near the river bank today"
     b = "the quick brown fox jumps over the lazy cat near the river bank today"
     sa, sb = idx.signature(a), idx.signature(b)
+
     def grams(t):
-        return {t[i:i + 5] for i in range(len(t) - 4)}
+        return {t[i : i + 5] for i in range(len(t) - 4)}
+
     true = len(grams(a) & grams(b)) / len(grams(a) | grams(b))
     assert abs(float((sa == sb).mean()) - true) < 0.15
     assert (idx.signature(a) == sa).all()  # deterministic

@@ -28,7 +28,7 @@ def test_pool_from_folder_skips_and_counts_bad_files(photo_folder, tmp_path):
 
 
 def test_pool_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="image folder .*nowhere"):
+    with pytest.raises(FileNotFoundError, match=r"image folder .*nowhere"):
         ImagePool.from_folder(tmp_path / "nowhere")
     (tmp_path / "a.png").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="no readable image in folder"):
@@ -37,8 +37,10 @@ def test_pool_errors(tmp_path):
 
 def test_pool_from_shards(photo_folder, tmp_path):
     files = sorted(photo_folder.glob("*.jpg"))[:4]
-    ex = [Example(id=f"e{i}", query=Side(text="q", image_bytes=f.read_bytes()), positive=Side(text="p"))
-          for i, f in enumerate(files)]
+    ex = [
+        Example(id=f"e{i}", query=Side(text="q", image_bytes=f.read_bytes()), positive=Side(text="p"))
+        for i, f in enumerate(files)
+    ]
     write_shard(tmp_path / "s-0.tar", ex)
     pool = ImagePool.from_shards([tmp_path / "s-0.tar"])
     assert len(pool) == 4 and pool.images[0].key == "s-0.tar/e0.qry"
@@ -80,7 +82,7 @@ def test_callable_embedder_is_checked(photo_folder):
     pool = ImagePool.from_folder(photo_folder, limit=3)
     with pytest.raises(ValueError, match="expected L2-normalised rows"):
         embed_pool(pool, CallableEmbedder(f"{__name__}:unnormalised"))
-    with pytest.raises(ValueError, match="expected 'package.module:callable'"):
+    with pytest.raises(ValueError, match=r"expected 'package\.module:callable'"):
         CallableEmbedder("no_colon")
 
 
@@ -93,7 +95,8 @@ def test_model_embedder_from_an_mme5_export(photo_folder, tmp_path):
     pool = ImagePool.from_folder(photo_folder, limit=5)
     emb = embed_pool(pool, ModelEmbedder(str(folder), batch_size=3))
     assert emb.shape[0] == 5 and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)
-    direct = export.load(folder).encode(images=[pool.load(i) for i in range(5)],
-                                        instruction="Represent the given image.")
+    direct = export.load(folder).encode(
+        images=[pool.load(i) for i in range(5)], instruction="Represent the given image."
+    )
     assert np.allclose(emb, direct.numpy(), atol=1e-5)
     assert NeighbourIndex(emb).neighbours(0, 2)[0] != 0

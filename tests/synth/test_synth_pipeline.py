@@ -30,14 +30,22 @@ TINY_LANGS = ["en", "de", "fr", "es", "it"]
 
 
 def tiny_backend(model: Path | str, max_tokens: int = 320) -> TransformersBackend:
-    return TransformersBackend(str(model), sampling=SamplingConfig(temperature=1.0, top_p=1.0, max_tokens=max_tokens),
-                               threads=1)
+    return TransformersBackend(
+        str(model), sampling=SamplingConfig(temperature=1.0, top_p=1.0, max_tokens=max_tokens), threads=1
+    )
 
 
-@pytest.mark.parametrize(("model", "modality"), [
-    ("own-tiny-llava", "IT2IT"), ("own-tiny-llava", "I2I"), ("own-tiny-llava", "T2I"),
-    ("tiny-llava", "IT2T"), ("tiny-mllama", "IT2I"), ("tiny-qwen2-vl", "T2IT"),
-])
+@pytest.mark.parametrize(
+    ("model", "modality"),
+    [
+        ("own-tiny-llava", "IT2IT"),
+        ("own-tiny-llava", "I2I"),
+        ("own-tiny-llava", "T2I"),
+        ("tiny-llava", "IT2T"),
+        ("tiny-mllama", "IT2I"),
+        ("tiny-qwen2-vl", "T2IT"),
+    ],
+)
 def test_structured_decoding_gives_schema_valid_json(tiny_vlm, photo_folder, model, modality):
     """A random model writes garbage; under the grammar it still writes JSON of the schema.
 
@@ -66,9 +74,16 @@ def test_structured_decoding_gives_schema_valid_json(tiny_vlm, photo_folder, mod
 
 
 def tiny_config(out: Path, photos: Path, **overrides) -> SynthConfig:
-    cfg = {"output_dir": str(out), "images": ImageSource(folder=str(photos)), "num_samples": 8, "seed": 3,
-           "indices_per_shard": 4, "plan": PlanConfig(languages=TINY_LANGS), "strings": TINY_STRINGS,
-           "gates": GateConfig(min_score=4.0, min_chars=2, dedup_threshold=0.9)}
+    cfg = {
+        "output_dir": str(out),
+        "images": ImageSource(folder=str(photos)),
+        "num_samples": 8,
+        "seed": 3,
+        "indices_per_shard": 4,
+        "plan": PlanConfig(languages=TINY_LANGS),
+        "strings": TINY_STRINGS,
+        "gates": GateConfig(min_score=4.0, min_chars=2, dedup_threshold=0.9),
+    }
     cfg.update(overrides)
     return SynthConfig(**cfg)
 
@@ -138,13 +153,21 @@ def test_datamodule_reads_synthesized_shards(tiny_vlm, photo_folder, tmp_path):
     data = pytest.importorskip("mme5.data")
     out = tmp_path / "synth"
     synthesize(tiny_config(out, photo_folder, num_samples=4, indices_per_shard=3), tiny_backend(tiny_vlm))
-    dm = data.ShardDataModule(train=[data.ShardSet(str(out))], batch_size=2, num_workers=0, shuffle_buffer=1,
-                              collate_fn=list, seed=0)
+    dm = data.ShardDataModule(
+        train=[data.ShardSet(str(out))],
+        batch_size=2,
+        num_workers=0,
+        shuffle_buffer=1,
+        collate_fn=list,
+        seed=0,
+    )
     dm.setup("fit")
     seen = []
     for batch in dm.train_dataloader():
         seen += batch
-    assert sorted(e.id for e in seen) == sorted(e.id for p in out.glob("*.tar") for e in map(decode_sample, iter_shard(p)))
+    assert sorted(e.id for e in seen) == sorted(
+        e.id for p in out.glob("*.tar") for e in map(decode_sample, iter_shard(p))
+    )
     assert dm.skip_counts() in ({}, None) or not any(dm.skip_counts().values())
 
 

@@ -25,7 +25,7 @@ def test_93_languages_high_resource_weighted_up():
 def test_language_overrides_and_errors():
     w = language_weights(overrides={"en": 0.0}, only=["en", "de", "ja"])
     assert set(w) == {"de", "ja"}
-    with pytest.raises(ValueError, match="unknown language code.*'xx'"):
+    with pytest.raises(ValueError, match=r"unknown language code.*'xx'"):
         language_weights(only=["en", "xx"])
 
 
@@ -38,8 +38,9 @@ def test_plan_is_deterministic_and_order_free():
     assert forward[3].id == sample_id(7, 3) == "mme5-synth-s7-000000003"
     other = Planner(PlanConfig(), seed=8, pool_size=50).plans(0, 40)
     assert [p.id for p in other] != [p.id for p in forward]
-    assert [(p.task, p.modality, p.lang, p.anchor) for p in other] != [(p.task, p.modality, p.lang, p.anchor)
-                                                                          for p in forward]
+    assert [(p.task, p.modality, p.lang, p.anchor) for p in other] != [
+        (p.task, p.modality, p.lang, p.anchor) for p in forward
+    ]
 
 
 def _check_frequencies(observed: Counter, expected: dict[str, float], n: int) -> None:
@@ -68,8 +69,11 @@ def test_plan_statistics_match_configured_ratios():
 
 
 def test_custom_weights():
-    cfg = PlanConfig(task_weights={"vqa": 3.0, "retrieval": 1.0}, modality_weights={"I2T": 1.0, "T2I": 1.0},
-                     languages=["en", "de"])
+    cfg = PlanConfig(
+        task_weights={"vqa": 3.0, "retrieval": 1.0},
+        modality_weights={"I2T": 1.0, "T2I": 1.0},
+        languages=["en", "de"],
+    )
     plans = Planner(cfg, seed=1, pool_size=5).plans(0, 4000)
     _check_frequencies(Counter(p.task for p in plans), {"vqa": 0.75, "retrieval": 0.25}, 4000)
     assert {p.modality for p in plans} == {"I2T", "T2I"}
@@ -77,9 +81,9 @@ def test_custom_weights():
 
 
 def test_bad_plan_config_is_one_clear_error():
-    with pytest.raises(ValueError, match="unknown task.*'qa'"):
+    with pytest.raises(ValueError, match=r"unknown task.*'qa'"):
         Planner(PlanConfig(task_weights={"qa": 1.0}), 0, 10)
-    with pytest.raises(ValueError, match="unknown modality.*'T2T'"):
+    with pytest.raises(ValueError, match=r"unknown modality.*'T2T'"):
         Planner(PlanConfig(modality_weights={"T2T": 1.0}), 0, 10)
     with pytest.raises(ValueError, match="image pool is empty"):
         Planner(PlanConfig(), 0, 0)

@@ -20,13 +20,23 @@ from mme5.synth.schema import (
 )
 
 EXPECTED_TEXTS = {  # modality -> text fields of the sample besides the instruction
-    "IT2I": ["query"], "T2IT": ["query", "positive", "hard_negative"], "IT2IT": ["query", "positive", "hard_negative"],
-    "I2I": [], "I2T": ["positive", "hard_negative"], "IT2T": ["query", "positive", "hard_negative"],
+    "IT2I": ["query"],
+    "T2IT": ["query", "positive", "hard_negative"],
+    "IT2IT": ["query", "positive", "hard_negative"],
+    "I2I": [],
+    "I2T": ["positive", "hard_negative"],
+    "IT2T": ["query", "positive", "hard_negative"],
     "T2I": ["query"],
 }
-EXPECTED_IMAGES = {"IT2I": ["query", "positive", "negative"], "T2IT": ["positive", "negative"],
-                   "IT2IT": ["query", "positive", "negative"], "I2I": ["query", "positive", "negative"],
-                   "I2T": ["query"], "IT2T": ["query"], "T2I": ["positive", "negative"]}
+EXPECTED_IMAGES = {
+    "IT2I": ["query", "positive", "negative"],
+    "T2IT": ["positive", "negative"],
+    "IT2IT": ["query", "positive", "negative"],
+    "I2I": ["query", "positive", "negative"],
+    "I2T": ["query"],
+    "IT2T": ["query"],
+    "T2I": ["positive", "negative"],
+}
 
 
 def _images(roles):
@@ -42,7 +52,9 @@ def test_prompt_per_task_and_modality(task, modality):
     assert roles == EXPECTED_IMAGES[modality]
     prompt = build_prompt(plan, _images(roles))
     assert prompt.image_roles == roles and len(prompt.images) == len(roles)
-    assert [img.getpixel((0, 0)) for img in prompt.images] == [_images(roles)[r].getpixel((0, 0)) for r in roles]
+    assert [img.getpixel((0, 0)) for img in prompt.images] == [
+        _images(roles)[r].getpixel((0, 0)) for r in roles
+    ]
     q, d = modality.split("2")
     assert TASK_GUIDE[task] in prompt.text
     assert QUERY_GUIDE[q] in prompt.text and DOC_GUIDE[d] in prompt.text
@@ -57,8 +69,11 @@ def test_prompt_per_task_and_modality(task, modality):
         assert "Japanese" not in prompt.text and "Only the instruction is text" in prompt.text
     for step in ("visual_interpretation", "sample", "self_evaluation", "improvements", "revised_sample"):
         assert step in prompt.text
-    assert prompt.text.index("visual_interpretation") < prompt.text.index("self_evaluation") < \
-        prompt.text.index("revised_sample")
+    assert (
+        prompt.text.index("visual_interpretation")
+        < prompt.text.index("self_evaluation")
+        < prompt.text.index("revised_sample")
+    )
     msgs = prompt.messages()
     assert msgs[0]["role"] == "system" and msgs[1]["content"][-1] == {"type": "text", "text": prompt.text}
     assert [p["type"] for p in msgs[1]["content"][:-1]] == ["image"] * len(roles)
@@ -76,17 +91,25 @@ def test_schema_fields_per_modality(modality):
     sample = schema["properties"]["revised_sample"]
     assert sample["required"] == ["instruction", *EXPECTED_TEXTS[modality]]
     assert list(text_fields(modality)) == sample["required"]
-    assert schema["required"] == ["visual_interpretation", "sample", "self_evaluation", "improvements",
-                                  "revised_sample"]
+    assert schema["required"] == [
+        "visual_interpretation",
+        "sample",
+        "self_evaluation",
+        "improvements",
+        "revised_sample",
+    ]
     assert sample == schema["properties"]["sample"]
 
 
 def _valid(modality: str) -> dict:
     fields = {f: f"{f} text" for f in text_fields(modality)}
-    return {"visual_interpretation": {"description": "d", "objects": "o", "context": "c", "relation": "r"},
-            "sample": dict(fields), "self_evaluation": {"relevance": 8, "negative_plausibility": 7, "clarity": 9,
-                                                        "diversity": 6},
-            "improvements": "none", "revised_sample": dict(fields)}
+    return {
+        "visual_interpretation": {"description": "d", "objects": "o", "context": "c", "relation": "r"},
+        "sample": dict(fields),
+        "self_evaluation": {"relevance": 8, "negative_plausibility": 7, "clarity": 9, "diversity": 6},
+        "improvements": "none",
+        "revised_sample": dict(fields),
+    }
 
 
 def test_validation_accepts_valid_and_lists_violations():

@@ -6,11 +6,11 @@ from .transformers_local import TransformersBackend
 from .vllm_offline import VLLMOfflineBackend
 
 __all__ = [
-           "Backend",
-           "Generation",
-           "GenerationRequest",
-           "OpenAIServerBackend",
-           "SamplingConfig",
-           "TransformersBackend",
-           "VLLMOfflineBackend",
+    "Backend",
+    "Generation",
+    "GenerationRequest",
+    "OpenAIServerBackend",
+    "SamplingConfig",
+    "TransformersBackend",
+    "VLLMOfflineBackend",
 ]

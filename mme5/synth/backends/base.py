@@ -54,7 +54,7 @@ class Backend(ABC):
     def __init__(self, sampling: SamplingConfig | None = None):
         self.sampling = sampling or SamplingConfig()
 
-    def start(self) -> None:
+    def start(self) -> None:  # noqa: B027 (an optional hook)
         """Load the model / start the engine ahead of the first request (timed apart from generation)."""
 
     @abstractmethod
@@ -65,7 +65,7 @@ class Backend(ABC):
         """What the stats report records about the backend."""
         return {"backend": self.name, **self.sampling.__dict__}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook)
         """Release engines, servers or models (a no-op by default)."""
 
 

@@ -21,9 +21,17 @@ class OpenAIServerBackend(Backend):
 
     name = "openai"
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, concurrency: int = 16,
-                 timeout_s: float = 600.0, max_retries: int = 3, extra_body: dict[str, Any] | None = None,
-                 sampling: SamplingConfig | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        concurrency: int = 16,
+        timeout_s: float = 600.0,
+        max_retries: int = 3,
+        extra_body: dict[str, Any] | None = None,
+        sampling: SamplingConfig | None = None,
+    ):
         """
         Args:
             base_url: server root including ``/v1`` (e.g. ``http://127.0.0.1:8000/v1``).
@@ -45,12 +53,22 @@ class OpenAIServerBackend(Backend):
 
     def _body(self, req: GenerationRequest) -> dict[str, Any]:
         s = self.sampling
-        messages = req.prompt.messages(lambda img: {"type": "image_url", "image_url": {"url": jpeg_data_url(img)}})
-        return {"model": self.model, "messages": messages, "temperature": s.temperature, "top_p": s.top_p,
-                "max_tokens": s.max_tokens, "seed": req.seed,
-                "response_format": {"type": "json_schema",
-                                    "json_schema": {"name": "mme5_sample", "schema": req.schema, "strict": True}},
-                **self.extra_body}
+        messages = req.prompt.messages(
+            lambda img: {"type": "image_url", "image_url": {"url": jpeg_data_url(img)}}
+        )
+        return {
+            "model": self.model,
+            "messages": messages,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+            "seed": req.seed,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "mme5_sample", "schema": req.schema, "strict": True},
+            },
+            **self.extra_body,
+        }
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         data = json.dumps(body).encode()
@@ -69,8 +87,12 @@ class OpenAIServerBackend(Backend):
                 answer = self._post(body)
                 choice = answer["choices"][0]
                 usage = answer.get("usage") or {}
-                return Generation(choice["message"].get("content"), int(usage.get("prompt_tokens", 0)),
-                                  int(usage.get("completion_tokens", 0)), choice.get("finish_reason"))
+                return Generation(
+                    choice["message"].get("content"),
+                    int(usage.get("prompt_tokens", 0)),
+                    int(usage.get("completion_tokens", 0)),
+                    choice.get("finish_reason"),
+                )
             except urllib.error.HTTPError as exc:
                 error = f"HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}"
                 if exc.code < 500:

@@ -17,9 +17,15 @@ class TransformersBackend(Backend):
 
     name = "transformers"
 
-    def __init__(self, model: str, device: str = "cpu", dtype: str = "float32",
-                 sampling: SamplingConfig | None = None, chat_template: str | None = None,
-                 threads: int | None = None):
+    def __init__(
+        self,
+        model: str,
+        device: str = "cpu",
+        dtype: str = "float32",
+        sampling: SamplingConfig | None = None,
+        chat_template: str | None = None,
+        threads: int | None = None,
+    ):
         """
         Args:
             model: local folder of a Hugging Face VLM (weights, processor, tokenizer with a chat template),
@@ -63,16 +69,23 @@ class TransformersBackend(Backend):
                 except BackboneError:
                     processor = None  # a family mme5 does not train on can still generate
             self._processor = processor or AutoProcessor.from_pretrained(path)
-            self._model = AutoModelForImageTextToText.from_pretrained(
-                path, dtype=getattr(torch, self.dtype)).to(self.device).eval()
+            self._model = (
+                AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, self.dtype))
+                .to(self.device)
+                .eval()
+            )
         except (OSError, ValueError) as exc:
-            raise RuntimeError(f"transformers backend: cannot load model '{self.model_path}': {exc}") from None
+            raise RuntimeError(
+                f"transformers backend: cannot load model '{self.model_path}': {exc}"
+            ) from None
         tokenizer = self._processor.tokenizer
         vocab = self._model.config.get_text_config().vocab_size
         eos = [tokenizer.eos_token_id, self._model.generation_config.eos_token_id]
         stop = sorted({t for e in eos for t in (e if isinstance(e, list) else [e]) if isinstance(t, int)})
         if not stop:
-            raise RuntimeError(f"transformers backend: model '{self.model_path}' has no end-of-sequence token")
+            raise RuntimeError(
+                f"transformers backend: model '{self.model_path}' has no end-of-sequence token"
+            )
         self._stop_ids = stop
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab, stop_token_ids=stop)
         self._compiler = xgr.GrammarCompiler(info)
@@ -99,21 +112,33 @@ class TransformersBackend(Backend):
 
         torch = self._torch
         proc = self._processor
-        text = proc.apply_chat_template(req.prompt.messages(), add_generation_prompt=True, tokenize=False,
-                                        chat_template=self.chat_template)
+        text = proc.apply_chat_template(
+            req.prompt.messages(),
+            add_generation_prompt=True,
+            tokenize=False,
+            chat_template=self.chat_template,
+        )
         inputs = proc(text=[text], images=req.prompt.images or None, return_tensors="pt").to(self.device)
         s = self.sampling
         greedy = s.temperature <= 0
         torch.manual_seed(req.seed)
         with torch.no_grad():
             out = self._model.generate(
-                **inputs, max_new_tokens=s.max_tokens, do_sample=not greedy,
-                temperature=None if greedy else s.temperature, top_p=None if greedy else s.top_p,
+                **inputs,
+                max_new_tokens=s.max_tokens,
+                do_sample=not greedy,
+                temperature=None if greedy else s.temperature,
+                top_p=None if greedy else s.top_p,
                 logits_processor=[LogitsProcessor(self._grammar(req.schema))],
-                eos_token_id=self._stop_ids, pad_token_id=proc.tokenizer.pad_token_id or self._stop_ids[0])
-        new = out[0, inputs["input_ids"].shape[1]:].tolist()
+                eos_token_id=self._stop_ids,
+                pad_token_id=proc.tokenizer.pad_token_id or self._stop_ids[0],
+            )
+        new = out[0, inputs["input_ids"].shape[1] :].tolist()
         finished = bool(new) and new[-1] in self._stop_ids
         body = [t for t in new if t not in self._stop_ids]
-        return Generation(proc.tokenizer.decode(body, skip_special_tokens=True),
-                          prompt_tokens=int(inputs["input_ids"].shape[1]), completion_tokens=len(new),
-                          finish_reason="stop" if finished else "length")
+        return Generation(
+            proc.tokenizer.decode(body, skip_special_tokens=True),
+            prompt_tokens=int(inputs["input_ids"].shape[1]),
+            completion_tokens=len(new),
+            finish_reason="stop" if finished else "length",
+        )

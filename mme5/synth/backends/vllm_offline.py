@@ -12,10 +12,20 @@ class VLLMOfflineBackend(Backend):
 
     name = "vllm"
 
-    def __init__(self, model: str, dtype: str = "auto", max_model_len: int = 8192, max_images: int = 3,
-                 structured_backend: str = "xgrammar", disable_any_whitespace: bool = True,
-                 tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9, enforce_eager: bool = False,
-                 engine_kwargs: dict[str, Any] | None = None, sampling: SamplingConfig | None = None):
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "auto",
+        max_model_len: int = 8192,
+        max_images: int = 3,
+        structured_backend: str = "xgrammar",
+        disable_any_whitespace: bool = True,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        enforce_eager: bool = False,
+        engine_kwargs: dict[str, Any] | None = None,
+        sampling: SamplingConfig | None = None,
+    ):
         """
         Args:
             model: Hugging Face model id or local folder of a VLM vLLM supports.
@@ -33,12 +43,19 @@ class VLLMOfflineBackend(Backend):
         super().__init__(sampling)
         self.model = model
         self.engine_args: dict[str, Any] = {
-            "model": model, "dtype": dtype, "max_model_len": max_model_len,
+            "model": model,
+            "dtype": dtype,
+            "max_model_len": max_model_len,
             "limit_mm_per_prompt": {"image": max_images},
-            "structured_outputs_config": {"backend": structured_backend,
-                                          "disable_any_whitespace": disable_any_whitespace},
-            "tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization,
-            "enforce_eager": enforce_eager, "seed": 0, **(engine_kwargs or {}),
+            "structured_outputs_config": {
+                "backend": structured_backend,
+                "disable_any_whitespace": disable_any_whitespace,
+            },
+            "tensor_parallel_size": tensor_parallel_size,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "enforce_eager": enforce_eager,
+            "seed": 0,
+            **(engine_kwargs or {}),
         }
         self._llm = None
         self.start_seconds: float | None = None
@@ -54,8 +71,10 @@ class VLLMOfflineBackend(Backend):
             try:
                 from vllm import LLM
             except ImportError as exc:
-                raise RuntimeError("the vllm backend needs vLLM: pip install 'mme5[synth]' "
-                                   f"(or scripts/make_vllm_env.sh for the CPU build): {exc}") from None
+                raise RuntimeError(
+                    "the vllm backend needs vLLM: pip install 'mme5[synth]' "
+                    f"(or scripts/make_vllm_env.sh for the CPU build): {exc}"
+                ) from None
             t0 = time.perf_counter()
             self._llm = LLM(**self.engine_args)
             self.start_seconds = time.perf_counter() - t0
@@ -70,16 +89,31 @@ class VLLMOfflineBackend(Backend):
 
         llm = self._engine()
         s = self.sampling
-        conversations = [r.prompt.messages(lambda img: {"type": "image_pil", "image_pil": img}) for r in requests]
-        params = [SamplingParams(temperature=s.temperature, top_p=s.top_p if s.temperature > 0 else 1.0,
-                                 max_tokens=s.max_tokens, seed=r.seed,
-                                 structured_outputs=StructuredOutputsParams(json=r.schema)) for r in requests]
+        conversations = [
+            r.prompt.messages(lambda img: {"type": "image_pil", "image_pil": img}) for r in requests
+        ]
+        params = [
+            SamplingParams(
+                temperature=s.temperature,
+                top_p=s.top_p if s.temperature > 0 else 1.0,
+                max_tokens=s.max_tokens,
+                seed=r.seed,
+                structured_outputs=StructuredOutputsParams(json=r.schema),
+            )
+            for r in requests
+        ]
         outputs = llm.chat(conversations, sampling_params=params, use_tqdm=False)
         result = []
         for out in outputs:
             o = out.outputs[0]
-            result.append(Generation(o.text, prompt_tokens=len(out.prompt_token_ids or []),
-                                     completion_tokens=len(o.token_ids), finish_reason=o.finish_reason))
+            result.append(
+                Generation(
+                    o.text,
+                    prompt_tokens=len(out.prompt_token_ids or []),
+                    completion_tokens=len(o.token_ids),
+                    finish_reason=o.finish_reason,
+                )
+            )
         return result
 
     def close(self) -> None:
