@@ -259,7 +259,7 @@ def render(picture: Picture, size: int) -> Image.Image:
     img = render_scene(picture.scene, picture.seed, size)
     if picture.crop is None:
         return img
-    return img.crop(cell_box(picture.crop, size)).resize((size, size), Image.BILINEAR)
+    return img.crop(cell_box(picture.crop, size)).resize((size, size), Image.Resampling.BILINEAR)
 
 
 def jpeg_bytes(img: Image.Image) -> bytes:

@@ -43,6 +43,11 @@ class RankingMetrics(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    hits: Tensor
+    rr: Tensor
+    ndcg: Tensor
+    ties: Tensor
+    rows: Tensor
 
     def __init__(self, ks: Sequence[int] = (1, 5, 10), ndcg_k: int = 10, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from typing_extensions import Self
@@ -150,9 +151,11 @@ def evaluate_setting(
         peak, kind = rss.peak - rss.base, "cpu_rss_peak_over_baseline"
     weights = None
     module = loaded.module
-    base = module.base_model() if hasattr(module, "base_model") and callable(module.base_model) else module
-    if base is not None and hasattr(base, "get_memory_footprint"):
-        weights = int(base.get_memory_footprint())
+    base_model = getattr(module, "base_model", None)
+    base: Any = base_model() if callable(base_model) else module
+    footprint: Any = getattr(base, "get_memory_footprint", None)
+    if callable(footprint):
+        weights = int(footprint())
     encoded = sum(r.encode.encoded for r in (mmeb, xtd) if r is not None)
     seconds = sum(r.encode.seconds for r in (mmeb, xtd) if r is not None)
     del loaded, module, base

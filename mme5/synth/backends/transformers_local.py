@@ -40,7 +40,7 @@ class TransformersBackend(Backend):
         super().__init__(sampling)
         self.model_path, self.device, self.dtype, self.chat_template = model, device, dtype, chat_template
         self.threads = threads
-        self._model = None
+        self._model: Any = None
         self._grammars: dict[str, Any] = {}
 
     def describe(self) -> dict[str, Any]:
@@ -70,7 +70,7 @@ class TransformersBackend(Backend):
                     processor = None  # a family mme5 does not train on can still generate
             self._processor = processor or AutoProcessor.from_pretrained(path)
             self._model = (
-                AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, self.dtype))
+                _auto_model(AutoModelForImageTextToText, path, getattr(torch, self.dtype))
                 .to(self.device)
                 .eval()
             )
@@ -142,3 +142,8 @@ class TransformersBackend(Backend):
             completion_tokens=len(new),
             finish_reason="stop" if finished else "length",
         )
+
+
+def _auto_model(auto_class: Any, path: str, dtype: Any) -> Any:
+    """``auto_class.from_pretrained`` (the Auto classes' signatures are generated, so typed loosely)."""
+    return auto_class.from_pretrained(path, dtype=dtype)

@@ -69,7 +69,7 @@ class VLLMOfflineBackend(Backend):
             import time
 
             try:
-                from vllm import LLM
+                from vllm import LLM  # pyright: ignore[reportMissingImports] (own environment)
             except ImportError as exc:
                 raise RuntimeError(
                     "the vllm backend needs vLLM: pip install 'mme5[synth]' "
@@ -84,8 +84,8 @@ class VLLMOfflineBackend(Backend):
         self._engine()
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
+        from vllm import SamplingParams  # pyright: ignore[reportMissingImports]
+        from vllm.sampling_params import StructuredOutputsParams  # pyright: ignore[reportMissingImports]
 
         llm = self._engine()
         s = self.sampling
