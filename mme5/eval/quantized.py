@@ -154,7 +154,7 @@ def evaluate_setting(
     base_model = getattr(module, "base_model", None)
     base: Any = base_model() if callable(base_model) else module
     footprint: Any = getattr(base, "get_memory_footprint", None)
-    if callable(footprint):
+    if footprint is not None:
         weights = int(footprint())
     encoded = sum(r.encode.encoded for r in (mmeb, xtd) if r is not None)
     seconds = sum(r.encode.seconds for r in (mmeb, xtd) if r is not None)
