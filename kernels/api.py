@@ -6,6 +6,7 @@ import torch
 
 from mme5.errors import ConfigError
 
+from .config import InfoNCEConfig, resolve_config
 from .inputs import check_inputs
 from .reference import infonce_reference
 
@@ -22,6 +23,7 @@ def infonce(
     candidate_ids: torch.Tensor | None = None,
     extra_logits: torch.Tensor | None = None,
     impl: str = "auto",
+    config: InfoNCEConfig | None = None,
 ) -> torch.Tensor:
     """Mean InfoNCE loss of B queries against N candidates (fp32 scalar).
 
@@ -39,9 +41,13 @@ def infonce(
             join that query's log-sum-exp and receive gradients.
         impl: "reference" (materialises B x N logits), "chunked" (pure PyTorch, row chunks, recompute
             in backward), "triton" (fused GPU kernels), or "auto" (triton on CUDA, chunked elsewhere).
+        config: how chunked and triton run (``mme5.kernels.InfoNCEConfig``: the one-pass switch, chunk
+            rows, Triton tiles and one-pass settings); None, or any field left None, takes the defaults
+            of where the kernels run. The reference ignores it.
     """
     if impl not in IMPLS:
         raise ConfigError(f"infonce: unknown impl {impl!r}; expected one of {', '.join(IMPLS)}")
+    config = resolve_config(config)
     x = check_inputs(q, c, labels, temperature, symmetric, candidate_ids, extra_logits)
     if impl == "auto":
         impl = "triton" if q.is_cuda else "chunked"
@@ -50,7 +56,7 @@ def infonce(
     if impl == "chunked":
         from .chunked import infonce_chunked
 
-        return infonce_chunked(x)
+        return infonce_chunked(x, config)
     from .triton_infonce import infonce_triton
 
-    return infonce_triton(x)
+    return infonce_triton(x, config)

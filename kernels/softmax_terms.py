@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import InfoNCEConfig
+
 
 @dataclass
 class ForwardStats:
@@ -28,7 +30,9 @@ def _row_blocks(num_rows: int, width: int):
         yield r0, min(num_rows, r0 + step)
 
 
-def positive_logits(q: torch.Tensor, c: torch.Tensor, labels: torch.Tensor, inv_t: torch.Tensor) -> torch.Tensor:
+def positive_logits(
+    q: torch.Tensor, c: torch.Tensor, labels: torch.Tensor, inv_t: torch.Tensor
+) -> torch.Tensor:
     """p_i = q_i . c_{labels_i} / T in fp32."""
     out = torch.empty(q.shape[0], device=q.device, dtype=torch.float32)
     for r0, r1 in _row_blocks(q.shape[0], q.shape[1]):
@@ -135,15 +139,25 @@ def prepare_backward(
     return BackwardTerms(scale, row_lse, col_log_weight, pos, positive_grad, extra_grad)
 
 
+def takes_one_pass(ctx, symmetric: bool, config: InfoNCEConfig, grad_enabled: bool) -> bool:
+    """Which path a backend's autograd Function takes: one pass (gradients formed in forward) for the
+    row-direction loss when ``config.one_pass`` allows it and the caller's autograd (``grad_enabled``:
+    grad mode at the call, which forward itself cannot see) wants a gradient of q, c, the temperature or
+    the extra logits (``ctx.needs_input_grad``, the Function's first four inputs); recompute otherwise."""
+    return config.one_pass and grad_enabled and not symmetric and any(ctx.needs_input_grad[:4])
+
+
 def hand_over_gradients(ctx, grad_loss: torch.Tensor, impl: str) -> tuple:
-    """Backward of a one-pass autograd Function: the gradients its forward formed for a loss gradient of 1
+    """Backward of the one-pass path: the gradients its forward formed for a loss gradient of 1
     (``ctx.grads``: q, c, temperature, extra logits), scaled in place by ``grad_loss``, handed over once."""
     if ctx.grads is None:
-        raise RuntimeError(f"infonce(impl={impl!r}): backward ran twice through the same graph; the one-pass "
-                           "gradient is handed over once (use symmetric=True or impl='reference')")
+        raise RuntimeError(
+            f"infonce(impl={impl!r}): backward ran twice through the same graph; the one-pass "
+            "gradient is handed over once (use symmetric=True or impl='reference')"
+        )
     grads, ctx.grads = ctx.grads, None
     if not (grad_loss.device.type == "cpu" and grad_loss.item() == 1.0):
         for g in grads:
             if g is not None:
                 g.mul_(grad_loss)  # a 0-d fp32 factor: computed in fp32, rounded once
-    return grads + (None,) * 4
+    return grads

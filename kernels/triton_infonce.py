@@ -10,9 +10,11 @@ weights dS (input dtype, fp32 for fp32 inputs) plus per-tile sums of dS * logits
 temperature gradient); cuBLAS then does dq = dS c and dc += dS^T q. dS is never larger than one
 chunk (a few hundred MB at most), and nothing B x N is saved.
 
-``infonce_triton`` sends the training case (row-direction loss with a gradient wanted) to the one-pass
-path in ``triton_onepass.py`` instead (3 cuBLAS products, no recompute); the kernels here serve the
-symmetric loss and calls without gradients.
+``TritonInfoNCE``, the one autograd Function of ``impl="triton"``, sends the training case (row-direction
+loss with a gradient wanted, ``softmax_terms.takes_one_pass``) to the one-pass path in
+``triton_onepass.py`` instead (3 cuBLAS products, no recompute); the kernels here serve the symmetric
+loss, calls without gradients and ``InfoNCEConfig(one_pass=False)``. The configuration
+(``InfoNCEConfig.tiles`` here, ``.onepass`` there) is an argument, kept on ``ctx`` for backward.
 
 Under ``TRITON_INTERPRET=1`` (set before this module is imported) the kernels run on CPU tensors;
 bf16 tiles are then upcast to fp32 before ``tl.dot``, which the interpreter gets wrong for bf16.
@@ -20,57 +22,43 @@ bf16 tiles are then upcast to fp32 before ``tl.dot``, which the interpreter gets
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
 
+from mme5.errors import ConfigError
+
+from .config import INTERPRETER, InfoNCEConfig, TileConfig, resolve_config
 from .inputs import InfoNCEInputs
 from .matmul import addmm_fp32_, matmul_fp32
-from .softmax_terms import ForwardStats, finish_forward, positive_logits, prepare_backward
-
-INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-@dataclass(frozen=True)
-class TileConfig:
-    """Tile sizes and launch settings of both kernels."""
-
-    block_m: int = 128
-    block_n: int = 128
-    block_k: int = 64
-    num_warps: int = 8
-    num_stages: int = 3
-    # Rows of dS per backward chunk: as many as fit in this many bytes, at least min_chunk_rows.
-    chunk_bytes: int = 256 << 20
-    min_chunk_rows: int = 2048
-    # Forward programs when symmetric (each keeps a row of column partials); 0 = a few per SM.
-    forward_programs: int = 0
-
-
-GPU_CONFIG = TileConfig()
-INTERPRETER_CONFIG = TileConfig(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=1, min_chunk_rows=64)
-_config_override: TileConfig | None = None
-
-
-def set_tile_config(config: TileConfig | None) -> None:
-    """Override the tile configuration (tests use small chunks); ``None`` restores the default."""
-    global _config_override
-    _config_override = config
-
-
-def _config() -> TileConfig:
-    if _config_override is not None:
-        return _config_override
-    return INTERPRETER_CONFIG if INTERPRETER else GPU_CONFIG
+from .softmax_terms import (
+    ForwardStats,
+    finish_forward,
+    hand_over_gradients,
+    positive_logits,
+    prepare_backward,
+    takes_one_pass,
+)
+from .triton_onepass import onepass_forward
 
 
 @triton.jit
 def _score_tile(
-    q_ptr, c_ptr, offs_m, offs_n, row_ok, col_ok, D, stride_qb, stride_qd, stride_cn, stride_cd,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    q_ptr,
+    c_ptr,
+    offs_m,
+    offs_n,
+    row_ok,
+    col_ok,
+    D,
+    stride_qb,
+    stride_qd,
+    stride_cn,
+    stride_cd,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     """fp32 tile q[offs_m] . c[offs_n]^T, accumulated over D in BLOCK_K steps."""
@@ -91,10 +79,28 @@ def _score_tile(
 
 @triton.jit
 def _infonce_forward_kernel(
-    q_ptr, c_ptr, qkey_ptr, ckey_ptr, inv_t_ptr, row_max_ptr, row_sum_ptr, col_max_ptr, col_sum_ptr,
-    B, N, D, stride_qb, stride_qd, stride_cn, stride_cd,
-    SYMMETRIC: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    q_ptr,
+    c_ptr,
+    qkey_ptr,
+    ckey_ptr,
+    inv_t_ptr,
+    row_max_ptr,
+    row_sum_ptr,
+    col_max_ptr,
+    col_sum_ptr,
+    B,
+    N,
+    D,
+    stride_qb,
+    stride_qd,
+    stride_cn,
+    stride_cd,
+    SYMMETRIC: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     """Online log-sum-exp of each row's negatives; per-program column partials when symmetric."""
     pid = tl.program_id(0)
@@ -110,8 +116,24 @@ def _infonce_forward_kernel(
             offs_n = n0 + tl.arange(0, BLOCK_N)
             col_ok = offs_n < N
             ck = tl.load(ckey_ptr + offs_n, mask=col_ok, other=0)
-            s = _score_tile(q_ptr, c_ptr, offs_m, offs_n, row_ok, col_ok, D, stride_qb, stride_qd, stride_cn,
-                            stride_cd, UPCAST, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+            s = _score_tile(
+                q_ptr,
+                c_ptr,
+                offs_m,
+                offs_n,
+                row_ok,
+                col_ok,
+                D,
+                stride_qb,
+                stride_qd,
+                stride_cn,
+                stride_cd,
+                UPCAST,
+                PRECISION,
+                BLOCK_M,
+                BLOCK_N,
+                BLOCK_K,
+            )
             negative = row_ok[:, None] & col_ok[None, :] & (qk[:, None] != ck[None, :])
             logits = tl.where(negative, s * inv_t, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(logits, axis=1))
@@ -133,10 +155,30 @@ def _infonce_forward_kernel(
 
 @triton.jit
 def _infonce_score_grad_kernel(
-    q_ptr, c_ptr, qkey_ptr, ckey_ptr, inv_t_ptr, row_lse_ptr, col_logw_ptr, ds_ptr, dot_ptr,
-    row_start, row_end, N, D, stride_qb, stride_qd, stride_cn, stride_cd, stride_dsm,
-    SYMMETRIC: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    q_ptr,
+    c_ptr,
+    qkey_ptr,
+    ckey_ptr,
+    inv_t_ptr,
+    row_lse_ptr,
+    col_logw_ptr,
+    ds_ptr,
+    dot_ptr,
+    row_start,
+    row_end,
+    N,
+    D,
+    stride_qb,
+    stride_qd,
+    stride_cn,
+    stride_cd,
+    stride_dsm,
+    SYMMETRIC: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     """dS tile for rows [row_start, row_end): softmax weights of the negatives (0 elsewhere)."""
     pid_m = tl.program_id(0)
@@ -147,8 +189,24 @@ def _infonce_score_grad_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = offs_m < row_end
     col_ok = offs_n < N
-    s = _score_tile(q_ptr, c_ptr, offs_m, offs_n, row_ok, col_ok, D, stride_qb, stride_qd, stride_cn,
-                    stride_cd, UPCAST, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+    s = _score_tile(
+        q_ptr,
+        c_ptr,
+        offs_m,
+        offs_n,
+        row_ok,
+        col_ok,
+        D,
+        stride_qb,
+        stride_qd,
+        stride_cn,
+        stride_cd,
+        UPCAST,
+        PRECISION,
+        BLOCK_M,
+        BLOCK_N,
+        BLOCK_K,
+    )
     logits = s * inv_t
     qk = tl.load(qkey_ptr + offs_m, mask=row_ok, other=0)
     ck = tl.load(ckey_ptr + offs_n, mask=col_ok, other=0)
@@ -175,8 +233,11 @@ def _launch_options(cfg: TileConfig, dtype: torch.dtype) -> dict:
     # fp32 tiles take twice the shared memory per stage: halve the K step on the GPU.
     block_k = cfg.block_k if (INTERPRETER or dtype != torch.float32) else min(cfg.block_k, 32)
     return {
-        "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n, "BLOCK_K": block_k,
-        "num_warps": cfg.num_warps, "num_stages": cfg.num_stages,
+        "BLOCK_M": cfg.block_m,
+        "BLOCK_N": cfg.block_n,
+        "BLOCK_K": block_k,
+        "num_warps": cfg.num_warps,
+        "num_stages": cfg.num_stages,
     }
 
 
@@ -189,9 +250,8 @@ def _forward_programs(cfg: TileConfig, q: torch.Tensor, row_blocks: int, symmetr
     return min(row_blocks, 4 * torch.cuda.get_device_properties(q.device).multi_processor_count)
 
 
-def triton_forward_stats(x: InfoNCEInputs, inv_t: torch.Tensor) -> ForwardStats:
+def triton_forward_stats(x: InfoNCEInputs, inv_t: torch.Tensor, cfg: TileConfig) -> ForwardStats:
     """Positive logits and negatives' log-sum-exps from the fused forward kernel."""
-    cfg = _config()
     q, c = x.q, x.c
     B, N, D = q.shape[0], c.shape[0], q.shape[1]
     row_blocks = triton.cdiv(B, cfg.block_m)
@@ -204,9 +264,25 @@ def triton_forward_stats(x: InfoNCEInputs, inv_t: torch.Tensor) -> ForwardStats:
     else:
         col_max = col_sum = row_max  # unused by the kernel
     _infonce_forward_kernel[(programs,)](
-        q, c, x.query_keys, x.candidate_keys, inv_t, row_max, row_sum, col_max, col_sum,
-        B, N, D, q.stride(0), q.stride(1), c.stride(0), c.stride(1),
-        SYMMETRIC=x.symmetric, **_kernel_flags(q.dtype), **_launch_options(cfg, q.dtype),
+        q,
+        c,
+        x.query_keys,
+        x.candidate_keys,
+        inv_t,
+        row_max,
+        row_sum,
+        col_max,
+        col_sum,
+        B,
+        N,
+        D,
+        q.stride(0),
+        q.stride(1),
+        c.stride(0),
+        c.stride(1),
+        SYMMETRIC=x.symmetric,
+        **_kernel_flags(q.dtype),
+        **_launch_options(cfg, q.dtype),
     )
     row_neg = row_max + torch.log(row_sum)
     col_neg = None
@@ -226,13 +302,35 @@ def _chunk_rows(cfg: TileConfig, B: int, N: int, element_size: int) -> int:
 
 
 class TritonInfoNCE(torch.autograd.Function):
-    """Autograd Function over the fused kernels; saves q, c and O(B + N) vectors only."""
+    """Autograd Function of ``impl="triton"``: the one-pass path (``triton_onepass.py``) or the fused
+    forward / recompute-backward kernels here, chosen in forward by ``takes_one_pass`` and kept on
+    ``ctx.path`` with the configuration it ran with. Either way it keeps O((B + N) D) tensors only."""
 
     @staticmethod
-    def forward(ctx, q, c, temperature, extra_logits, labels, query_keys, candidate_keys, symmetric):
+    def forward(
+        ctx,
+        q,
+        c,
+        temperature,
+        extra_logits,
+        labels,
+        query_keys,
+        candidate_keys,
+        symmetric,
+        config: InfoNCEConfig,
+        grad_enabled: bool,
+    ):
+        assert config.tiles is not None and config.onepass is not None, "infonce_triton resolves the config"
+        ctx.config = config
+        if takes_one_pass(ctx, symmetric, config, grad_enabled):
+            ctx.path = "one-pass"
+            return onepass_forward(
+                ctx, q, c, temperature, extra_logits, labels, candidate_keys, config.onepass
+            )
+        ctx.path = "recompute"
         x = InfoNCEInputs(q, c, labels, temperature, query_keys, candidate_keys, extra_logits, symmetric)
         inv_t = (1.0 / temperature).reshape(1).contiguous()
-        stats = triton_forward_stats(x, inv_t)
+        stats = triton_forward_stats(x, inv_t, config.tiles)
         loss, saved = finish_forward(stats, labels, extra_logits, symmetric, c.shape[0])
         ctx.save_for_backward(q, c, temperature, extra_logits, labels, query_keys, candidate_keys, *saved)
         ctx.symmetric = symmetric
@@ -240,62 +338,82 @@ class TritonInfoNCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):
-        q, c, temperature, extra_logits, labels, query_keys, candidate_keys, *saved = ctx.saved_tensors
-        B, N, D = q.shape[0], c.shape[0], q.shape[1]
-        terms = prepare_backward(saved, labels, extra_logits, ctx.symmetric, N, grad_loss)
-        cfg = _config()
-        inv_t = (1.0 / temperature).reshape(1).contiguous()
-        row_lse = terms.row_lse.contiguous()
-        col_logw = terms.col_log_weight.contiguous() if ctx.symmetric else row_lse
-        step = _chunk_rows(cfg, B, N, q.element_size())
-        ds_buffer = torch.empty((step, N), device=q.device, dtype=q.dtype)
-        col_tiles = triton.cdiv(N, cfg.block_n)
-        dots = torch.empty((triton.cdiv(step, cfg.block_m) * col_tiles,), device=q.device, dtype=torch.float32)
-        dq = torch.empty((B, D), device=q.device, dtype=torch.float32)
-        dc = torch.zeros((N, D), device=q.device, dtype=torch.float32)
-        logit_grad_dot = torch.zeros((), device=q.device, dtype=torch.float32)
-        for r0 in range(0, B, step):
-            r1 = min(B, r0 + step)
-            row_tiles = triton.cdiv(r1 - r0, cfg.block_m)
-            ds = ds_buffer[: r1 - r0]
-            _infonce_score_grad_kernel[(row_tiles, col_tiles)](
-                q, c, query_keys, candidate_keys, inv_t, row_lse, col_logw, ds, dots,
-                r0, r1, N, D, q.stride(0), q.stride(1), c.stride(0), c.stride(1), ds.stride(0),
-                SYMMETRIC=ctx.symmetric, **_kernel_flags(q.dtype), **_launch_options(cfg, q.dtype),
-            )
-            logit_grad_dot += dots[: row_tiles * col_tiles].sum()
-            dq[r0:r1] = matmul_fp32(ds, c)
-            addmm_fp32_(dc, ds.T, q[r0:r1])
-        return terms.finish(q, c, labels, temperature, dq, dc, logit_grad_dot, inv_t.reshape(())) + (None,) * 4
+        if ctx.path == "one-pass":
+            grads = hand_over_gradients(ctx, grad_loss, "triton")
+        else:
+            grads = _recompute_backward(ctx, grad_loss)
+        return (*grads, *(None,) * 6)
 
 
-def wants_one_pass(x: InfoNCEInputs) -> bool:
-    """The training case: row-direction loss with a gradient wanted by some input."""
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x.q, x.c, x.temperature, x.extra_logits)
-    )
-    return needs_grad and not x.symmetric
+def _recompute_backward(ctx, grad_loss) -> tuple:
+    """Gradients of q, c, temperature and extra logits: dS recomputed by the kernel, chunk by chunk."""
+    q, c, temperature, extra_logits, labels, query_keys, candidate_keys, *saved = ctx.saved_tensors
+    B, N, D = q.shape[0], c.shape[0], q.shape[1]
+    terms = prepare_backward(saved, labels, extra_logits, ctx.symmetric, N, grad_loss)
+    cfg: TileConfig = ctx.config.tiles
+    inv_t = (1.0 / temperature).reshape(1).contiguous()
+    row_lse = terms.row_lse.contiguous()
+    col_logw = terms.col_log_weight.contiguous() if ctx.symmetric else row_lse
+    step = _chunk_rows(cfg, B, N, q.element_size())
+    ds_buffer = torch.empty((step, N), device=q.device, dtype=q.dtype)
+    col_tiles = triton.cdiv(N, cfg.block_n)
+    dots = torch.empty((triton.cdiv(step, cfg.block_m) * col_tiles,), device=q.device, dtype=torch.float32)
+    dq = torch.empty((B, D), device=q.device, dtype=torch.float32)
+    dc = torch.zeros((N, D), device=q.device, dtype=torch.float32)
+    logit_grad_dot = torch.zeros((), device=q.device, dtype=torch.float32)
+    for r0 in range(0, B, step):
+        r1 = min(B, r0 + step)
+        row_tiles = triton.cdiv(r1 - r0, cfg.block_m)
+        ds = ds_buffer[: r1 - r0]
+        _infonce_score_grad_kernel[(row_tiles, col_tiles)](
+            q,
+            c,
+            query_keys,
+            candidate_keys,
+            inv_t,
+            row_lse,
+            col_logw,
+            ds,
+            dots,
+            r0,
+            r1,
+            N,
+            D,
+            q.stride(0),
+            q.stride(1),
+            c.stride(0),
+            c.stride(1),
+            ds.stride(0),
+            SYMMETRIC=ctx.symmetric,
+            **_kernel_flags(q.dtype),
+            **_launch_options(cfg, q.dtype),
+        )
+        logit_grad_dot += dots[: row_tiles * col_tiles].sum()
+        dq[r0:r1] = matmul_fp32(ds, c)
+        addmm_fp32_(dc, ds.T, q[r0:r1])
+    return terms.finish(q, c, labels, temperature, dq, dc, logit_grad_dot, inv_t.reshape(()))
 
 
-def infonce_triton(x: InfoNCEInputs, *, one_pass: bool | None = None) -> torch.Tensor:
+def infonce_triton(x: InfoNCEInputs, config: InfoNCEConfig | None = None) -> torch.Tensor:
     """Mean InfoNCE through the Triton kernels (CUDA, or CPU under TRITON_INTERPRET=1).
 
-    ``one_pass`` None picks the one-pass path (``kernels/triton_onepass.py``: cuBLAS products and a
-    fused row kernel, gradients formed in the forward) for the row-direction loss with a gradient
-    wanted, and the fused forward / recompute-backward kernels here otherwise; False forces the latter.
+    ``config`` (None: the defaults) holds the tiles of the fused kernels and the one-pass settings;
+    ``one_pass=False`` in it keeps the training case on the fused forward / recompute-backward kernels.
     """
     if not (x.q.is_cuda or INTERPRETER):
-        raise ValueError(
-            f"infonce: impl='triton' needs CUDA tensors (got {x.q.device}); use impl='chunked' or 'auto' on CPU, "
-            "or set TRITON_INTERPRET=1 before importing triton to run the kernels in the interpreter"
+        raise ConfigError(
+            f"infonce: impl='triton' needs CUDA tensors (got {x.q.device}); use impl='chunked' or 'auto' "
+            "on CPU, or set TRITON_INTERPRET=1 before importing triton to run the kernels in the interpreter"
         )
-    if one_pass is None:
-        one_pass = wants_one_pass(x)
-    if one_pass:
-        from .triton_onepass import infonce_triton_onepass
-
-        return infonce_triton_onepass(x)
     return TritonInfoNCE.apply(
-        x.q.contiguous(), x.c.contiguous(), x.temperature, x.extra_logits, x.labels,
-        x.query_keys.contiguous(), x.candidate_keys.contiguous(), x.symmetric,
+        x.q.contiguous(),
+        x.c.contiguous(),
+        x.temperature,
+        x.extra_logits,
+        x.labels.contiguous(),
+        x.query_keys.contiguous(),
+        x.candidate_keys.contiguous(),
+        x.symmetric,
+        resolve_config(config),
+        torch.is_grad_enabled(),
     )

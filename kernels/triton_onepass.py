@@ -1,8 +1,9 @@
 """One-pass InfoNCE on the GPU: cuBLAS for the three products, one fused Triton kernel per row chunk.
 
-This is the path ``impl="triton"`` takes for the training case: the row-direction loss (not symmetric)
-with a gradient wanted. A chunk of query rows sees all N candidates, so its softmax, and so its score
-gradient dS, is final as soon as its scores are. Per chunk of ``rows`` queries:
+This is the path ``impl="triton"`` (``TritonInfoNCE`` in ``triton_infonce.py``) takes for the training
+case: the row-direction loss (not symmetric) with a gradient wanted. A chunk of query rows sees all N
+candidates, so its softmax, and so its score gradient dS, is final as soon as its scores are. Per chunk
+of ``rows`` queries (``OnePassConfig``, passed in as ``InfoNCEConfig.onepass``):
 
 1. ``S = q_chunk @ c^T`` by cuBLAS into a reused [rows, N] buffer (input dtype, fp32 accumulation,
    exactly the scores an eager ``q @ c.T`` produces; or fp32 scores with ``fp32_scores``);
@@ -27,18 +28,12 @@ the products are PyTorch's CPU matmuls.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
 
-from .inputs import InfoNCEInputs
+from .config import OnePassConfig
 from .matmul import addmm_fp32_, matmul_fp32_into
-from .softmax_terms import hand_over_gradients
-
-INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 # Bytes per score that the eager reference allocates beyond its inputs in a full bf16 step
 # (13313 MiB at B = N = 32768 on an H100, benchmarks/results/h100_bench.log); the chunk budget is a
@@ -46,53 +41,11 @@ INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 EAGER_BYTES_PER_SCORE = 13
 
 
-@dataclass(frozen=True)
-class OnePassConfig:
-    """Launch settings of the row kernel and the chunking of the one-pass path.
-
-    Rows per chunk: as many as keep the chunk's buffers (scores, and dS when separate) within
-    ``chunk_fraction`` of what eager would allocate (B * N * EAGER_BYTES_PER_SCORE) and within
-    ``max_chunk_bytes``; at least ``min_chunk_rows`` (so the products stay compute-bound); at most
-    half of B (so no buffer is ever B x N); rounded down to a multiple of 128 from 256 rows up
-    before that cap.
-    """
-
-    block_m: int = 4  # rows per program of the row kernel
-    block_n: int = 1024  # columns per step of the row kernel
-    num_warps: int = 8
-    chunk_fraction: float = 0.01
-    min_chunk_rows: int = 1024
-    max_chunk_bytes: int = 4 << 30
-    # Scores in fp32 (a separate input-dtype dS buffer: 4 + 2 bytes per score for bf16) instead of the
-    # input dtype with dS written in place (2 bytes per score).
-    fp32_scores: bool = False
-    # Accumulate grad_c over the chunks in an fp32 master (N * D * 4 bytes more) instead of in the
-    # input dtype (one rounding per chunk: about 2.3x eager's grad_c error at 16 chunks in bf16, growing
-    # as the square root of the chunk count; docs/kernels.md).
-    fp32_grad_accumulator: bool = False
-
-
-GPU_CONFIG = OnePassConfig()
-INTERPRETER_CONFIG = OnePassConfig(block_m=8, block_n=64, num_warps=4, min_chunk_rows=16)
-_config_override: OnePassConfig | None = None
-
-
-def set_onepass_config(config: OnePassConfig | None) -> None:
-    """Override the one-pass configuration (tests and benchmarks); ``None`` restores the default."""
-    global _config_override
-    _config_override = config
-
-
-def onepass_config() -> OnePassConfig:
-    """The configuration in force: the override, else the interpreter's or the GPU's default."""
-    if _config_override is not None:
-        return _config_override
-    return INTERPRETER_CONFIG if INTERPRETER else GPU_CONFIG
-
-
 def chunk_rows(cfg: OnePassConfig, num_queries: int, num_candidates: int, bytes_per_score: int) -> int:
     """Rows per chunk for ``bytes_per_score`` bytes of chunk buffers per score (see OnePassConfig)."""
-    budget = min(cfg.chunk_fraction * EAGER_BYTES_PER_SCORE * num_queries * num_candidates, cfg.max_chunk_bytes)
+    budget = min(
+        cfg.chunk_fraction * EAGER_BYTES_PER_SCORE * num_queries * num_candidates, cfg.max_chunk_bytes
+    )
     rows = max(cfg.min_chunk_rows, int(budget // (num_candidates * bytes_per_score)))
     if rows >= 256:
         rows = rows // 128 * 128
@@ -100,8 +53,9 @@ def chunk_rows(cfg: OnePassConfig, num_queries: int, num_candidates: int, bytes_
 
 
 @triton.jit
-def _row_tile(s_rows, ckey_ptr, n0, N, row_ok, label, qk, inv_t,
-              HAS_DUPLICATES: tl.constexpr, BLOCK_N: tl.constexpr):
+def _row_tile(
+    s_rows, ckey_ptr, n0, N, row_ok, label, qk, inv_t, HAS_DUPLICATES: tl.constexpr, BLOCK_N: tl.constexpr
+):
     """Columns [n0, n0 + BLOCK_N) of the block's rows: the column ids, which entries exist, which is
     each row's positive, which are kept (not a duplicate of the positive), and the logits (fp32, 1/T)."""
     cols = n0 + tl.arange(0, BLOCK_N)
@@ -117,9 +71,25 @@ def _row_tile(s_rows, ckey_ptr, n0, N, row_ok, label, qk, inv_t,
 
 @triton.jit
 def _onepass_row_kernel(
-    s_ptr, ds_ptr, labels_ptr, qkey_ptr, ckey_ptr, inv_t_ptr, extra_lse_ptr, lse_ptr, pos_ptr, tdot_ptr,
-    row_start, num_rows, N, stride_s, stride_ds,
-    HAS_DUPLICATES: tl.constexpr, HAS_EXTRA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    s_ptr,
+    ds_ptr,
+    labels_ptr,
+    qkey_ptr,
+    ckey_ptr,
+    inv_t_ptr,
+    extra_lse_ptr,
+    lse_ptr,
+    pos_ptr,
+    tdot_ptr,
+    row_start,
+    num_rows,
+    N,
+    stride_s,
+    stride_ds,
+    HAS_DUPLICATES: tl.constexpr,
+    HAS_EXTRA: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     """Rows [row_start, row_start + num_rows) of the chunk S: log-sum-exp, positive logit, dS, T term.
 
@@ -143,7 +113,8 @@ def _onepass_row_kernel(
     pos = tl.zeros((BLOCK_M,), tl.float32)
     for n0 in range(0, N, BLOCK_N):
         cols, inside, is_pos, keep, logits = _row_tile(
-            s_rows, ckey_ptr, n0, N, row_ok, label, qk, inv_t, HAS_DUPLICATES, BLOCK_N)
+            s_rows, ckey_ptr, n0, N, row_ok, label, qk, inv_t, HAS_DUPLICATES, BLOCK_N
+        )
         pos += tl.sum(tl.where(is_pos & inside, logits, 0.0), axis=1)
         x = tl.where(keep, logits, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(x, axis=1))
@@ -163,7 +134,8 @@ def _onepass_row_kernel(
     tdot = tl.zeros((BLOCK_M,), tl.float32)
     for n0 in range(0, N, BLOCK_N):
         cols, inside, is_pos, keep, logits = _row_tile(
-            s_rows, ckey_ptr, n0, N, row_ok, label, qk, inv_t, HAS_DUPLICATES, BLOCK_N)
+            s_rows, ckey_ptr, n0, N, row_ok, label, qk, inv_t, HAS_DUPLICATES, BLOCK_N
+        )
         w = tl.where(keep, tl.exp(logits - lse[:, None]), 0.0)
         w = tl.where(is_pos & inside, w - 1.0, w)
         tdot += tl.sum(w * logits, axis=1)
@@ -171,7 +143,9 @@ def _onepass_row_kernel(
     tl.store(tdot_ptr + rows, tdot, mask=row_ok)
 
 
-def _duplicate_keys(labels: torch.Tensor, candidate_keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _duplicate_keys(
+    labels: torch.Tensor, candidate_keys: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Dense int32 content keys (query, candidate) when some candidates share one; None when all differ
     (then a row's only duplicate is its positive, and the kernel masks nothing)."""
     unique, inverse = torch.unique(candidate_keys, return_inverse=True)
@@ -181,82 +155,79 @@ def _duplicate_keys(labels: torch.Tensor, candidate_keys: torch.Tensor) -> tuple
     return inverse[labels].contiguous(), inverse
 
 
-class TritonInfoNCEOnePass(torch.autograd.Function):
-    """Row-direction InfoNCE with its gradients formed in the forward pass (see the module docstring).
-
-    The gradients are kept on ``ctx.grads`` (not ``save_for_backward``) so that backward can scale
-    them in place and hand them to autograd without a copy; they are O((B + N) D).
-    """
-
-    @staticmethod
-    def forward(ctx, q, c, temperature, extra_logits, labels, query_keys, candidate_keys, config):
-        want_q, want_c, want_t, want_extra = ctx.needs_input_grad[:4]
-        cfg: OnePassConfig = config
-        B, N = q.shape[0], c.shape[0]
-        dev, f32 = q.device, torch.float32
-        alpha = 1.0 / (B * float(temperature))  # dS is unscaled in [-1, 1]; the products apply 1/(B T)
-        inv_t = (1.0 / temperature).reshape(1).to(f32).contiguous()
-        keys = _duplicate_keys(labels, candidate_keys)
-        extra_lse = torch.logsumexp(extra_logits.float(), dim=1).contiguous() if extra_logits is not None else None
-
-        fp32_scores = cfg.fp32_scores and q.dtype != f32
-        bytes_per_score = (4 + q.element_size()) if fp32_scores else q.element_size()
-        step = chunk_rows(cfg, B, N, bytes_per_score)
-        scores = torch.empty((step, N), device=dev, dtype=f32 if fp32_scores else q.dtype)
-        ds_buffer = torch.empty((step, N), device=dev, dtype=q.dtype) if fp32_scores else scores
-        lse, pos, tdot = (torch.empty(B, device=dev, dtype=f32) for _ in range(3))
-        grad_q = torch.empty_like(q) if want_q else None
-        grad_c = torch.empty_like(c) if want_c else None
-        dc_master = (
-            torch.zeros(c.shape, device=dev, dtype=f32)
-            if want_c and cfg.fp32_grad_accumulator and c.dtype != f32 else None
-        )
-        c_t = c.T
-        for r0 in range(0, B, step):
-            r1 = min(B, r0 + step)
-            q_chunk, s, ds = q[r0:r1], scores[: r1 - r0], ds_buffer[: r1 - r0]
-            if fp32_scores:
-                matmul_fp32_into(s, q_chunk, c_t)
-            else:
-                torch.mm(q_chunk, c_t, out=s)
-            _onepass_row_kernel[(triton.cdiv(r1 - r0, cfg.block_m),)](
-                s, ds, labels, keys[0] if keys else labels, keys[1] if keys else labels, inv_t,
-                extra_lse if extra_lse is not None else lse, lse, pos, tdot,
-                r0, r1 - r0, N, s.stride(0), ds.stride(0),
-                HAS_DUPLICATES=keys is not None, HAS_EXTRA=extra_lse is not None,
-                BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
-            )
-            if want_q:
-                rows_out = grad_q[r0:r1]
-                torch.addmm(rows_out, ds, c, beta=0, alpha=alpha, out=rows_out)
-            if dc_master is not None:
-                addmm_fp32_(dc_master, ds.T, q_chunk)
-            elif want_c:
-                grad_c.addmm_(ds.T, q_chunk, beta=0 if r0 == 0 else 1, alpha=alpha)
-        del scores, ds_buffer, s, ds
-        if dc_master is not None:
-            grad_c.copy_(dc_master.mul_(alpha))
-            del dc_master
-
-        loss = (lse - pos).mean()
-        grad_t = (-(tdot.sum() * inv_t[0]) / B).reshape(temperature.shape) if want_t else None
-        grad_extra = None
-        if want_extra:
-            grad_extra = (torch.exp(extra_logits.float() - lse[:, None]) / B).to(extra_logits.dtype)
-        ctx.grads = (grad_q, grad_c, grad_t, grad_extra)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        return hand_over_gradients(ctx, grad_loss, "triton")
-
-
-def infonce_triton_onepass(x: InfoNCEInputs, config: OnePassConfig | None = None) -> torch.Tensor:
-    """Row-direction InfoNCE with gradients by the one-pass scheme (CUDA, or CPU under the interpreter)."""
-    if x.symmetric:
-        raise ValueError("infonce: the one-pass Triton path computes the row-direction loss only; "
-                         "symmetric=True uses the recompute kernels (impl='triton' picks them)")
-    return TritonInfoNCEOnePass.apply(
-        x.q.contiguous(), x.c.contiguous(), x.temperature, x.extra_logits, x.labels.contiguous(),
-        x.query_keys, x.candidate_keys, config or onepass_config(),
+def onepass_forward(ctx, q, c, temperature, extra_logits, labels, candidate_keys, cfg: OnePassConfig):
+    """Row-direction loss; its gradients, for a loss gradient of 1, go to ``ctx.grads`` (q, c,
+    temperature, extra logits; None where ``ctx.needs_input_grad`` says no), not ``save_for_backward``,
+    so that backward (``softmax_terms.hand_over_gradients``) scales them in place without a copy."""
+    want_q, want_c, want_t, want_extra = ctx.needs_input_grad[:4]
+    B, N = q.shape[0], c.shape[0]
+    dev, f32 = q.device, torch.float32
+    alpha = 1.0 / (B * float(temperature))  # dS is unscaled in [-1, 1]; the products apply 1/(B T)
+    inv_t = (1.0 / temperature).reshape(1).to(f32).contiguous()
+    keys = _duplicate_keys(labels, candidate_keys)
+    extra_lse = (
+        torch.logsumexp(extra_logits.float(), dim=1).contiguous() if extra_logits is not None else None
     )
+
+    fp32_scores = cfg.fp32_scores and q.dtype != f32
+    bytes_per_score = (4 + q.element_size()) if fp32_scores else q.element_size()
+    step = chunk_rows(cfg, B, N, bytes_per_score)
+    scores = torch.empty((step, N), device=dev, dtype=f32 if fp32_scores else q.dtype)
+    ds_buffer = torch.empty((step, N), device=dev, dtype=q.dtype) if fp32_scores else scores
+    lse, pos, tdot = (torch.empty(B, device=dev, dtype=f32) for _ in range(3))
+    grad_q = torch.empty_like(q) if want_q else None
+    grad_c = torch.empty_like(c) if want_c else None
+    dc_master = (
+        torch.zeros(c.shape, device=dev, dtype=f32)
+        if want_c and cfg.fp32_grad_accumulator and c.dtype != f32
+        else None
+    )
+    c_t = c.T
+    for r0 in range(0, B, step):
+        r1 = min(B, r0 + step)
+        q_chunk, s, ds = q[r0:r1], scores[: r1 - r0], ds_buffer[: r1 - r0]
+        if fp32_scores:
+            matmul_fp32_into(s, q_chunk, c_t)
+        else:
+            torch.mm(q_chunk, c_t, out=s)
+        _onepass_row_kernel[(triton.cdiv(r1 - r0, cfg.block_m),)](
+            s,
+            ds,
+            labels,
+            keys[0] if keys else labels,
+            keys[1] if keys else labels,
+            inv_t,
+            extra_lse if extra_lse is not None else lse,
+            lse,
+            pos,
+            tdot,
+            r0,
+            r1 - r0,
+            N,
+            s.stride(0),
+            ds.stride(0),
+            HAS_DUPLICATES=keys is not None,
+            HAS_EXTRA=extra_lse is not None,
+            BLOCK_M=cfg.block_m,
+            BLOCK_N=cfg.block_n,
+            num_warps=cfg.num_warps,
+        )
+        if want_q:
+            rows_out = grad_q[r0:r1]
+            torch.addmm(rows_out, ds, c, beta=0, alpha=alpha, out=rows_out)
+        if dc_master is not None:
+            addmm_fp32_(dc_master, ds.T, q_chunk)
+        elif want_c:
+            grad_c.addmm_(ds.T, q_chunk, beta=0 if r0 == 0 else 1, alpha=alpha)
+    del scores, ds_buffer, s, ds
+    if dc_master is not None:
+        grad_c.copy_(dc_master.mul_(alpha))
+        del dc_master
+
+    loss = (lse - pos).mean()
+    grad_t = (-(tdot.sum() * inv_t[0]) / B).reshape(temperature.shape) if want_t else None
+    grad_extra = None
+    if want_extra:
+        grad_extra = (torch.exp(extra_logits.float() - lse[:, None]) / B).to(extra_logits.dtype)
+    ctx.grads = (grad_q, grad_c, grad_t, grad_extra)
+    return loss

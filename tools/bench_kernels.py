@@ -18,11 +18,14 @@ import datetime as dt
 import json
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
-from mme5.kernels import infonce
+
+from mme5.kernels import InfoNCEConfig, infonce
+from mme5.kernels.config import default_config, resolve_config, with_overrides
 
 KERNEL = "infonce"
 FIELDS = ["kernel", "provider", "mode", "metric", "unit", "x_name", "x", "values", "dtype", "B", "N", "D",
@@ -30,6 +33,7 @@ FIELDS = ["kernel", "provider", "mode", "metric", "unit", "x_name", "x", "values
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 NOMINAL_FLOPS = {"forward": 2, "backward": 6, "full": 8}  # times B*N*D
 PROVIDERS = ("reference", "compile", "chunked", "triton", "triton-recompute", "triton-fp32", "inf_cl")
+KERNEL_PROVIDERS = ("chunked", "triton", "triton-recompute", "triton-fp32")  # mme5.kernels with a config
 
 
 def _reference_loss(q, c, labels, t, symmetric):
@@ -39,7 +43,20 @@ def _reference_loss(q, c, labels, t, symmetric):
 _compiled_reference = None
 
 
-def _loss_fn(provider: str) -> Callable:
+def _kernel_setting(provider: str, config: InfoNCEConfig | None) -> tuple[str, InfoNCEConfig]:
+    """``impl`` and configuration of a kernel provider: ``config`` (None: the defaults) with the
+    variant's switch set (triton-recompute: no one-pass path; triton-fp32: both fp32 one-pass switches)."""
+    cfg = resolve_config(config)
+    if provider == "triton-recompute":
+        return "triton", dataclasses.replace(cfg, one_pass=False)
+    if provider == "triton-fp32":
+        fp32 = dataclasses.replace(cfg.onepass, fp32_scores=True, fp32_grad_accumulator=True)
+        return "triton", dataclasses.replace(cfg, onepass=fp32)
+    return provider, cfg
+
+
+def _loss_fn(provider: str, config: InfoNCEConfig | None = None) -> Callable:
+    """The loss of ``provider``; kernel providers run with ``config`` (see ``_kernel_setting``)."""
     global _compiled_reference
     if provider == "reference":
         return _reference_loss
@@ -47,28 +64,11 @@ def _loss_fn(provider: str) -> Callable:
         if _compiled_reference is None:
             _compiled_reference = torch.compile(_reference_loss)
         return _compiled_reference
-    if provider in ("chunked", "triton"):
-        return lambda q, c, labels, t, symmetric: infonce(q, c, labels, t, symmetric=symmetric, impl=provider)
-    if provider == "triton-recompute":
-        from mme5.kernels.inputs import check_inputs
-        from mme5.kernels.triton_infonce import infonce_triton
-
-        return lambda q, c, labels, t, symmetric: infonce_triton(
-            check_inputs(q, c, labels, t, symmetric, None, None), one_pass=False
+    if provider in KERNEL_PROVIDERS:
+        impl, cfg = _kernel_setting(provider, config)
+        return lambda q, c, labels, t, symmetric: infonce(
+            q, c, labels, t, symmetric=symmetric, impl=impl, config=cfg
         )
-    if provider == "triton-fp32":
-        from mme5.kernels import triton_onepass
-
-        def fp32_one_pass(q, c, labels, t, symmetric):
-            base = triton_onepass.onepass_config()
-            triton_onepass.set_onepass_config(
-                dataclasses.replace(base, fp32_scores=True, fp32_grad_accumulator=True))
-            try:
-                return infonce(q, c, labels, t, symmetric=symmetric, impl="triton")
-            finally:
-                triton_onepass.set_onepass_config(None if base is triton_onepass.GPU_CONFIG else base)
-
-        return fp32_one_pass
     if provider == "inf_cl":
         from inf_cl import cal_inf_loss  # the Inf-CL package, when installed
 
@@ -158,7 +158,7 @@ def _peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
 
 
 def _make_step(provider: str, mode: str, B: int, N: int, D: int, dtype: torch.dtype, device: torch.device,
-               symmetric: bool) -> Callable[[], None]:
+               symmetric: bool, config: InfoNCEConfig | None = None) -> Callable[[], None]:
     g = torch.Generator(device=device).manual_seed(0)
     q = torch.nn.functional.normalize(torch.randn(B, D, device=device, generator=g), dim=1).to(dtype)
     c = torch.nn.functional.normalize(torch.randn(N, D, device=device, generator=g), dim=1).to(dtype)
@@ -166,7 +166,7 @@ def _make_step(provider: str, mode: str, B: int, N: int, D: int, dtype: torch.dt
     c.requires_grad_(mode != "forward")
     labels = torch.arange(B, device=device) % N
     t = torch.tensor(0.02, device=device)
-    loss_fn = _loss_fn(provider)
+    loss_fn = _loss_fn(provider, config)
     if mode == "forward":
         def step():
             with torch.no_grad():
@@ -188,6 +188,27 @@ def _make_step(provider: str, mode: str, B: int, N: int, D: int, dtype: torch.dt
         q.grad = c.grad = None
     step.prepare = prepare
     return step
+
+
+def provider_runs(providers: Sequence[str], onepass: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+                  ) -> list[tuple[str, str, InfoNCEConfig | None]]:
+    """(label, provider, config) per timed provider. ``onepass`` holds overrides of the default
+    OnePassConfig, one mapping or a list of candidates to sweep; triton and triton-fp32 run once per
+    candidate, labelled with it ("triton[block_m=8,block_n=2048]"), the other providers once with the
+    defaults. Every candidate is checked first (an unknown field or bad value is a ConfigError)."""
+    candidates = [onepass] if isinstance(onepass, Mapping) else list(onepass or [])
+    configs = []
+    for overrides in candidates:
+        onepass_cfg = with_overrides(default_config().onepass, overrides, "--onepass")
+        suffix = "[" + ",".join(f"{k}={v}" for k, v in sorted(overrides.items())) + "]"
+        configs.append((suffix, InfoNCEConfig(onepass=onepass_cfg)))
+    runs: list[tuple[str, str, InfoNCEConfig | None]] = []
+    for provider in providers:
+        if provider in ("triton", "triton-fp32") and configs:
+            runs.extend((provider + suffix, provider, config) for suffix, config in configs)
+        else:
+            runs.append((provider, provider, None))
+    return runs
 
 
 def _measure(step, device, warmup: int, repeats: int) -> tuple[list[float], int]:
@@ -243,7 +264,7 @@ def main(
     repeats: int = 5,
     matmul_rate: bool = False,
     skip_reference_above: int = 65536,
-    onepass: dict | None = None,
+    onepass: dict | list[dict] | None = None,
     out: Path = Path("benchmarks/results/kernels.csv"),
     plot: bool = True,
 ) -> list[dict]:
@@ -265,9 +286,10 @@ def main(
         repeats: timed runs per point (median, p20, p80 are reported).
         matmul_rate: also measure the dense matmul rate of this dtype (one "matmul" row).
         skip_reference_above: do not run reference/compile when B = N exceeds this (they materialise B x N).
-        onepass: overrides of the one-pass path's OnePassConfig (kernels/triton_onepass.py) for this run,
-            e.g. '{"block_m": 8, "block_n": 2048, "chunk_fraction": 0.02}'; the triton and triton-fp32
-            rows are then labelled with them (provider "triton[block_m=8,...]").
+        onepass: overrides of the one-pass path's default OnePassConfig (kernels/config.py), e.g.
+            '{"block_m": 8, "block_n": 2048, "chunk_fraction": 0.02}', or a list of such candidates to
+            sweep; triton and triton-fp32 run once per candidate, their rows labelled with it (provider
+            "triton[block_m=8,...]").
         out: CSV file the rows are appended to; plots are written next to it.
         plot: draw PNG plots of time and peak memory per D and mode.
     """
@@ -277,18 +299,7 @@ def main(
     torch_dtype = DTYPES[dtype]
     import triton
 
-    label = {}
-    if onepass:
-        from mme5.kernels import triton_onepass
-
-        fields = {f.name for f in dataclasses.fields(triton_onepass.OnePassConfig)}
-        unknown = sorted(set(onepass) - fields)
-        if unknown:
-            raise ValueError(f"--onepass: unknown field(s) {', '.join(unknown)}; expected some of {', '.join(sorted(fields))}")
-        triton_onepass.set_onepass_config(dataclasses.replace(triton_onepass.GPU_CONFIG, **onepass))
-        suffix = "[" + ",".join(f"{k}={v}" for k, v in sorted(onepass.items())) + "]"
-        label = {"triton": "triton" + suffix, "triton-fp32": "triton-fp32" + suffix}
-
+    runs = provider_runs(providers, onepass)
     common = {"kernel": KERNEL, "dtype": dtype, "symmetric": symmetric, "device": _device_name(dev),
               "torch": torch.__version__, "triton": triton.__version__,
               "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
@@ -302,7 +313,7 @@ def main(
     for D in dims:
         for size in sizes:
             for mode in modes:
-                for provider in providers:
+                for name, provider, config in runs:
                     why = _provider_runs_here(provider, dev)
                     if why is None and provider in ("reference", "compile") and size > skip_reference_above:
                         why = f"B=N={size} is above skip_reference_above={skip_reference_above}"
@@ -314,13 +325,14 @@ def main(
                         if peer_checked[provider] > 2e-2:
                             why = f"it computes another loss (relative difference {peer_checked[provider]:.2e})"
                     if why:
-                        print(f"skip {provider} {mode} B=N={size} D={D}: {why}")
+                        print(f"skip {name} {mode} B=N={size} D={D}: {why}")
                         continue
                     try:
-                        step = _make_step(provider, mode, size, size, D, torch_dtype, dev, symmetric)
+                        step = _make_step(provider, mode, size, size, D, torch_dtype, dev, symmetric, config)
                         times, peak = _measure(step, dev, warmup, repeats)
                     except torch.OutOfMemoryError as err:
-                        print(f"skip {provider} {mode} B=N={size} D={D}: out of memory ({str(err).splitlines()[0]})")
+                        reason = str(err).splitlines()[0]
+                        print(f"skip {name} {mode} B=N={size} D={D}: out of memory ({reason})")
                         continue
                     finally:
                         step = None
@@ -328,15 +340,12 @@ def main(
                             torch.cuda.empty_cache()
                     med, p20, p80 = statistics.median(times), _quantile(times, 0.2), _quantile(times, 0.8)
                     tflops = NOMINAL_FLOPS[mode] * size * size * D / (med * 1e-3) / 1e12
-                    name = label.get(provider, provider)
                     point = dict(common, provider=name, mode=mode, x_name="B=N", x=size, B=size, N=size, D=D)
                     rows.append(dict(point, metric="time", unit="ms", values=json.dumps([med, p20, p80])))
                     rows.append(dict(point, metric="peak_memory", unit="MiB", values=json.dumps([peak / 2**20])))
                     rows.append(dict(point, metric="tflops", unit="TFLOP/s", values=json.dumps([tflops])))
                     print(f"{name:16s} {mode:8s} B=N={size:6d} D={D:5d} {dtype}: {med:9.2f} ms "
                           f"[{p20:.2f}, {p80:.2f}]  peak +{peak / 2**20:9.1f} MiB  {tflops:7.2f} TFLOP/s")
-    if onepass:
-        triton_onepass.set_onepass_config(None)
     out.parent.mkdir(parents=True, exist_ok=True)
     new_file = not out.exists()
     with out.open("a", newline="") as f:

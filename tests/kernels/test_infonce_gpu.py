@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from mme5.kernels import InfoNCEConfig, OnePassConfig, TileConfig, infonce
 from tests.helpers.infonce_cases import assert_close, gpu, loss_and_grads, make_case, oracle
-from mme5.kernels import infonce
 
 pytestmark = [pytest.mark.gpu, gpu]
 
@@ -24,25 +25,25 @@ CASES = [
 ROW_VARIANTS = ("triton-fp32", "triton-recompute")
 
 
-def run(impl, case, symmetric):
-    from mme5.kernels import triton_infonce, triton_onepass
-    from mme5.kernels.inputs import check_inputs
+VARIANT_CONFIGS = {
+    "triton-fp32": InfoNCEConfig(
+        onepass=OnePassConfig(fp32_scores=True, fp32_grad_accumulator=True, min_chunk_rows=128)
+    ),
+    "triton-recompute": InfoNCEConfig(one_pass=False),
+}
 
-    def fn(a):
-        if impl == "triton-recompute":
-            x = check_inputs(a["q"], a["c"], a["labels"], a["temperature"], symmetric, a["candidate_ids"],
-                             a["extra_logits"])
-            return triton_infonce.infonce_triton(x, one_pass=False)
-        return infonce(a.pop("q"), a.pop("c"), a.pop("labels"), symmetric=symmetric,
-                       impl="triton" if impl == "triton-fp32" else impl, **a)
 
-    if impl == "triton-fp32":
-        triton_onepass.set_onepass_config(triton_onepass.OnePassConfig(fp32_scores=True, fp32_grad_accumulator=True,
-                                                                       min_chunk_rows=128))
-    try:
-        return loss_and_grads(fn, case)
-    finally:
-        triton_onepass.set_onepass_config(None)
+def run(impl, case, symmetric, config=None):
+    """Loss and gradients of ``impl`` (or a Triton variant) with ``config`` (None: the variant's or the
+    defaults)."""
+    config = config or VARIANT_CONFIGS.get(impl)
+    impl = "triton" if impl in VARIANT_CONFIGS else impl
+    return loss_and_grads(
+        lambda a: infonce(
+            a.pop("q"), a.pop("c"), a.pop("labels"), symmetric=symmetric, impl=impl, config=config, **a
+        ),
+        case,
+    )
 
 
 @pytest.mark.parametrize("impl", ["triton", "chunked", *ROW_VARIANTS])
@@ -57,32 +58,23 @@ def test_cuda_matches_reference(impl, dtype, shape, symmetric, dup_ids, extra):
 
 def test_onepass_with_several_chunks_and_row_blocks_on_cuda():
     """Small chunks (many grad_c accumulations in bf16) and column tiles that do not divide N."""
-    from mme5.kernels import triton_onepass
-
-    triton_onepass.set_onepass_config(triton_onepass.OnePassConfig(block_m=2, block_n=256, num_warps=4,
-                                                                   min_chunk_rows=96))
-    try:
-        case = make_case(1001, 2500, 130, torch.bfloat16, "cuda", dup_ids=True, extra=2, seed=11)
-        assert_close(run("triton", case, False), oracle(case, False), torch.bfloat16, "one-pass small chunks")
-    finally:
-        triton_onepass.set_onepass_config(None)
+    config = InfoNCEConfig(onepass=OnePassConfig(block_m=2, block_n=256, num_warps=4, min_chunk_rows=96))
+    case = make_case(1001, 2500, 130, torch.bfloat16, "cuda", dup_ids=True, extra=2, seed=11)
+    assert_close(
+        run("triton", case, False, config), oracle(case, False), torch.bfloat16, "one-pass small chunks"
+    )
 
 
 def test_symmetric_with_looping_forward_programs():
-    from mme5.kernels import triton_infonce
-
-    triton_infonce.set_tile_config(triton_infonce.TileConfig(forward_programs=3, min_chunk_rows=128))
-    try:
-        case = make_case(1100, 900, 72, torch.bfloat16, "cuda", dup_ids=True, extra=1)
-        assert_close(run("triton", case, True), oracle(case, True), torch.bfloat16, "looping programs")
-    finally:
-        triton_infonce.set_tile_config(None)
+    config = InfoNCEConfig(tiles=TileConfig(forward_programs=3, min_chunk_rows=128))
+    case = make_case(1100, 900, 72, torch.bfloat16, "cuda", dup_ids=True, extra=1)
+    assert_close(run("triton", case, True, config), oracle(case, True), torch.bfloat16, "looping programs")
 
 
 def test_auto_is_triton_on_cuda():
     case = make_case(9, 12, 4, torch.bfloat16, "cuda")
     loss = infonce(case["q"].requires_grad_(), case["c"], case["labels"], impl="auto")
-    assert type(loss.grad_fn).__name__.startswith("TritonInfoNCE")
+    assert type(loss.grad_fn).__name__ == "TritonInfoNCEBackward" and loss.grad_fn.path == "one-pass"
 
 
 def peak_extra_bytes(impl, B, N, D, symmetric):
@@ -98,13 +90,14 @@ def peak_extra_bytes(impl, B, N, D, symmetric):
 
 def test_onepass_allocates_only_its_gradients_and_one_chunk_on_cuda():
     """Beyond the inputs: grad_q, grad_c (bf16), one [rows, N] bf16 chunk, and O(B) vectors."""
-    from mme5.kernels.triton_onepass import GPU_CONFIG, chunk_rows
+    from mme5.kernels.config import GPU_ONEPASS
+    from mme5.kernels.triton_onepass import chunk_rows
 
     B = N = 16384
     D = 1024
     peak_extra_bytes("triton", B, N, D, False)  # first call: cuBLAS workspaces, Triton compilation
     extra = peak_extra_bytes("triton", B, N, D, False)
-    allowed = (B + N) * D * 2 + chunk_rows(GPU_CONFIG, B, N, 2) * N * 2 + (8 << 20)
+    allowed = (B + N) * D * 2 + chunk_rows(GPU_ONEPASS, B, N, 2) * N * 2 + (8 << 20)
     assert extra <= allowed, f"one-pass: {extra} bytes beyond the inputs, expected at most {allowed}"
 
 
@@ -128,19 +121,14 @@ def test_onepass_bf16_error_at_scale_is_close_to_eager():
     and the temperature are as accurate as the eager bf16 reference (within 1.5x), grad_c, rounded to
     bf16 once per chunk, within 3x (a round-to-nearest CPU emulation of 16 roundings gives 2.3x); with
     fp32 scores and an fp32 grad_c master, all within 1.25x."""
-    from mme5.kernels import triton_onepass
-
     B = N = 16384
     case = make_case(B, N, 512, torch.bfloat16, "cuda", temp=0.02)
     case["labels"] = torch.arange(B, device="cuda")
     exact = oracle(case, False)[1]
     eager = _relative_errors(run("reference", case, False)[1], exact)
     onepass = _relative_errors(run("triton", case, False)[1], exact)
-    triton_onepass.set_onepass_config(triton_onepass.OnePassConfig(fp32_scores=True, fp32_grad_accumulator=True))
-    try:
-        fp32 = _relative_errors(run("triton", case, False)[1], exact)
-    finally:
-        triton_onepass.set_onepass_config(None)
+    fp32_config = InfoNCEConfig(onepass=OnePassConfig(fp32_scores=True, fp32_grad_accumulator=True))
+    fp32 = _relative_errors(run("triton", case, False, fp32_config)[1], exact)
     report = f"eager {eager}, one-pass {onepass}, one-pass fp32 {fp32}"
     for name, factor in {"q": 1.5, "c": 3.0, "temperature": 1.5}.items():
         assert onepass[name] <= factor * eager[name] + 1e-4, f"{name}: {report}"

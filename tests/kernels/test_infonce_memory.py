@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.helpers.infonce_cases import make_case
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
 from mme5.kernels.chunked import infonce_chunked
 from mme5.kernels.inputs import check_inputs
 from mme5.kernels.reference import infonce_reference
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from tests.helpers.infonce_cases import make_case
 
 B, N, D = 200, 190, 16  # B*N = 38000 elements, (B + N) * D = 6240; inputs are fp32
 
@@ -59,15 +60,19 @@ def measure(fn, symmetric=True):
 
 @pytest.fixture
 def triton_small():
-    from mme5.kernels import triton_infonce
+    """infonce_triton with 64-wide tiles; ``one_pass=False`` forces the recompute kernels."""
+    from mme5.kernels import config, triton_infonce
 
-    if not triton_infonce.INTERPRETER:
-        pytest.skip("the CPU allocation witness needs the Triton interpreter (CUDA memory is checked in the GPU test)")
-    triton_infonce.set_tile_config(triton_infonce.TileConfig(
-        block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=1, min_chunk_rows=64,
-    ))
-    yield triton_infonce.infonce_triton
-    triton_infonce.set_tile_config(None)
+    if not config.INTERPRETER:
+        pytest.skip(
+            "the CPU allocation witness needs the Triton interpreter (CUDA memory is checked in the GPU test)"
+        )
+    tiles = config.TileConfig(
+        block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=1, min_chunk_rows=64
+    )
+    return lambda x, one_pass=True: triton_infonce.infonce_triton(
+        x, config.InfoNCEConfig(one_pass=one_pass, tiles=tiles)
+    )
 
 
 def check_contract(saved, tracker, held=()):
@@ -75,7 +80,9 @@ def check_contract(saved, tracker, held=()):
     assert saved, "the hook saw nothing: the witness is broken"
     assert max(saved) < B * N, f"autograd saved a tensor of {max(saved)} elements"
     assert sum(saved) <= 3 * (B + N) * D, f"autograd saved {sum(saved)} elements, more than O((B + N) D)"
-    assert tracker.largest < 4 * B * N, f"{tracker.op} allocated {tracker.largest} bytes (B x N fp32: {4 * B * N})"
+    assert tracker.largest < 4 * B * N, (
+        f"{tracker.op} allocated {tracker.largest} bytes (B x N fp32: {4 * B * N})"
+    )
 
 
 def test_reference_is_seen_materialising_b_by_n():
@@ -93,7 +100,9 @@ def test_chunked_keeps_no_b_by_n_tensor(symmetric):
 @pytest.mark.parametrize("path", ["recompute-symmetric", "one-pass", "recompute-row"])
 def test_triton_keeps_no_b_by_n_tensor(triton_small, path):
     symmetric = path == "recompute-symmetric"
-    one_pass = None if path != "recompute-row" else False
+    one_pass = path != "recompute-row"
     saved, tracker, held = measure(lambda x: triton_small(x, one_pass=one_pass), symmetric)
-    assert bool(held) == (path == "one-pass"), "only the one-pass path keeps its gradients on the autograd node"
+    assert bool(held) == (path == "one-pass"), (
+        "only the one-pass path keeps its gradients on the autograd node"
+    )
     check_contract(saved, tracker, held)
