@@ -1,4 +1,4 @@
-"""tools/bench_kernels.py on CPU: the rows it appends, its plots, its one-pass sweep and no-jsonargparse fallback."""
+"""tools/bench_kernels.py on CPU: rows, plots, one-pass sweep and the no-jsonargparse fallback."""
 
 from __future__ import annotations
 
