@@ -153,7 +153,8 @@ def hand_over_gradients(ctx, grad_loss: torch.Tensor, impl: str) -> tuple:
     if ctx.grads is None:
         raise RuntimeError(
             f"infonce(impl={impl!r}): backward ran twice through the same graph; the one-pass "
-            "gradient is handed over once (use symmetric=True or impl='reference')"
+            "gradient is handed over once (use config=InfoNCEConfig(one_pass=False), symmetric=True or "
+            "impl='reference')"
         )
     grads, ctx.grads = ctx.grads, None
     if not (grad_loss.device.type == "cpu" and grad_loss.item() == 1.0):
