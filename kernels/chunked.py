@@ -112,7 +112,7 @@ def _recompute_forward(ctx, q, c, temperature, extra_logits, labels, query_keys,
         logits = matmul_fp32(q[r0:r1], c_work.T).mul_(inv_t)
         logits.masked_fill_(query_keys[r0:r1, None] == candidate_keys[None, :], float("-inf"))
         row_neg[r0:r1] = torch.logsumexp(logits, dim=1)
-        if symmetric:
+        if col_neg is not None:
             torch.logaddexp(col_neg, torch.logsumexp(logits, dim=0), out=col_neg)
     stats = ForwardStats(pos, row_neg, col_neg)
     loss, saved = finish_forward(stats, labels, extra_logits, symmetric, N)
@@ -137,7 +137,7 @@ def _recompute_backward(ctx, grad_loss) -> tuple:
         logits = matmul_fp32(q[r0:r1], c_work.T).mul_(inv_t)
         # d loss / d logits, divided by the row scale: softmax weights of row and column directions.
         dlogits = torch.sub(logits, terms.row_lse[r0:r1, None]).exp_()
-        if ctx.symmetric:
+        if terms.col_log_weight is not None:
             dlogits += torch.add(logits, terms.col_log_weight[None, :]).exp_()
         dlogits.masked_fill_(query_keys[r0:r1, None] == candidate_keys[None, :], 0.0)
         logit_grad_dot += torch.vdot(dlogits.view(-1), logits.view(-1))

@@ -1,4 +1,4 @@
-"""The reference InfoNCE: materialises the B x N logits. It is the oracle the fast paths are tested against."""
+"""The reference InfoNCE: materialises the B x N logits; the oracle the fast paths are tested against."""
 
 from __future__ import annotations
 

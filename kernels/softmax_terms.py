@@ -56,6 +56,7 @@ def finish_forward(
     loss = (row_lse - pos).mean()
     if not symmetric:
         return loss, [pos, row_lse]
+    assert stats.col_negative_lse is not None, "a symmetric loss needs the column log-sum-exps"
     col_lse = torch.logaddexp(stats.col_negative_lse[labels], pos)
     loss = 0.5 * (loss + (col_lse - pos).mean())
     return loss, [pos, row_lse, col_lse]

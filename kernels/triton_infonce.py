@@ -280,7 +280,7 @@ def triton_forward_stats(x: InfoNCEInputs, inv_t: torch.Tensor, cfg: TileConfig)
         q.stride(1),
         c.stride(0),
         c.stride(1),
-        SYMMETRIC=x.symmetric,
+        SYMMETRIC=x.symmetric,  # pyright: ignore[reportArgumentType] (a constexpr takes a Python value)
         **_kernel_flags(q.dtype),
         **_launch_options(cfg, q.dtype),
     )
@@ -353,7 +353,7 @@ def _recompute_backward(ctx, grad_loss) -> tuple:
     cfg: TileConfig = ctx.config.tiles
     inv_t = (1.0 / temperature).reshape(1).contiguous()
     row_lse = terms.row_lse.contiguous()
-    col_logw = terms.col_log_weight.contiguous() if ctx.symmetric else row_lse
+    col_logw = terms.col_log_weight.contiguous() if terms.col_log_weight is not None else row_lse
     step = _chunk_rows(cfg, B, N, q.element_size())
     ds_buffer = torch.empty((step, N), device=q.device, dtype=q.dtype)
     col_tiles = triton.cdiv(N, cfg.block_n)

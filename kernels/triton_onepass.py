@@ -210,24 +210,24 @@ def onepass_forward(ctx, q, c, temperature, extra_logits, labels, candidate_keys
             HAS_EXTRA=extra_lse is not None,
             BLOCK_M=cfg.block_m,
             BLOCK_N=cfg.block_n,
-            num_warps=cfg.num_warps,
+            num_warps=cfg.num_warps,  # pyright: ignore[reportCallIssue] (a launch option)
         )
-        if want_q:
+        if grad_q is not None:
             rows_out = grad_q[r0:r1]
             torch.addmm(rows_out, ds, c, beta=0, alpha=alpha, out=rows_out)
         if dc_master is not None:
             addmm_fp32_(dc_master, ds.T, q_chunk)
-        elif want_c:
+        elif grad_c is not None:
             grad_c.addmm_(ds.T, q_chunk, beta=0 if r0 == 0 else 1, alpha=alpha)
     del scores, ds_buffer, s, ds
-    if dc_master is not None:
+    if dc_master is not None and grad_c is not None:
         grad_c.copy_(dc_master.mul_(alpha))
         del dc_master
 
     loss = (lse - pos).mean()
     grad_t = (-(tdot.sum() * inv_t[0]) / B).reshape(temperature.shape) if want_t else None
     grad_extra = None
-    if want_extra:
+    if want_extra and extra_logits is not None:
         grad_extra = (torch.exp(extra_logits.float() - lse[:, None]) / B).to(extra_logits.dtype)
     ctx.grads = (grad_q, grad_c, grad_t, grad_extra)
     return loss

@@ -192,17 +192,20 @@ from mme5.kernels.config import GPU_ONEPASS
 from mme5.kernels.triton_onepass import _onepass_row_kernel as kernel
 
 aligned = {"N", "stride_s", "stride_ds", "row_start"}
-attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(kernel.arg_names) if n.endswith("_ptr") or n in aligned}
+attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(kernel.arg_names)
+         if n.endswith("_ptr") or n in aligned}
 for scores, ds, duplicates, extra in [("bf16", "bf16", True, True), ("fp16", "fp16", False, False),
                                       ("fp32", "bf16", True, False), ("fp32", "fp32", False, True)]:
     key = "*i32" if duplicates else "*i64"
-    signature = {"s_ptr": "*" + scores, "ds_ptr": "*" + ds, "labels_ptr": "*i64", "qkey_ptr": key, "ckey_ptr": key}
+    signature = {"s_ptr": "*" + scores, "ds_ptr": "*" + ds, "labels_ptr": "*i64",
+                 "qkey_ptr": key, "ckey_ptr": key}
     signature.update({n: "*fp32" for n in ("inv_t_ptr", "extra_lse_ptr", "lse_ptr", "pos_ptr", "tdot_ptr")})
     signature.update({n: "i32" for n in ("row_start", "num_rows", "N", "stride_s", "stride_ds")})
     constexprs = {"HAS_DUPLICATES": duplicates, "HAS_EXTRA": extra, "BLOCK_M": GPU_ONEPASS.block_m,
                   "BLOCK_N": GPU_ONEPASS.block_n}
     signature.update({n: "constexpr" for n in constexprs})
-    compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
+    compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs),
+                              target=GPUTarget("cuda", 90, 32),
                               options={"num_warps": GPU_ONEPASS.num_warps})
     ptx = compiled.asm["ptx"]
     assert "cubin" in compiled.asm and "ld.global.v4" in ptx and "st.global.v4" in ptx, (scores, ds)

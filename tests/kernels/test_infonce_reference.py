@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from mme5.kernels import infonce
 
 
@@ -43,7 +44,9 @@ def test_reference_matches_literal_definition(symmetric, with_ids, with_extra):
     labels = torch.tensor([0, 0, 4, 10, 5, 3, 4])
     ids = torch.tensor([1, 2, 3, 1, 1, 2, 7, 8, 9, 3, 10]) if with_ids else None
     extra = torch.randn(B, 3, generator=g) if with_extra else None
-    got = infonce(q, c, labels, 0.7, symmetric=symmetric, candidate_ids=ids, extra_logits=extra, impl="reference")
+    got = infonce(
+        q, c, labels, 0.7, symmetric=symmetric, candidate_ids=ids, extra_logits=extra, impl="reference"
+    )
     want = literal_loss(q, c, labels, 0.7, symmetric, ids, extra)
     assert got.dtype == torch.float32
     assert math.isclose(got.item(), want.item(), rel_tol=1e-5)
