@@ -38,7 +38,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from PIL import Image
 
-from mme5.records import IMAGE_EXTENSIONS, PUBLIC_IMAGE_TOKEN, Example, ShardSetWriter, Side
+from mme5.records import IMAGE_EXTENSIONS, PUBLIC_IMAGE_TOKEN, Example, RecordError, ShardSetWriter, Side
 
 log = logging.getLogger("mme5.data.convert")
 
@@ -49,26 +49,48 @@ _SHARDED_STEM = re.compile(r"^(?:[A-Za-z_]+-)?\d{5}-of-\d{5}$")
 
 #: MMEB training subsets by meta-task (names as in the public data); others default to retrieval.
 TASK_OF_SOURCE = {
-    **{n.lower(): "classification" for n in ("ImageNet_1K", "ImageNet-1K", "N24News", "HatefulMemes", "VOC2007",
-                                             "SUN397", "Place365", "ImageNet-A", "ImageNet-R", "ObjectNet",
-                                             "Country211", "classification")},
-    **{n.lower(): "vqa" for n in ("OK-VQA", "A-OKVQA", "DocVQA", "InfographicsVQA", "ChartQA", "Visual7W",
-                                  "ScienceQA", "VizWiz", "GQA", "TextVQA", "vqa")},
-    **{n.lower(): "grounding" for n in ("MSCOCO", "RefCOCO", "RefCOCO-Matching", "Visual7W-Pointing",
-                                        "grounding")},
+    **{
+        n.lower(): "classification"
+        for n in (
+            "ImageNet_1K",
+            "ImageNet-1K",
+            "N24News",
+            "HatefulMemes",
+            "VOC2007",
+            "SUN397",
+            "Place365",
+            "ImageNet-A",
+            "ImageNet-R",
+            "ObjectNet",
+            "Country211",
+            "classification",
+        )
+    },
+    **{
+        n.lower(): "vqa"
+        for n in (
+            "OK-VQA",
+            "A-OKVQA",
+            "DocVQA",
+            "InfographicsVQA",
+            "ChartQA",
+            "Visual7W",
+            "ScienceQA",
+            "VizWiz",
+            "GQA",
+            "TextVQA",
+            "vqa",
+        )
+    },
+    **{
+        n.lower(): "grounding"
+        for n in ("MSCOCO", "RefCOCO", "RefCOCO-Matching", "Visual7W-Pointing", "grounding")
+    },
 }
 
 
 class ConvertError(ValueError):
     """A conversion that cannot start (missing input, wrong columns)."""
-
-
-class RowError(ValueError):
-    """A row that cannot become a sample; ``reason`` is its skip counter."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
 
 
 @dataclass
@@ -90,8 +112,10 @@ class ConvertReport:
 
     def summary(self) -> str:
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items())) or "none"
-        return (f"{self.source}: rows in {self.rows_in} = samples out {self.samples_out} + skipped "
-                f"{sum(self.skipped.values())} ({skipped}); {self.shards} shards in {self.out_dir}")
+        return (
+            f"{self.source}: rows in {self.rows_in} = samples out {self.samples_out} + skipped "
+            f"{sum(self.skipped.values())} ({skipped}); {self.shards} shards in {self.out_dir}"
+        )
 
 
 def parse_list(value: Any, column: str) -> list[str]:
@@ -108,16 +132,20 @@ def parse_list(value: Any, column: str) -> list[str]:
             try:
                 items = ast.literal_eval(text)
             except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
-                raise RowError("bad_list", f"column '{column}' is not a literal list: {exc}") from None
+                raise RecordError("bad_list", f"column '{column}' is not a literal list: {exc}") from None
             if not isinstance(items, (list, tuple)):
-                raise RowError("bad_list", f"column '{column}' holds {type(items).__name__}, expected a list")
+                raise RecordError(
+                    "bad_list", f"column '{column}' holds {type(items).__name__}, expected a list"
+                )
             items = list(items)
         else:
             items = [value]
     else:
-        raise RowError("bad_list", f"column '{column}' holds {type(value).__name__}, expected a list or string")
+        raise RecordError(
+            "bad_list", f"column '{column}' holds {type(value).__name__}, expected a list or string"
+        )
     if not all(isinstance(x, str) or x is None for x in items):
-        raise RowError("bad_list", f"column '{column}' holds a non-string item")
+        raise RecordError("bad_list", f"column '{column}' holds a non-string item")
     return [x or "" for x in items]
 
 
@@ -151,17 +179,19 @@ class ImageLoader:
         if rel in self.cache:
             return self.cache[rel]
         if self.root is None:
-            raise RowError("missing_image_file", f"row names image '{rel}' but no image root was given")
+            raise RecordError("missing_image_file", f"row names image '{rel}' but no image root was given")
         path = self.root / rel
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise RowError("missing_image_file", f"cannot read image '{path}': {exc.strerror or exc}") from None
+            raise RecordError(
+                "missing_image_file", f"cannot read image '{path}': {exc.strerror or exc}"
+            ) from None
         try:
             with Image.open(io.BytesIO(data)) as img:
                 fmt = (img.format or "").lower()
         except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
-            raise RowError("bad_image", f"'{path}' is not a readable image: {exc}") from None
+            raise RecordError("bad_image", f"'{path}' is not a readable image: {exc}") from None
         ext = path.suffix.lower().lstrip(".")
         if ext not in IMAGE_EXTENSIONS:
             ext = {"jpeg": "jpg"}.get(fmt, fmt) if fmt in IMAGE_EXTENSIONS else "png"
@@ -171,15 +201,24 @@ class ImageLoader:
         return data, ext
 
 
-def row_to_example(row: dict[str, Any], ident: str, source: str, task: str, images: ImageLoader,
-                   negatives: int | None, image_token: str | None) -> Example:
-    """One parquet row -> Example (raises :class:`RowError`)."""
+def row_to_example(
+    row: dict[str, Any],
+    ident: str,
+    source: str,
+    task: str,
+    images: ImageLoader,
+    negatives: int | None,
+    image_token: str | None,
+) -> Example:
+    """One parquet row -> Example (raises :class:`RecordError`)."""
 
     def text(value: Any, column: str) -> str | None:
         if value is None:
             return None
         if not isinstance(value, str):
-            raise RowError("bad_type", f"column '{column}' holds {type(value).__name__}, expected a string")
+            raise RecordError(
+                "bad_type", f"column '{column}' holds {type(value).__name__}, expected a string"
+            )
         if image_token is not None:
             value = value.replace(PUBLIC_IMAGE_TOKEN, image_token)
         return value or None
@@ -187,20 +226,33 @@ def row_to_example(row: dict[str, Any], ident: str, source: str, task: str, imag
     def side(t: Any, path: Any, column: str) -> Side:
         s = Side(text=text(t, column))
         if path is not None and not isinstance(path, str):
-            raise RowError("bad_type", f"image path of '{column}' is {type(path).__name__}, expected a string")
+            raise RecordError(
+                "bad_type", f"image path of '{column}' is {type(path).__name__}, expected a string"
+            )
         if path:
             s.image_bytes, s.image_ext = images.load(path)
         if s.text is None and not s.has_image:
-            raise RowError("empty_side", f"column '{column}' has neither text nor image")
+            raise RecordError("empty_side", f"column '{column}' has neither text nor image")
         return s
 
     query = side(row.get("qry"), row.get("qry_image_path"), "qry")
     positive = side(row.get("pos_text"), row.get("pos_image_path"), "pos_text")
-    negs = pad_negatives(parse_list(row.get("neg_text"), "neg_text"),
-                         parse_list(row.get("neg_image_path"), "neg_image_path"), negatives)
+    negs = pad_negatives(
+        parse_list(row.get("neg_text"), "neg_text"),
+        parse_list(row.get("neg_image_path"), "neg_image_path"),
+        negatives,
+    )
     negative_sides = [side(t or None, p or None, f"neg_text[{i}]") for i, (t, p) in enumerate(negs)]
-    return Example(id=ident, query=query, positive=positive, negatives=negative_sides, task=task,
-                   modality=modality_of(query, positive), source=source, meta={"row": ident.rsplit("-", 1)[-1]})
+    return Example(
+        id=ident,
+        query=query,
+        positive=positive,
+        negatives=negative_sides,
+        task=task,
+        modality=modality_of(query, positive),
+        source=source,
+        meta={"row": ident.rsplit("-", 1)[-1]},
+    )
 
 
 def source_name(path: str | os.PathLike) -> str:
@@ -217,7 +269,9 @@ def iter_rows(files: Sequence[Path], start: int) -> Iterator[tuple[int, dict[str
         pf = pq.ParquetFile(path)
         missing = [c for c in COLUMNS if c not in pf.schema_arrow.names]
         if missing:
-            raise ConvertError(f"parquet '{path}' lacks column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}")
+            raise ConvertError(
+                f"parquet '{path}' lacks column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}"
+            )
         for g in range(pf.num_row_groups):
             rows = pf.metadata.row_group(g).num_rows
             if offset + rows <= start:
@@ -229,9 +283,17 @@ def iter_rows(files: Sequence[Path], start: int) -> Iterator[tuple[int, dict[str
                 offset += 1
 
 
-def convert_source(files: Sequence[str | os.PathLike], out_dir: str | os.PathLike, image_root: str | None,
-                   source: str, task: str = "auto", samples_per_shard: int = 1000, negatives: int | None = 3,
-                   image_token: str | None = None, progress: bool = True) -> ConvertReport:
+def convert_source(
+    files: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    image_root: str | None,
+    source: str,
+    task: str = "auto",
+    samples_per_shard: int = 1000,
+    negatives: int | None = 3,
+    image_token: str | None = None,
+    progress: bool = True,
+) -> ConvertReport:
     """Convert one source (one or more parquet files, rows in order) into ``out_dir``; resumable."""
     files = [Path(f) for f in files]
     for f in files:
@@ -259,14 +321,22 @@ def convert_source(files: Sequence[str | os.PathLike], out_dir: str | os.PathLik
         log.info("convert: %s resumes at row %d of %d", source, done_rows, total)
     resolved_task = TASK_OF_SOURCE.get(source.lower(), "retrieval") if task == "auto" else task
     images = ImageLoader(image_root)
-    writer = ShardSetWriter(out, prefix=source, samples_per_shard=samples_per_shard,
-                            start_shard=int(state.get("next_shard", 0)))
+    writer = ShardSetWriter(
+        out, prefix=source, samples_per_shard=samples_per_shard, start_shard=int(state.get("next_shard", 0))
+    )
     pending_skips: list[tuple[int, str]] = []  # skips of rows after the last flushed sample
     pending_rows: list[int] = []
 
     def save_state(rows_done: int, complete: bool) -> None:
-        data = {"rows_done": rows_done, "rows": total, "next_shard": writer.shard_index, "samples": samples,
-                "skipped": dict(skipped), "complete": complete, "files": [str(f) for f in files]}
+        data = {
+            "rows_done": rows_done,
+            "rows": total,
+            "next_shard": writer.shard_index,
+            "samples": samples,
+            "skipped": dict(skipped),
+            "complete": complete,
+            "files": [str(f) for f in files],
+        }
         tmp = state_path.with_name(STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, state_path)
@@ -278,8 +348,10 @@ def convert_source(files: Sequence[str | os.PathLike], out_dir: str | os.PathLik
         bar = tqdm(total=total, initial=done_rows, desc=f"convert {source}", unit="row")
     for index, row in iter_rows(files, done_rows):
         try:
-            ex = row_to_example(row, f"{source}-{index}", source, resolved_task, images, negatives, image_token)
-        except RowError as exc:
+            ex = row_to_example(
+                row, f"{source}-{index}", source, resolved_task, images, negatives, image_token
+            )
+        except RecordError as exc:
             pending_skips.append((index, exc.reason))
             log.debug("convert: %s row %d skipped: %s", source, index, exc)
         else:
@@ -300,16 +372,28 @@ def convert_source(files: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     save_state(total, complete=True)
     if bar is not None:
         bar.close()
-    report.samples_out, report.shards, report.skipped, report.complete = samples, writer.shard_index, dict(skipped), True
+    report.samples_out, report.shards, report.skipped, report.complete = (
+        samples,
+        writer.shard_index,
+        dict(skipped),
+        True,
+    )
     if not report.balanced:  # would be a bug in this function; never drop rows silently
         raise RuntimeError(f"convert {source}: rows do not add up: {report.summary()}")
     (out / REPORT_FILE).write_text(json.dumps({**report.__dict__, "balanced": report.balanced}, indent=1))
     return report
 
 
-def convert(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, image_root: str | None = None,
-            task: str = "auto", samples_per_shard: int = 1000, negatives: int | None = 3,
-            image_token: str | None = None, progress: bool = True) -> list[ConvertReport]:
+def convert(
+    inputs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    image_root: str | None = None,
+    task: str = "auto",
+    samples_per_shard: int = 1000,
+    negatives: int | None = 3,
+    image_token: str | None = None,
+    progress: bool = True,
+) -> list[ConvertReport]:
     """Convert parquet files (or folders of them) into one shard set per source under ``out_dir``."""
     files: list[Path] = []
     for item in inputs:
@@ -326,5 +410,17 @@ def convert(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, ima
     by_source: dict[str, list[Path]] = {}
     for f in files:
         by_source.setdefault(source_name(f), []).append(f)
-    return [convert_source(fs, Path(out_dir) / src, image_root, src, task, samples_per_shard, negatives,
-                           image_token, progress) for src, fs in by_source.items()]
+    return [
+        convert_source(
+            fs,
+            Path(out_dir) / src,
+            image_root,
+            src,
+            task,
+            samples_per_shard,
+            negatives,
+            image_token,
+            progress,
+        )
+        for src, fs in by_source.items()
+    ]
