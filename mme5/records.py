@@ -1,7 +1,9 @@
 """The training-sample schema and its WebDataset (de)serialisation.
 
-One module owns both directions: the synthesis tool, the converter and the demo corpus write shards
-with :class:`ShardSetWriter`; the DataModule reads them back with :func:`decode_sample`.
+One module owns both directions and the tar I/O: the synthesis tool, the converter and the demo corpus
+write shards with :func:`write_shard` (:class:`ShardSetWriter` numbers them and keeps ``sizes.json``);
+the data pipeline, the sample counter and the synthesis image pool read them with :func:`iter_shard`,
+and the DataModule decodes samples with :func:`decode_sample`.
 
 Shard layout (one sample = one key)::
 
@@ -22,10 +24,11 @@ import os
 import re
 import tarfile
 import time
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from PIL import Image
 from typing_extensions import Self
@@ -33,11 +36,11 @@ from typing_extensions import Self
 from mme5.errors import Mme5Error
 
 TASKS = ("classification", "vqa", "retrieval", "grounding")
-Task = Literal["classification", "vqa", "retrieval", "grounding"]
 #: Modality combinations (query -> document) of the mmE5 synthesis plus the labelled sets.
 MODALITIES = ("IT2I", "T2IT", "IT2IT", "I2I", "I2T", "IT2T", "T2I", "T2T")
 #: Phi-3.5-V's image token, used inside the texts of the public MMEB / mmE5 data.
 PUBLIC_IMAGE_TOKEN = "<|image_1|>"
+#: Written into every sample's JSON; a reader refuses samples of a newer schema (``schema_version``).
 SCHEMA_VERSION = 1
 SIZES_FILE = "sizes.json"
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
@@ -158,7 +161,10 @@ def encode_sample(example: Example) -> dict[str, Any]:
         "negs": [_side_json(s) for s in example.negatives],
         "meta": example.meta,
     }
-    sample: dict[str, Any] = {"__key__": sample_key(example.id), "json": json.dumps(meta, ensure_ascii=False).encode()}
+    sample: dict[str, Any] = {
+        "__key__": sample_key(example.id),
+        "json": json.dumps(meta, ensure_ascii=False).encode(),
+    }
     roles = [("qry", example.query), ("pos", example.positive)] + [
         (f"neg{i}", s) for i, s in enumerate(example.negatives)
     ]
@@ -181,8 +187,12 @@ def _text_field(obj: dict[str, Any], name: str, where: str, required: bool = Fal
     return value
 
 
-def decode_sample(sample: dict[str, Any], decode_images: bool = False, max_pixels: int | None = None,
-                  max_side: int | None = None) -> Example:
+def decode_sample(
+    sample: dict[str, Any],
+    decode_images: bool = False,
+    max_pixels: int | None = None,
+    max_side: int | None = None,
+) -> Example:
     """A WebDataset sample dict (raw bytes members) -> Example; raises :class:`RecordError`.
 
     Images stay encoded (``Side.image_bytes``) unless ``decode_images`` is set, so that decoding
@@ -197,7 +207,16 @@ def decode_sample(sample: dict[str, Any], decode_images: bool = False, max_pixel
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RecordError("bad_json", f"sample '{key}': {exc}") from None
     if not isinstance(meta, dict):
-        raise RecordError("bad_json", f"sample '{key}': top level is {type(meta).__name__}, expected an object")
+        raise RecordError(
+            "bad_json", f"sample '{key}': top level is {type(meta).__name__}, expected an object"
+        )
+    schema = meta.get("schema", SCHEMA_VERSION)
+    if type(schema) is not int or not 1 <= schema <= SCHEMA_VERSION:
+        raise RecordError(
+            "schema_version",
+            f"sample '{key}': schema {schema!r}, this reader knows 1 to "
+            f"{SCHEMA_VERSION} (written by a newer mme5?)",
+        )
     images: dict[str, tuple[bytes, str]] = {}
     for name, value in sample.items():
         m = ROLE_PATTERN.match(name)
@@ -215,7 +234,9 @@ def decode_sample(sample: dict[str, Any], decode_images: bool = False, max_pixel
         s = Side(text=text)
         if wants_image:
             if role not in images:
-                raise RecordError("missing_image", f"{where}: declares an image but has no {role}.<ext> member")
+                raise RecordError(
+                    "missing_image", f"{where}: declares an image but has no {role}.<ext> member"
+                )
             s.image_bytes, s.image_ext = images[role]
             if decode_images:
                 s.load_image(max_pixels=max_pixels, max_side=max_side)
@@ -273,29 +294,36 @@ def decode_image(data: bytes, max_pixels: int | None = None, max_side: int | Non
     return img
 
 
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = int(mtime)
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
-def write_shard(path: str | os.PathLike, examples: Iterable[Example]) -> int:
-    """Write one shard atomically (``<path>.tmp`` then rename); returns the number of samples."""
+def write_tar(path: str | os.PathLike, members: Iterable[tuple[str, bytes]]) -> None:
+    """Write a tar holding exactly ``members`` (name, bytes), atomically (``<path>.tmp`` then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    now = time.time()
+    now = int(time.time())
     with tarfile.open(tmp, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = now
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    os.replace(tmp, path)
+
+
+def write_shard(path: str | os.PathLike, examples: Iterable[Example]) -> int:
+    """Write one shard of Examples atomically; returns the number of samples."""
+    n = 0
+
+    def members() -> Iterator[tuple[str, bytes]]:
+        nonlocal n
         for ex in examples:
             sample = encode_sample(ex)
             key = sample.pop("__key__")
             for ext, data in sample.items():
-                _add_member(tar, f"{key}.{ext}", data, now)
+                yield f"{key}.{ext}", data
             n += 1
-    os.replace(tmp, path)
+
+    write_tar(path, members())
     return n
 
 
@@ -322,8 +350,13 @@ class ShardSetWriter:
     complete shards behind; ``start_shard`` lets a resumed writer continue the numbering.
     """
 
-    def __init__(self, folder: str | os.PathLike, prefix: str = "shard", samples_per_shard: int = 1000,
-                 start_shard: int = 0):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        prefix: str = "shard",
+        samples_per_shard: int = 1000,
+        start_shard: int = 0,
+    ):
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
         self.folder = Path(folder)
@@ -366,20 +399,121 @@ class ShardSetWriter:
             self.close()
 
 
-def iter_shard(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Group a tar's members into WebDataset-style sample dicts (for tools and tests; training uses webdataset)."""
-    current: dict[str, Any] = {}
-    with tarfile.open(path, "r") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            base = os.path.basename(info.name)
-            key, _, ext = base.partition(".")
-            if current and current["__key__"] != key:
-                yield current
-                current = {}
-            current.setdefault("__key__", key)
-            f = tar.extractfile(info)
-            current[ext] = f.read() if f else b""
-    if current:
-        yield current
+# ---- reading shards -------------------------------------------------------------------------------
+
+#: Shard-level problems :func:`iter_shard` reports (sample-level ones are ``RecordError`` reasons).
+SHARD_OPEN = "shard_open"  # the shard could not be opened (missing file, failing pipe, HTTP error)
+TRUNCATED_TAR = "truncated_tar"  # the tar ended or broke mid-stream; the sample being read is lost
+EMPTY_SHARD = "empty_shard"  # the shard opened but held no sample
+STRAY_MEMBER = "stray_member"  # a tar member whose name has no ``<key>.<ext>`` form
+
+#: ``(reason, message, samples affected)``: where :func:`iter_shard` reports a problem.
+ProblemSink = Callable[[str, str, int], None]
+_URL = re.compile(r"^(pipe:|[A-Za-z][A-Za-z0-9+.\-]*://)")
+
+
+class ShardError(Mme5Error, OSError):
+    """A shard that cannot be read (raised by :func:`iter_shard` when no problem sink is given)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def is_url(spec: str | os.PathLike) -> bool:
+    """True for a URL or command webdataset opens (``http://``, ``s3://``, ``pipe:``...), not a local path."""
+    return isinstance(spec, str) and _URL.match(spec) is not None
+
+
+def local_name(path: str | os.PathLike) -> str:
+    """A found local file name as a string that :func:`is_url` never takes for a URL (``./pipe:x.tar``)."""
+    name = os.fspath(path)
+    return os.path.join(".", name) if is_url(name) else name
+
+
+def _raise(reason: str, message: str, n: int = 1) -> None:
+    raise ShardError(reason, message)
+
+
+def iter_shard(
+    url: str | os.PathLike,
+    problems: ProblemSink | None = None,
+    expected: int | None = None,
+    contents: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """The raw samples of one shard, streamed: ``__key__``, ``__url__`` and member extension -> bytes.
+
+    A path (or a string that is not a URL, see :func:`is_url`) is opened as a local file; only a URL
+    goes to webdataset's ``gopen``. Problems go to ``problems(reason, message, n)`` and never raise;
+    without a sink the first one raises :class:`ShardError`. An unopenable shard, a tar that breaks
+    mid-stream and an empty one are reported; ``expected`` (from ``sizes.json``) also catches a tar cut
+    at a header boundary, which the tar reader takes for a normal end, and ``truncated_tar`` counts the
+    samples lost (one when the expected count is unknown). ``contents=False`` yields keys only and, for
+    a local file, reads the tar headers only (counting samples).
+    """
+    report = problems or _raise
+    label = os.fspath(url)
+    local = not is_url(url)
+    try:
+        if local:
+            stream: Any = open(url, "rb")  # noqa: SIM115 - closed in the finally below
+        else:
+            from webdataset.gopen import gopen
+
+            stream = gopen(label, "rb")
+    except Exception as exc:  # any opener failure (missing file, HTTP, pipe) is a problem
+        report(SHARD_OPEN, f"cannot open shard '{label}': {exc}", 1)
+        return
+    n = 0
+    current: dict[str, Any] | None = None
+    clean = False  # read to the end without a reported problem (only then is a failing close news)
+    try:
+        mode = "r:*" if local and not contents else "r|*"  # random access skips the data of a local file
+        with tarfile.open(fileobj=stream, mode=mode) as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                key, dot, ext = os.path.basename(info.name).partition(".")
+                if not dot or not key or not ext:
+                    report(STRAY_MEMBER, f"member '{info.name}' of '{label}' is not named <key>.<ext>", 1)
+                    continue
+                if current is not None and current["__key__"] != key:
+                    n += 1
+                    yield current
+                    current = None
+                if current is None:
+                    current = {"__key__": key, "__url__": label}
+                if contents:
+                    f = tar.extractfile(info)
+                    current[ext] = f.read() if f is not None else b""
+        if current is not None:
+            n += 1
+            yield current
+        elif n == 0 and not expected:
+            report(EMPTY_SHARD, f"shard '{label}' holds no sample", 1)
+        if expected is not None and n < expected:
+            report(
+                TRUNCATED_TAR,
+                f"shard '{label}' ends after {n} of its {expected} samples ({SIZES_FILE})",
+                expected - n,
+            )
+        else:
+            clean = True
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        if isinstance(exc, ShardError):
+            raise
+        if n == 0 and current is None:
+            report(SHARD_OPEN, f"shard '{label}' is not a readable tar: {exc}", 1)
+        else:
+            lost = f" (sample '{current['__key__']}' lost)" if current is not None else ""
+            report(
+                TRUNCATED_TAR,
+                f"shard '{label}' is damaged after {n} sample(s){lost}: {exc}",
+                max(1, expected - n) if expected is not None else 1,
+            )
+    finally:
+        try:
+            stream.close()
+        except Exception as exc:  # a pipe's exit status surfaces here
+            if clean:
+                report(SHARD_OPEN, f"closing shard '{label}' failed: {exc}", 1)

@@ -9,17 +9,22 @@ import pytest
 from PIL import Image
 
 from mme5.records import (
+    SCHEMA_VERSION,
     Example,
     RecordError,
+    ShardError,
     ShardSetWriter,
     Side,
     compose_text,
     decode_image,
     decode_sample,
     encode_sample,
+    is_url,
     iter_shard,
+    local_name,
     read_sizes,
     sample_key,
+    write_tar,
 )
 
 
@@ -53,7 +58,13 @@ def test_round_trip_through_shards(tmp_path):
     decoded = [decode_sample(s) for p in sorted(tmp_path.glob("*.tar")) for s in iter_shard(p)]
     assert [d.id for d in decoded] == [e.id for e in examples]
     for src, got in zip(examples, decoded):
-        assert (got.task, got.modality, got.lang, got.source, got.meta) == ("vqa", "IT2I", "it", "unit", src.meta)
+        assert (got.task, got.modality, got.lang, got.source, got.meta) == (
+            "vqa",
+            "IT2I",
+            "it",
+            "unit",
+            src.meta,
+        )
         assert got.query.text == "una domanda" and got.positive.text is None
         assert [n.text for n in got.negatives] == ["testo negativo", "altro"]
         assert not got.negatives[0].has_image and got.negatives[1].has_image
@@ -142,3 +153,45 @@ def test_compose_text():
     assert compose_text(None, "text") == "text"
     assert compose_text("Instr", None) == "Instr"
     assert compose_text(None, None) is None
+
+
+@pytest.mark.parametrize("schema", [SCHEMA_VERSION + 1, 0, "1", None])
+def test_samples_of_an_unknown_schema_are_refused(schema):
+    with pytest.raises(RecordError) as err:
+        decode_sample(_sample({**GOOD, "schema": schema}))
+    assert err.value.reason == "schema_version" and "'k'" in str(err.value)
+    assert decode_sample(_sample({**GOOD, "schema": SCHEMA_VERSION})).id == "k"
+    assert decode_sample(_sample(GOOD)).id == "k"  # shards from before the field was written
+
+
+def test_iter_shard_reports_problems_or_raises(tmp_path):
+    write_tar(
+        tmp_path / "a.tar",
+        [("k1.json", b"{}"), ("k1.qry.png", b"x"), ("README", b"stray"), ("k2.json", b"{}")],
+    )
+    found: list[tuple[str, int]] = []
+    samples = list(iter_shard(tmp_path / "a.tar", lambda reason, message, n: found.append((reason, n))))
+    assert [sorted(s) for s in samples] == [
+        ["__key__", "__url__", "json", "qry.png"],
+        ["__key__", "__url__", "json"],
+    ]
+    assert samples[0]["qry.png"] == b"x" and found == [("stray_member", 1)]
+    keys = list(iter_shard(str(tmp_path / "a.tar"), lambda *a: None, contents=False))
+    assert [sorted(s) for s in keys] == [["__key__", "__url__"]] * 2
+    found.clear()
+    assert list(iter_shard(tmp_path / "a.tar", lambda r, m, n: found.append((r, n)), expected=5))
+    assert found == [("stray_member", 1), ("truncated_tar", 3)]
+    with pytest.raises(ShardError) as err:
+        list(iter_shard(tmp_path / "missing.tar"))
+    assert err.value.reason == "shard_open" and "missing.tar" in str(err.value)
+    write_tar(tmp_path / "empty.tar", [])
+    with pytest.raises(ShardError, match="holds no sample"):
+        list(iter_shard(tmp_path / "empty.tar"))
+
+
+def test_only_urls_count_as_urls():
+    for url in ("pipe:cat x.tar", "http://h/x.tar", "s3://b/x.tar", "gs://b/x-{0..3}.tar"):
+        assert is_url(url)
+    for path in ("x.tar", "./pipe:x.tar", "data/pipe:x.tar", "/abs/x.tar", "c:x.tar"):
+        assert not is_url(path)
+    assert local_name("pipe:touch X;.tar") == "./pipe:touch X;.tar" and local_name("a/b.tar") == "a/b.tar"

@@ -18,10 +18,7 @@ rank, the worker and the data, so a position is a handful of integers and resumi
 from __future__ import annotations
 
 import bisect
-import os
 import random
-import tarfile
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,83 +27,24 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mme5.data.shardsets import ResolvedSet, deal_shards, derive_seed
-from mme5.data.skips import (
-    EMPTY_SHARD,
-    SHARD_OPEN,
-    STRAY_MEMBER,
-    TRUNCATED_TAR,
-    DataError,
-    SkipCounter,
-    format_counts,
-)
-from mme5.records import Example, RecordError, decode_sample
+from mme5.data.skips import DataError, SkipCounter, format_counts
+from mme5.records import Example, RecordError, decode_sample, iter_shard
 
 RawSample = dict[str, Any]
 
 
 def read_shard(url: str, skips: SkipCounter, expected: int | None = None) -> Iterator[RawSample]:
-    """Raw samples (``__key__``, ``__url__``, member extension -> bytes) of one shard, streamed.
-
-    Opens anything webdataset's ``gopen`` opens. An unopenable shard, a tar that breaks mid-stream
-    and an empty shard are counted, never raised. ``expected`` (from ``sizes.json``) also catches a
-    tar cut at a header boundary, which the tar reader takes for a normal end; ``truncated_tar``
-    counts the samples lost (one when the expected count is unknown).
-    """
-    from webdataset.gopen import gopen
-
-    try:
-        stream = gopen(url, "rb")
-    except Exception as exc:  # noqa: BLE001 - any opener failure (missing file, HTTP, pipe) is a skip
-        skips.add(SHARD_OPEN, f"cannot open shard '{url}': {exc}")
-        return
-    n = 0
-    current: RawSample | None = None
-    clean = False  # read to the end without a counted problem (only then is a failing close news)
-    try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                key, dot, ext = os.path.basename(info.name).partition(".")
-                if not dot or not key or not ext:
-                    skips.add(STRAY_MEMBER, f"member '{info.name}' of '{url}' is not named <key>.<ext>")
-                    continue
-                if current is not None and current["__key__"] != key:
-                    n += 1
-                    yield current
-                    current = None
-                f = tar.extractfile(info)
-                data = f.read() if f is not None else b""
-                if current is None:
-                    current = {"__key__": key, "__url__": url}
-                current[ext] = data
-        if current is not None:
-            n += 1
-            yield current
-        elif n == 0 and not expected:
-            skips.add(EMPTY_SHARD, f"shard '{url}' holds no sample")
-        if expected is not None and n < expected:
-            skips.add(TRUNCATED_TAR, f"shard '{url}' ends after {n} of its {expected} samples (sizes.json)",
-                      n=expected - n)
-        else:
-            clean = True
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        if n == 0 and current is None:
-            skips.add(SHARD_OPEN, f"shard '{url}' is not a readable tar: {exc}")
-        else:
-            lost = f" (sample '{current['__key__']}' lost)" if current is not None else ""
-            skips.add(TRUNCATED_TAR, f"shard '{url}' is damaged after {n} sample(s){lost}: {exc}",
-                      n=max(1, expected - n) if expected is not None else 1)
-    finally:
-        try:
-            stream.close()
-        except Exception as exc:  # noqa: BLE001 - a pipe's exit status surfaces here
-            if clean:
-                skips.add(SHARD_OPEN, f"closing shard '{url}' failed: {exc}")
+    """Raw samples of one shard (:func:`mme5.records.iter_shard`), every problem counted in ``skips``."""
+    return iter_shard(url, skips.add, expected)
 
 
-def shuffled_window(urls: Sequence[str], rng: random.Random, buffer_size: int, skips: SkipCounter,
-                    expected: dict[str, int] | None = None) -> Iterator[RawSample]:
+def shuffled_window(
+    urls: Sequence[str],
+    rng: random.Random,
+    buffer_size: int,
+    skips: SkipCounter,
+    expected: dict[str, int] | None = None,
+) -> Iterator[RawSample]:
     """Samples of ``urls`` read interleaved, through a shuffle buffer drained at the end."""
     readers = [read_shard(u, skips, (expected or {}).get(u)) for u in urls]
     active = list(range(len(readers)))
@@ -136,9 +74,18 @@ class SetStream:
     ``position`` is ``(window, emitted)``: ``emitted`` samples of window ``window`` are consumed.
     """
 
-    def __init__(self, urls: Sequence[str], resampled: bool, shuffle_shards: int, buffer_size: int,
-                 seed_parts: tuple, skips: SkipCounter, label: str, start: tuple[int, int] = (0, 0),
-                 expected: dict[str, int] | None = None):
+    def __init__(
+        self,
+        urls: Sequence[str],
+        resampled: bool,
+        shuffle_shards: int,
+        buffer_size: int,
+        seed_parts: tuple,
+        skips: SkipCounter,
+        label: str,
+        start: tuple[int, int] = (0, 0),
+        expected: dict[str, int] | None = None,
+    ):
         if not urls:
             raise DataError(f"shard set '{label}': this reader got no shard")
         self.urls = list(urls)
@@ -160,7 +107,7 @@ class SetStream:
         cycle, k = divmod(window, self.windows_per_pass)
         order = list(self.urls)
         random.Random(derive_seed(*self.seed_parts, "pass", cycle)).shuffle(order)
-        return order[k * g:(k + 1) * g]
+        return order[k * g : (k + 1) * g]
 
     def __iter__(self) -> Iterator[RawSample]:
         window, skip = self.position
@@ -168,8 +115,9 @@ class SetStream:
         while True:
             rng = random.Random(derive_seed(*self.seed_parts, "window", window))
             emitted = 0
-            for item in shuffled_window(self.window_urls(window), rng, self.buffer_size, self.skips,
-                                        self.expected):
+            for item in shuffled_window(
+                self.window_urls(window), rng, self.buffer_size, self.skips, self.expected
+            ):
                 emitted += 1
                 if emitted <= skip:
                     continue
@@ -178,10 +126,12 @@ class SetStream:
             skip = 0
             empty_windows = 0 if emitted else empty_windows + 1
             if empty_windows >= max(self.windows_per_pass, 1) * (2 if self.resampled else 1) + 1:
-                raise DataError(f"shard set '{self.label}': no readable sample in this reader's "
-                                f"{len(self.urls)} shard(s) ({', '.join(self.urls[:3])}"
-                                f"{', ...' if len(self.urls) > 3 else ''}); skipped so far: "
-                                f"{format_counts(self.skips.total)}")
+                raise DataError(
+                    f"shard set '{self.label}': no readable sample in this reader's "
+                    f"{len(self.urls)} shard(s) ({', '.join(self.urls[:3])}"
+                    f"{', ...' if len(self.urls) > 3 else ''}); skipped so far: "
+                    f"{format_counts(self.skips.total)}"
+                )
             window += 1
             self.position = (window, 0)
 
@@ -198,13 +148,25 @@ class ReaderPosition:
     sets: list[tuple[int, int]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "worker": self.worker, "epoch": self.epoch, "batches": self.batches,
-                "draws": self.draws, "sets": [list(p) for p in self.sets]}
+        return {
+            "rank": self.rank,
+            "worker": self.worker,
+            "epoch": self.epoch,
+            "batches": self.batches,
+            "draws": self.draws,
+            "sets": [list(p) for p in self.sets],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReaderPosition:
-        return cls(int(d["rank"]), int(d["worker"]), int(d["epoch"]), int(d["batches"]), int(d["draws"]),
-                   [(int(w), int(e)) for w, e in d["sets"]])
+        return cls(
+            int(d["rank"]),
+            int(d["worker"]),
+            int(d["epoch"]),
+            int(d["batches"]),
+            int(d["draws"]),
+            [(int(w), int(e)) for w, e in d["sets"]],
+        )
 
 
 def batches_for_worker(batches_per_rank: int, num_workers: int, worker: int) -> int:
@@ -233,10 +195,20 @@ class MixtureDataset(IterableDataset):
     DataLoader's round robin continues the uninterrupted order exactly.
     """
 
-    def __init__(self, sets: Sequence[ResolvedSet], batch_size: int, collate_fn: Callable[[list[Example]], Any],
-                 seed: int = 0, resampled: bool = False, shuffle_buffer: int = 1000, shuffle_shards: int = 4,
-                 max_image_pixels: int | None = None, max_image_side: int | None = None,
-                 max_consecutive_skips: int = 1000, warn_interval_s: float = 30.0):
+    def __init__(
+        self,
+        sets: Sequence[ResolvedSet],
+        batch_size: int,
+        collate_fn: Callable[[list[Example]], Any],
+        seed: int = 0,
+        resampled: bool = False,
+        shuffle_buffer: int = 1000,
+        shuffle_shards: int = 4,
+        max_image_pixels: int | None = None,
+        max_image_side: int | None = None,
+        max_consecutive_skips: int = 1000,
+        warn_interval_s: float = 30.0,
+    ):
         self.sets = list(sets)
         self.batch_size = batch_size
         self.collate_fn = collate_fn
@@ -275,21 +247,31 @@ class MixtureDataset(IterableDataset):
             raise RuntimeError(f"plan made for {plan.num_workers} workers, DataLoader runs {dl_workers}")
         worker = (dl_worker + plan.start_batch) % plan.num_workers
         todo = batches_for_worker(plan.batches_per_rank - plan.start_batch, plan.num_workers, dl_worker)
-        pos = plan.resume.get(worker) or ReaderPosition(plan.rank, worker, plan.epoch,
-                                                        sets=[(0, 0)] * len(self.sets))
+        pos = plan.resume.get(worker) or ReaderPosition(
+            plan.rank, worker, plan.epoch, sets=[(0, 0)] * len(self.sets)
+        )
         yield from self._produce(plan, worker, todo, pos)
 
-    def _produce(self, plan: EpochPlan, worker: int, todo: int,
-                 pos: ReaderPosition) -> Iterator[tuple[Any, dict[str, Any]]]:
+    def _produce(
+        self, plan: EpochPlan, worker: int, todo: int, pos: ReaderPosition
+    ) -> Iterator[tuple[Any, dict[str, Any]]]:
         if todo <= 0:
             return
         skips = SkipCounter(where=f"rank {plan.rank} worker {worker}", interval_s=self.warn_interval_s)
         slots = plan.world_size * plan.num_workers
         slot = plan.rank * plan.num_workers + worker
         streams = [
-            SetStream(self.reader_urls(i, plan.epoch, slot, slots), self.resampled, self.shuffle_shards,
-                      self.shuffle_buffer, (self.seed, plan.epoch, i, slot), skips, s.label, start=pos.sets[i],
-                      expected=dict(zip(s.urls, s.sizes)))
+            SetStream(
+                self.reader_urls(i, plan.epoch, slot, slots),
+                self.resampled,
+                self.shuffle_shards,
+                self.shuffle_buffer,
+                (self.seed, plan.epoch, i, slot),
+                skips,
+                s.label,
+                start=pos.sets[i],
+                expected=dict(zip(s.urls, s.sizes)),
+            )
             for i, s in enumerate(self.sets)
         ]
         iters = [iter(s) for s in streams]
@@ -306,13 +288,16 @@ class MixtureDataset(IterableDataset):
                     if side.has_image:
                         side.load_image(self.max_image_pixels, self.max_image_side)
             except RecordError as exc:
-                skips.add(exc.reason, f"{str(exc).removeprefix(exc.reason + ': ')} (shard '{raw.get('__url__')}')")
+                skips.add(
+                    exc.reason, f"{str(exc).removeprefix(exc.reason + ': ')} (shard '{raw.get('__url__')}')"
+                )
                 failures[i] += 1
                 if failures[i] > self.max_consecutive_skips:
                     raise DataError(
                         f"shard set '{self.sets[i].label}': {failures[i]} samples in a row could not be decoded "
                         f"(shards {', '.join(streams[i].urls[:3])}{', ...' if len(streams[i].urls) > 3 else ''});"
-                        f" skipped so far: {format_counts(skips.total)}") from None
+                        f" skipped so far: {format_counts(skips.total)}"
+                    ) from None
                 continue
             failures[i] = 0
             examples.append(ex)

@@ -13,15 +13,24 @@ import json
 import logging
 import os
 import random
-import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from braceexpand import braceexpand
 
-from mme5.data.skips import EMPTY_SHARD, SHARD_OPEN, TRUNCATED_TAR, DataError
-from mme5.records import SIZES_FILE, read_sizes, write_sizes
+from mme5.data.skips import DataError
+from mme5.records import (
+    EMPTY_SHARD,
+    SHARD_OPEN,
+    SIZES_FILE,
+    STRAY_MEMBER,
+    is_url,
+    iter_shard,
+    local_name,
+    read_sizes,
+    write_sizes,
+)
 
 log = logging.getLogger("mme5.data")
 
@@ -52,17 +61,20 @@ def derive_seed(*parts: object) -> int:
 
 
 def is_local(url: str) -> bool:
-    return "://" not in url and not url.startswith("pipe:")
+    """True for a local path: anything the user did not write as a URL (see :func:`mme5.records.is_url`)."""
+    return not is_url(url)
 
 
 def expand_shards(spec: str) -> list[str]:
     """The shard URLs of a spec: a folder (its ``*.tar``), a brace expansion (``{a,b}``, ``{000..009}``),
     local glob patterns (``mmeb/*/*.tar``), several specs joined by ``::``.
 
-    Missing shards are not an error here: :func:`resolve` counts them as unopenable (``shard_open``).
+    Names found on disk are returned so that no file name reads as a URL (``./pipe:x.tar``): only
+    what the user wrote as a URL reaches webdataset's openers. Missing shards are not an error here:
+    :func:`resolve` counts them as unopenable (``shard_open``).
     """
     if is_local(spec) and os.path.isdir(spec):
-        urls = sorted(str(p) for p in Path(spec).glob("*.tar"))
+        urls = sorted(local_name(p) for p in Path(spec).glob("*.tar"))
         if not urls:
             raise DataError(f"shard folder '{spec}' holds no *.tar file")
         return urls
@@ -70,7 +82,8 @@ def expand_shards(spec: str) -> list[str]:
     for part in spec.split("::"):
         for u in braceexpand(part):
             if is_local(u) and any(c in u for c in "*?["):
-                urls += sorted(glob.glob(u)) or [u]  # an unmatched pattern is reported as unopenable
+                # an unmatched pattern stays as written, reported as unopenable
+                urls += sorted(local_name(p) for p in glob.glob(u)) or [u]
             else:
                 urls.append(u)
     if not urls:
@@ -79,32 +92,21 @@ def expand_shards(spec: str) -> list[str]:
 
 
 def count_samples(url: str) -> tuple[int, str | None]:
-    """Samples in one shard (distinct keys), reading only tar headers for local files.
+    """Samples in one shard, reading only tar headers for local files.
 
     Returns ``(count, problem)``: a damaged shard counts the samples readable before the damage
     (problem ``truncated_tar``), an unreadable one counts 0 (``shard_open``), an empty one 0
-    (``empty_shard``).
+    (``empty_shard``). Stray members are not samples and no problem here (reading counts them).
     """
-    keys: set[str] = set()
-    if is_local(url) and not os.path.isfile(url):
-        return 0, SHARD_OPEN
-    try:
-        if is_local(url):
-            with tarfile.open(url, "r:*") as tar:
-                for info in tar:
-                    if info.isfile():
-                        keys.add(os.path.basename(info.name).partition(".")[0])
-        else:
-            from webdataset.gopen import gopen
+    found: list[str] = []
 
-            with gopen(url, "rb") as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
-                for info in tar:
-                    if info.isfile():
-                        keys.add(os.path.basename(info.name).partition(".")[0])
-    except (OSError, tarfile.TarError, EOFError) as exc:
-        log.warning("data: counting samples of '%s' stopped early: %s", url, exc)
-        return len(keys), (TRUNCATED_TAR if keys else SHARD_OPEN)
-    return len(keys), (None if keys else EMPTY_SHARD)
+    def note(reason: str, message: str, n: int = 1) -> None:
+        if reason != STRAY_MEMBER:
+            found.append(reason)
+            log.warning("data: counting samples: %s", message)
+
+    n = sum(1 for _ in iter_shard(url, note, contents=False))
+    return n, (found[0] if found else None)
 
 
 def _remote_sizes(folder_url: str) -> dict[str, int]:
@@ -129,10 +131,15 @@ def shard_sizes(urls: Sequence[str], write: bool = True) -> tuple[list[int], lis
     sizes: list[int] = []
     counted: dict[str, dict[str, int]] = {}
     for url in urls:
-        folder, name = os.path.split(url) if is_local(url) else url.rsplit("/", 1) if "/" in url else ("", url)
+        folder, name = (
+            os.path.split(url) if is_local(url) else url.rsplit("/", 1) if "/" in url else ("", url)
+        )
         if folder not in by_folder:
-            by_folder[folder] = read_sizes(folder or ".") if is_local(url) else (
-                _remote_sizes(folder) if folder and not url.startswith("pipe:") else {})
+            by_folder[folder] = (
+                read_sizes(folder or ".")
+                if is_local(url)
+                else (_remote_sizes(folder) if folder and not url.startswith("pipe:") else {})
+            )
         known = by_folder[folder]
         if is_local(url) and not os.path.isfile(url):
             sizes.append(0)
@@ -156,7 +163,9 @@ def shard_sizes(urls: Sequence[str], write: bool = True) -> tuple[list[int], lis
                 write_sizes(folder, {**read_sizes(folder), **new})
                 log.info("data: wrote %s with %d counted shard(s) in '%s'", SIZES_FILE, len(new), folder)
             except OSError as exc:
-                log.warning("data: cannot write %s in '%s' (%s); counts kept in memory", SIZES_FILE, folder, exc)
+                log.warning(
+                    "data: cannot write %s in '%s' (%s); counts kept in memory", SIZES_FILE, folder, exc
+                )
     return sizes, problems
 
 
@@ -193,8 +202,10 @@ def resolve(sets: Sequence[ShardSet], write_sizes_files: bool = True) -> list[Re
         out.append(ResolvedSet(s.label, urls, sizes, float(s.weight), problems))
     for r in out:
         if r.urls and all(is_local(u) and not os.path.exists(u) for u in r.urls):
-            raise DataError(f"shard set '{r.label}': none of its {len(r.urls)} shard file(s) exists "
-                            f"({_short_list(r.urls)}); expected .tar shards at that path")
+            raise DataError(
+                f"shard set '{r.label}': none of its {len(r.urls)} shard file(s) exists "
+                f"({_short_list(r.urls)}); expected .tar shards at that path"
+            )
     empty = [r for r in out if r.samples == 0]
     if empty:
         names = "; ".join(f"'{r.label}' ({len(r.urls)} shards: {_short_list(r.urls)})" for r in empty)
@@ -224,7 +235,8 @@ def deal_shards(rset: ResolvedSet, slots: int, seed: int, epoch: int, set_index:
     if len(usable) < slots:
         raise DataError(
             f"shard set '{rset.label}' has {len(usable)} readable shard(s) but {slots} readers (ranks x workers) "
-            f"each need at least one in epoch mode: add shards, lower num_workers, or set resampled=True")
+            f"each need at least one in epoch mode: add shards, lower num_workers, or set resampled=True"
+        )
     order = usable
     random.Random(derive_seed(seed, epoch, set_index, "deal")).shuffle(order)
     order.sort(key=lambda i: -rset.sizes[i])  # stable: equal sizes keep the shuffled order

@@ -1,8 +1,9 @@
 """Counting what the data path skips, rate-limited warnings about it, and the all-bad-data error.
 
 Nothing is dropped silently: every skipped sample (or unreadable shard) is counted under a short
-reason name (the :class:`mme5.records.RecordError` reason for a sample, or one of the stream-level
-reasons below), the first occurrence of each reason is logged with its message, later ones at most
+reason name (the :class:`mme5.records.RecordError` reason for a sample, or one of the shard-level
+reasons :func:`mme5.records.iter_shard` reports: ``shard_open``, ``truncated_tar``, ``empty_shard``,
+``stray_member``), the first occurrence of each reason is logged with its message, later ones at most
 once per ``interval_s`` per reason, and the totals travel with the batches to the main process.
 """
 
@@ -16,12 +17,6 @@ from collections.abc import Mapping
 from mme5.errors import Mme5Error
 
 log = logging.getLogger("mme5.data")
-
-#: Stream-level skip reasons (sample-level reasons come from ``RecordError.reason``).
-SHARD_OPEN = "shard_open"          # the shard could not be opened (missing file, failing pipe, HTTP error)
-TRUNCATED_TAR = "truncated_tar"    # the tar ended or broke mid-stream; the sample being read is lost
-EMPTY_SHARD = "empty_shard"        # the shard opened but held no sample
-STRAY_MEMBER = "stray_member"      # a tar member whose name has no ``<key>.<ext>`` form
 
 
 class DataError(Mme5Error, RuntimeError):
@@ -52,8 +47,9 @@ class SkipCounter:
         if last is None or now - last >= self.interval_s:
             extra = self._unlogged.pop(reason, 0)
             suffix = f" (+{extra} more '{reason}' since the last warning)" if extra else ""
-            log.warning("data%s: skipped (%s) %s%s", f" [{self.where}]" if self.where else "", reason,
-                        message, suffix)
+            log.warning(
+                "data%s: skipped (%s) %s%s", f" [{self.where}]" if self.where else "", reason, message, suffix
+            )
             self._last_log[reason] = now
         else:
             self._unlogged[reason] += n
