@@ -15,6 +15,7 @@ from mme5.data.pipeline import EpochPlan, MixtureDataset, ReaderPosition
 from mme5.data.resume import STATE_VERSION, PositionTracker, ResumableLoader
 from mme5.data.shardsets import ResolvedSet, ShardSet, fingerprint, resolve
 from mme5.data.skips import DataError, format_counts
+from mme5.distributed import is_distributed, rank_and_world
 from mme5.records import Example
 
 log = logging.getLogger("mme5.data")
@@ -145,9 +146,7 @@ class ShardDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is not None:
             return trainer.global_rank, trainer.world_size
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
+        return rank_and_world()
 
     @property
     def samples_per_epoch(self) -> int:
@@ -239,7 +238,7 @@ class ShardDataModule(L.LightningDataModule):
         local = self.tracker.position_after(min(self._consumed_batches(), self.tracker.yielded))
         world = self._distributed()[1]
         ranks: list[Any] = [local]
-        if world > 1 and dist.is_available() and dist.is_initialized():
+        if world > 1 and is_distributed():
             ranks = [None] * world
             dist.all_gather_object(ranks, local)
         return {"version": STATE_VERSION, "seed": self.seed, "num_workers": max(1, self.num_workers),

@@ -8,6 +8,7 @@ Quick use with any embedding function ``embed(sides: list[Side]) -> Tensor[n, D]
     print(markdown_report(mmeb=result))
 """
 
+from mme5.distributed import DistContext
 from mme5.eval.cache import EmbeddingCache, model_fingerprint
 from mme5.eval.datasets import (
     MMEB_DATASETS,
@@ -20,7 +21,6 @@ from mme5.eval.datasets import (
     resolve_mmeb,
     resolve_xtd,
 )
-from mme5.eval.distributed import DistContext
 from mme5.eval.items import Item, ItemTable
 from mme5.eval.metrics import RankingMetrics, truth_rank
 from mme5.eval.runner import (

@@ -21,10 +21,10 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from mme5.distributed import DistContext
 from mme5.errors import ConfigError
 from mme5.eval.cache import EmbeddingCache, model_fingerprint
 from mme5.eval.datasets import XTD_LANGUAGES, Benchmark
-from mme5.eval.distributed import DistContext
 from mme5.eval.report import headline, markdown_report, plot_history, write_json
 from mme5.eval.runner import EvalResult, load_mmeb, load_xtd, run_benchmark
 from mme5.records import Side

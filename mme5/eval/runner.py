@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mme5.distributed import DistContext
 from mme5.errors import ConfigError, Mme5Error
 from mme5.eval.cache import EmbeddingCache
 from mme5.eval.datasets import (
@@ -30,7 +31,6 @@ from mme5.eval.datasets import (
     resolve_mmeb,
     resolve_xtd,
 )
-from mme5.eval.distributed import DistContext
 from mme5.eval.items import Item, check_images, image_signature, load_side
 from mme5.eval.metrics import RankingMetrics
 from mme5.eval.scoring import SCORE_BUDGET, canonical_ids, rows_for_rank, score_rows
