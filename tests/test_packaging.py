@@ -32,6 +32,7 @@ def test_wheel_maps_kernels_under_the_mme5_namespace(tmp_path):
         cwd=tmp_path,
     )
     assert (site / "mme5" / "kernels" / "api.py").is_file()
+    assert (site / "mme5" / "backbones" / "demo_vocabulary.txt").is_file()  # the tiny twins' tokenizer text
     assert not (site / "kernels").exists()
     probe = (
         "import importlib.util, sys; sys.path.insert(0, sys.argv[1]);"
