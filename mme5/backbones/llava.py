@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,23 +26,115 @@ TINY_PATCH = 8
 def tiny_llava_tokenizer(padding_side: str) -> Any:
     """The offline tokenizer shared by the LLaVA and LLaVA-NeXT twins."""
     return build_tokenizer(
-        SPECIAL_TOKENS, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-        extra_attributes={"image_token": "<image>"}, chat_template=CHAT_TEMPLATE, padding_side=padding_side,
+        SPECIAL_TOKENS,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_attributes={"image_token": "<image>"},
+        chat_template=CHAT_TEMPLATE,
+        padding_side=padding_side,
     )
 
 
-def tiny_text_and_vision(tok: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Config dicts for a 2-layer Llama (hidden 64) and a 2-layer CLIP vision tower (hidden 32)."""
+@dataclass(frozen=True)
+class TinySizes:
+    """Sizes of a tiny twin: a Llama text model and a CLIP vision tower (32 px images in 8 px patches).
+
+    The defaults are the mme5 twins'; vLLM's CPU attention needs a text head size of 32, 64, 80, ...
+    (``text_hidden / text_heads``), e.g. ``TinySizes(text_hidden=128, text_kv_heads=4, ...)``.
+    """
+
+    text_hidden: int = 64
+    text_intermediate: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    vision_hidden: int = 32
+    vision_intermediate: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 2
+    projection_dim: int = 32
+
+
+def tiny_text_and_vision(
+    tok: Any, sizes: TinySizes = TinySizes(), eos_token_id: int | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Config dicts of the tiny twin's Llama (``eos_token_id`` defaults to the tokenizer's) and CLIP tower."""
     text = {
-        "model_type": "llama", "vocab_size": len(tok), "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 4096,
-        "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+        "model_type": "llama",
+        "vocab_size": len(tok),
+        "hidden_size": sizes.text_hidden,
+        "num_hidden_layers": sizes.text_layers,
+        "num_attention_heads": sizes.text_heads,
+        "num_key_value_heads": sizes.text_kv_heads,
+        "intermediate_size": sizes.text_intermediate,
+        "max_position_embeddings": 4096,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id if eos_token_id is None else eos_token_id,
+        "pad_token_id": tok.pad_token_id,
     }
     vision = {
-        "model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "image_size": TINY_IMAGE, "patch_size": TINY_PATCH, "projection_dim": 32,
+        "model_type": "clip_vision_model",
+        "hidden_size": sizes.vision_hidden,
+        "intermediate_size": sizes.vision_intermediate,
+        "num_hidden_layers": sizes.vision_layers,
+        "num_attention_heads": sizes.vision_heads,
+        "image_size": TINY_IMAGE,
+        "patch_size": TINY_PATCH,
+        "projection_dim": sizes.projection_dim,
     }
     return text, vision
+
+
+def build_tiny_llava(
+    out_dir: str | os.PathLike,
+    tok: Any,
+    *,
+    seed: int = 0,
+    sizes: TinySizes = TinySizes(),
+    chat_template: str = CHAT_TEMPLATE,
+    eos_token_id: int | None = None,
+    image_processor: Any = None,
+) -> Any:
+    """Save a tiny random-initialised LLaVA (weights, ``tok``, processor) to ``out_dir``; returns the model.
+
+    ``image_processor`` defaults to transformers' PIL LLaVA processor at 32 px; ``eos_token_id``
+    (default: the tokenizer's) also goes into the generation config.
+    """
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    if image_processor is None:
+        from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+
+        image_processor = LlavaImageProcessorPil(
+            size={"shortest_edge": TINY_IMAGE}, crop_size={"height": TINY_IMAGE, "width": TINY_IMAGE}
+        )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tok,
+        patch_size=TINY_PATCH,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=chat_template,
+    )
+    text, vision = tiny_text_and_vision(tok, sizes, eos_token_id)
+    config = LlavaConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_index=tok.image_token_id,
+        image_seq_length=(TINY_IMAGE // TINY_PATCH) ** 2,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    if eos_token_id is not None:
+        model.generation_config.eos_token_id = eos_token_id
+        model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return model
 
 
 class LlavaAdapter(BackboneAdapter):
@@ -62,24 +155,5 @@ class LlavaAdapter(BackboneAdapter):
         return LlavaForConditionalGeneration
 
     def build_tiny(self, out_dir: str | os.PathLike, seed: int = 0) -> str:
-        from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-        from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
-
-        tok = tiny_llava_tokenizer(self.padding_side)
-        image_processor = LlavaImageProcessorPil(
-            size={"shortest_edge": TINY_IMAGE}, crop_size={"height": TINY_IMAGE, "width": TINY_IMAGE})
-        processor = LlavaProcessor(
-            image_processor=image_processor, tokenizer=tok, patch_size=TINY_PATCH,
-            vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
-        )
-        text, vision = tiny_text_and_vision(tok)
-        config = LlavaConfig(
-            text_config=text, vision_config=vision, image_token_index=tok.image_token_id,
-            image_seq_length=(TINY_IMAGE // TINY_PATCH) ** 2, vision_feature_select_strategy="default",
-            vision_feature_layer=-1,
-        )
-        torch.manual_seed(seed)
-        model = LlavaForConditionalGeneration(config)
-        model.save_pretrained(out_dir)
-        processor.save_pretrained(out_dir)
+        build_tiny_llava(out_dir, tiny_llava_tokenizer(self.padding_side), seed=seed)
         return str(out_dir)

@@ -16,6 +16,7 @@ adapters' ``tiny_version`` so cached twins are rebuilt).
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -61,9 +62,17 @@ def training_text() -> str:
     return MULTILINGUAL_TEXT + "\n" + "\n".join(vocabulary_lines())
 
 
-def train_bpe(special_tokens: list[str], vocab_size: int = 2048, text: str | None = None) -> Tokenizer:
-    """Train a byte-level BPE ``tokenizers.Tokenizer`` whose first ids are ``special_tokens``."""
-    text = training_text() if text is None else text
+def train_bpe(
+    special_tokens: list[str],
+    vocab_size: int = 2048,
+    text: str | None = None,
+    samples: Sequence[str] | None = None,
+) -> Tokenizer:
+    """Train a byte-level BPE ``tokenizers.Tokenizer`` whose first ids are ``special_tokens``.
+
+    It learns from ``samples`` as given when set, else from the lines of ``text`` (default
+    :func:`training_text`), each repeated four times.
+    """
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -73,8 +82,11 @@ def train_bpe(special_tokens: list[str], vocab_size: int = 2048, text: str | Non
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    # Repeat the text so that merges of the rarer scripts still reach the minimum frequency.
-    tok.train_from_iterator([line for line in text.splitlines() if line] * 4, trainer=trainer)
+    if samples is None:
+        text = training_text() if text is None else text
+        # Repeat the text so that merges of the rarer scripts still reach the minimum frequency.
+        samples = [line for line in text.splitlines() if line] * 4
+    tok.train_from_iterator(list(samples), trainer=trainer)
     return tok
 
 
@@ -89,13 +101,15 @@ def build_tokenizer(
     chat_template: str | None = None,
     padding_side: str = "right",
     vocab_size: int = 2048,
+    samples: Sequence[str] | None = None,
 ) -> PreTrainedTokenizerFast:
     """A Hugging Face fast tokenizer around :func:`train_bpe`, ready for ``save_pretrained``.
 
     ``extra_attributes`` become named special tokens (e.g. ``{"image_token": "<|image|>"}``), which
-    processors read from the tokenizer.
+    processors read from the tokenizer. ``samples`` replaces the default training text (see
+    :func:`train_bpe`).
     """
-    tok = train_bpe(special_tokens, vocab_size=vocab_size)
+    tok = train_bpe(special_tokens, vocab_size=vocab_size, samples=samples)
     kwargs: dict[str, object] = {
         "tokenizer_object": tok,
         "padding_side": padding_side,

@@ -1,13 +1,18 @@
-"""A tiny random-initialised LLaVA with an offline byte-level BPE tokenizer (tests only).
+"""The synthesis tests' tiny LLaVA: the backbones' tiny-twin builder with vLLM-friendly sizes.
 
-Sizes follow what vLLM's CPU build accepts (text head size 32). Runs under the main environment
-(transformers 5.24) and the vLLM one (transformers 5.19).
+Its tokenizer learns the synthesis prompts and JSON skeleton (short generations) and speaks a
+``<|user|>``/``<|assistant|>`` chat template. Runs under the main environment (transformers 5.24)
+and the vLLM one (transformers 5.19).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from mme5.backbones.llava import TinySizes
+from mme5.backbones.llava import build_tiny_llava as build_tiny_llava_twin
+from mme5.backbones.tokenizer import build_tokenizer
 
 CHAT_TEMPLATE = (
     "{%- for m in messages -%}<|{{ m['role'] }}|>"
@@ -25,63 +30,71 @@ def _corpus() -> list[str]:
     from mme5.synth import prompts
     from mme5.synth.schema import INTERPRETATION_KEYS, SCORE_KEYS
 
-    keys = ["visual_interpretation", *INTERPRETATION_KEYS, "sample", "instruction", "query", "positive",
-            "hard_negative", "self_evaluation", *SCORE_KEYS, "improvements", "revised_sample"]
+    keys = [
+        "visual_interpretation",
+        *INTERPRETATION_KEYS,
+        "sample",
+        "instruction",
+        "query",
+        "positive",
+        "hard_negative",
+        "self_evaluation",
+        *SCORE_KEYS,
+        "improvements",
+        "revised_sample",
+    ]
     # The JSON skeleton repeated, so BPE merges keys and punctuation into few tokens (short generations).
     skeleton = " ".join(f'{{"{k}": "' for k in keys) + ' ", "' + '"}, "' + '"}}'
-    texts = [prompts.SYSTEM_PROMPT, prompts.STYLE_EXAMPLES, *prompts.TASK_GUIDE.values(),
-             *prompts.QUERY_GUIDE.values(), *prompts.DOC_GUIDE.values(), *prompts.FIELD_GUIDE.values(),
-             "the quick brown fox jumps over the lazy dog 0123456789"] + [skeleton] * 20
+    texts = [
+        prompts.SYSTEM_PROMPT,
+        prompts.STYLE_EXAMPLES,
+        *prompts.TASK_GUIDE.values(),
+        *prompts.QUERY_GUIDE.values(),
+        *prompts.DOC_GUIDE.values(),
+        *prompts.FIELD_GUIDE.values(),
+        "the quick brown fox jumps over the lazy dog 0123456789",
+    ] + [skeleton] * 20
     return texts * 4
+
+
+#: vLLM's CPU attention accepts text head sizes 32, 64, 80, ...: hidden 128 over 4 heads.
+SIZES = TinySizes(
+    text_hidden=128,
+    text_intermediate=256,
+    text_kv_heads=4,
+    vision_hidden=64,
+    vision_intermediate=128,
+    projection_dim=64,
+)
 
 
 def build_tiny_llava(out_dir: str | Path, seed: int = 0, vocab_size: int = 700) -> Path:
     """Save a tiny LLaVA (weights, tokenizer, processor, chat template) to ``out_dir``; returns it."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-        PreTrainedTokenizerFast,
-    )
+    from transformers import CLIPImageProcessor
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_corpus(), trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<|eos|>",
-                                        bos_token=None, unk_token=None, extra_special_tokens={"image_token": "<image>"})
-    tokenizer.chat_template = CHAT_TEMPLATE
-    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-    end_id = tokenizer.convert_tokens_to_ids("<|end|>")
-    torch.manual_seed(seed)
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                       num_attention_heads=2, image_size=32, patch_size=8, projection_dim=64),
-        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256,
-                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                                max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id,
-                                eos_token_id=end_id, bos_token_id=None),
-        image_token_id=image_token_id, vision_feature_layer=-1, vision_feature_select_strategy="default",
-        projector_hidden_act="gelu",
+    tokenizer = build_tokenizer(
+        SPECIALS,
+        eos_token="<|eos|>",
+        pad_token="<pad>",
+        extra_attributes={"image_token": "<image>"},
+        chat_template=CHAT_TEMPLATE,
+        vocab_size=vocab_size,
+        samples=_corpus(),
     )
-    model = LlavaForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = end_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
+    end_id = tokenizer.convert_tokens_to_ids("<|end|>")
+    # CLIPImageProcessor: the vLLM environment's transformers has no PIL LLaVA image processor.
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
-                               vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE,
-                               num_additional_image_tokens=1, image_token="<image>")
-    processor.save_pretrained(out)
+    build_tiny_llava_twin(
+        out,
+        tokenizer,
+        seed=seed,
+        sizes=SIZES,
+        chat_template=CHAT_TEMPLATE,
+        eos_token_id=end_id,
+        image_processor=image_processor,
+    )
     _rename_for_vllm(out)
     return out
 
