@@ -59,18 +59,25 @@ class ImagePool:
         return len(self.images)
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, limit: int | None = None, max_side: int = 1024) -> ImagePool:
+    def from_folder(
+        cls, folder: str | os.PathLike, limit: int | None = None, max_side: int = 1024
+    ) -> ImagePool:
         """Every image file under ``folder`` (recursive, sorted by path; first ``limit`` if given)."""
         root = Path(folder)
         if not root.is_dir():
             raise FileNotFoundError(f"image folder '{root}' does not exist or is not a folder")
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS)
-        candidates = [PoolImage(str(p.relative_to(root)), p.suffix.lower().lstrip("."), path=str(p)) for p in files]
+        files = sorted(
+            p for p in root.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS
+        )
+        candidates = [
+            PoolImage(str(p.relative_to(root)), p.suffix.lower().lstrip("."), path=str(p)) for p in files
+        ]
         return cls._checked(candidates, limit, max_side, f"folder '{root}'")
 
     @classmethod
-    def from_shards(cls, shards: Sequence[str | os.PathLike], limit: int | None = None,
-                    max_side: int = 1024) -> ImagePool:
+    def from_shards(
+        cls, shards: Sequence[str | os.PathLike], limit: int | None = None, max_side: int = 1024
+    ) -> ImagePool:
         """Every image member (query, positive, negatives) of the given WebDataset shards."""
         candidates: list[PoolImage] = []
         for shard in shards:
@@ -80,8 +87,11 @@ class ImagePool:
                 for name, value in sample.items():
                     m = ROLE_PATTERN.match(name)
                     if m and isinstance(value, bytes):
-                        candidates.append(PoolImage(f"{Path(shard).name}/{sample['__key__']}.{m.group(1)}",
-                                                    m.group(2), data=value))
+                        candidates.append(
+                            PoolImage(
+                                f"{Path(shard).name}/{sample['__key__']}.{m.group(1)}", m.group(2), data=value
+                            )
+                        )
         return cls._checked(candidates, limit, max_side, f"{len(shards)} shard(s)")
 
     @classmethod
@@ -110,7 +120,9 @@ class ImagePool:
         if skipped:
             log.warning("image pool from %s: kept %d, skipped %s", what, len(kept), dict(skipped))
         if not kept:
-            raise ValueError(f"no readable image in {what} (expected files with extensions {', '.join(IMAGE_EXTENSIONS)})")
+            raise ValueError(
+                f"no readable image in {what} (expected files with extensions {', '.join(IMAGE_EXTENSIONS)})"
+            )
         return cls(kept, skipped, max_side)
 
     def load(self, index: int) -> Image.Image:
@@ -148,12 +160,22 @@ class HistogramEmbedder:
     def __call__(self, images: list[Image.Image]) -> np.ndarray:
         rows = []
         for img in images:
-            a = np.asarray(img.convert("RGB").resize((self.size, self.size), Image.BILINEAR), dtype=np.float64) / 255.0
+            a = (
+                np.asarray(
+                    img.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR),
+                    dtype=np.float64,
+                )
+                / 255.0
+            )
             q = np.minimum((a * self.bins).astype(int), self.bins - 1)
             joint = q[..., 0] * self.bins * self.bins + q[..., 1] * self.bins + q[..., 2]
             hist = np.bincount(joint.ravel(), minlength=self.bins**3) / joint.size
             cell = self.size // self.grid
-            layout = a[: cell * self.grid, : cell * self.grid].reshape(self.grid, cell, self.grid, cell, 3).mean((1, 3))
+            layout = (
+                a[: cell * self.grid, : cell * self.grid]
+                .reshape(self.grid, cell, self.grid, cell, 3)
+                .mean((1, 3))
+            )
             v = np.concatenate([np.sqrt(hist), 0.5 * layout.ravel()])
             rows.append(v / max(np.linalg.norm(v), 1e-12))
         return np.stack(rows).astype(np.float32)
@@ -192,14 +214,16 @@ class ModelEmbedder:
 
         if (Path(self.model_path) / CONFIG_FILE).is_file():
             exported = load(self.model_path)
-            self._encode = lambda imgs: exported.encode(images=imgs, instruction=self.instruction,
-                                                        batch_size=self.batch_size, progress=False)
+            self._encode = lambda imgs: exported.encode(
+                images=imgs, instruction=self.instruction, batch_size=self.batch_size, progress=False
+            )
         else:
             from mme5.model.encoder import Encoder
 
             encoder = Encoder(model=self.model_path)
-            self._encode = lambda imgs: encoder.encode_sides([Side(text=self.instruction, image=im) for im in imgs],
-                                                             batch_size=self.batch_size)
+            self._encode = lambda imgs: encoder.encode_sides(
+                [Side(text=self.instruction, image=im) for im in imgs], batch_size=self.batch_size
+            )
 
     def __call__(self, images: list[Image.Image]) -> np.ndarray:
         if self._encode is None:
@@ -207,8 +231,9 @@ class ModelEmbedder:
         return self._encode(images).float().cpu().numpy()  # type: ignore[misc]
 
 
-def embed_pool(pool: ImagePool, embedder: Embedder, batch_size: int = 32,
-               cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+def embed_pool(
+    pool: ImagePool, embedder: Embedder, batch_size: int = 32, cache_dir: str | os.PathLike | None = None
+) -> np.ndarray:
     """[len(pool), D] L2-normalised embeddings, cached under ``cache_dir`` by pool and embedder name."""
     name = getattr(embedder, "name", type(embedder).__name__)
     cache = None
@@ -228,15 +253,18 @@ def embed_pool(pool: ImagePool, embedder: Embedder, batch_size: int = 32,
         raise ValueError(f"embedder {name} returned shape {emb.shape}; expected [{len(pool)}, D]")
     norms = np.linalg.norm(emb, axis=1)
     if not np.allclose(norms, 1.0, atol=1e-3):
-        raise ValueError(f"embedder {name} returned rows with norms in [{norms.min():.3f}, {norms.max():.3f}]; "
-                         "expected L2-normalised rows")
+        raise ValueError(
+            f"embedder {name} returned rows with norms in [{norms.min():.3f}, {norms.max():.3f}]; "
+            "expected L2-normalised rows"
+        )
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(cache.name + ".tmp.npy")
         np.save(tmp, emb)
         os.replace(tmp, cache)
-        (cache.with_suffix(".json")).write_text(json.dumps({"embedder": name, "pool": pool.fingerprint(),
-                                                            "images": len(pool)}))
+        (cache.with_suffix(".json")).write_text(
+            json.dumps({"embedder": name, "pool": pool.fingerprint(), "images": len(pool)})
+        )
     return emb
 
 
@@ -254,7 +282,7 @@ class NeighbourIndex:
         out: list[list[int]] = []
         take = min(k + 1, n)  # the image itself is among its own top k + 1
         for start in range(0, len(indices), chunk):
-            rows = np.asarray(indices[start:start + chunk], dtype=np.int64)
+            rows = np.asarray(indices[start : start + chunk], dtype=np.int64)
             sims = self.emb[rows] @ self.emb.T
             sims[np.arange(len(rows)), rows] = -np.inf
             part = np.argpartition(-sims, take - 1, axis=1)[:, :take]
