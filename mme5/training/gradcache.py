@@ -13,16 +13,16 @@ Memory Limited Setup"):
    backpropagate the cached gradient into the encoder: ``backward(reps, cached_grad)``.
 
 At most two chunks' activations are alive at a time (the kept last chunk and the one being
-re-encoded), so peak memory grows with the chunk size, not the batch. The caller owns the last chunk's backward (:class:`CachedStep` returns it as a scalar
-"surrogate" whose gradient equals the cached one), so that a training loop can run it as its own
-backward: that is where DDP synchronises gradients, scales fp16 losses and divides by the number of
-accumulated batches.
+re-encoded), so peak memory grows with the chunk size, not the batch. Every backward pass goes through
+the caller's ``backward`` (a training loop's, e.g. Lightning's ``manual_backward``: fp16 loss scaling,
+division by the number of accumulated batches), the replayed chunks' inside the caller's ``no_sync``
+context, so that gradients are reduced across ranks once, in the last chunk's backward.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,15 +67,16 @@ def split_rows(inputs: Inputs, chunk: int, select_rows: Callable[[Inputs, slice]
 
 @dataclass
 class CachedStep:
-    """What :func:`grad_cache_step` returns."""
+    """What :func:`grad_cache_step` returns (its gradients are in the parameters' ``.grad``)."""
 
     loss: Tensor
     """The loss (detached, as the loss module returned it)."""
     stats: dict[str, Tensor]
     """The loss module's statistics."""
-    surrogate: Tensor
-    """A scalar whose backward adds the last chunk's cached gradient (plus the loss parameters' and the
-    ``touch`` parameters' gradients) to ``.grad``; the caller runs it as the step's final backward."""
+
+
+def _backward(loss: Tensor) -> None:
+    loss.backward()
 
 
 def grad_cache_step(
@@ -84,31 +85,32 @@ def grad_cache_step(
     query_chunks: Sequence[Inputs],
     candidate_chunks: Sequence[Inputs],
     loss_params: Sequence[Tensor] = (),
-    grad_scale: float = 1.0,
+    backward: Callable[[Tensor], None] = _backward,
+    no_sync: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    sync: bool = True,
     touch: Sequence[Tensor] = (),
     device: torch.device | None = None,
     keep_last: bool = True,
-    set_gradient_sync: Callable[[bool], None] | None = None,
 ) -> CachedStep:
-    """One GradCache step; backpropagates every chunk but the last, returns the last as a surrogate.
+    """One GradCache step: adds the gradient of the loss over all chunks to the parameters' ``.grad``.
 
     Args:
         encode: model inputs -> representations ``[n, D]`` (the encoder, called in its current mode).
         loss_fn: ``(q [B, D], c [N, D]) -> (loss, stats)``; may gather across ranks.
         query_chunks / candidate_chunks: the inputs split into chunks (:func:`split_rows`).
-        loss_params: parameters of the loss itself (e.g. a learnable temperature); their gradient is
-            folded into the surrogate.
-        grad_scale: factor on the gradients backpropagated here, to match what the caller's loop does
-            to the surrogate (fp16 loss scale / accumulated batches).
-        touch: parameters to put in the surrogate's graph with a zero gradient when the earlier chunks
-            gave them a ``.grad``, so that DDP's reducer sees (and averages) those gradients even if the
-            last chunk does not use them (e.g. vision weights and a text-only last chunk).
+        loss_params: parameters of the loss itself (e.g. a learnable temperature); their gradient joins
+            the last chunk's backward.
+        backward: runs the backward pass of a scalar (by default ``Tensor.backward``); every chunk's
+            gradient goes through it, as a scalar whose gradient is the cached one.
+        no_sync: a context in which backward passes do not reduce gradients across ranks; the
+            replayed chunks run in it, and so does the last one unless ``sync``.
+        sync: reduce in the last chunk's backward (False while accumulating batches).
+        touch: parameters to put in the last backward's graph with a zero gradient when the earlier
+            chunks gave them a ``.grad``, so that DDP's reducer sees (and averages) those gradients even
+            if the last chunk does not use them (e.g. vision weights and a text-only last chunk).
         device: where the RNG state matters (CUDA device of the encoder), or None for CPU only.
         keep_last: encode the last chunk with autograd in the first pass and keep its graph (one
             forward less per step, one more chunk of activations held); False re-encodes it too.
-        set_gradient_sync: switches the encoder's gradient reduction across ranks (FSDP2's
-            ``set_requires_gradient_sync``): off for the chunks backpropagated here, on again for the
-            caller's final backward, which then reduces the accumulated gradient once.
     """
     chunks = [("q", x) for x in query_chunks] + [("c", x) for x in candidate_chunks]
     states: list[RngState] = []
@@ -131,40 +133,43 @@ def grad_cache_step(
     sharded = any(hasattr(p, "full_tensor") for p in params)
     grads = torch.autograd.grad(loss, [q, c] + ([] if sharded else params), allow_unused=True)
     grad_q, grad_c, param_grads = grads[0], grads[1], grads[2:]
-    cached = {"q": list(torch.split(grad_q, [t.shape[0] for t in reps["q"]])),
-              "c": list(torch.split(grad_c, [t.shape[0] for t in reps["c"]]))}
-    order = {"q": 0, "c": 0}
-    surrogate: Tensor | None = None
-    if set_gradient_sync is not None:
-        set_gradient_sync(False)
-    try:
-        for i, ((side, inputs), state) in enumerate(zip(chunks, states)):
-            grad = cached[side][order[side]]
-            order[side] += 1
-            if kept is not None and i == len(chunks) - 1:
-                out = kept
-            else:
-                with state.replay():
-                    out = encode(inputs)
-            if i < len(chunks) - 1:
-                torch.autograd.backward(out, grad_tensors=(grad * grad_scale).to(out.dtype))
-            else:
-                surrogate = (out * grad.to(out.dtype)).sum()
-    finally:
-        if set_gradient_sync is not None:
-            set_gradient_sync(True)
-    assert surrogate is not None
-    for p, g in zip(params, param_grads):
-        if g is not None:
-            surrogate = surrogate + (p * g.to(p.dtype)).sum()
+    cached = {
+        "q": list(torch.split(grad_q, [t.shape[0] for t in reps["q"]])),
+        "c": list(torch.split(grad_c, [t.shape[0] for t in reps["c"]])),
+    }
+    last_side = chunks[-1][0]
+    with no_sync():
+        for (_, inputs), state, grad in zip(
+            chunks[:-1], states[:-1], _in_order(chunks[:-1], cached), strict=True
+        ):
+            with state.replay():
+                out = encode(inputs)
+            backward((out * grad.to(out.dtype)).sum())
+    if kept is None:
+        with states[-1].replay():
+            kept = encode(chunks[-1][1])
+    last = (kept * cached[last_side][-1].to(kept.dtype)).sum()
     if sharded:
         again, _ = loss_fn(q.detach(), c.detach())
-        surrogate = surrogate + (again - again.detach())
+        last = last + (again - again.detach())
+    else:
+        for p, g in zip(params, param_grads, strict=True):
+            if g is not None:
+                last = last + (p * g.to(p.dtype)).sum()
     for p in touch:
-        if p.grad is None:
-            continue
-        surrogate = surrogate + p.reshape(-1)[:1].sum() * 0.0
-    return CachedStep(loss=loss.detach(), stats=stats, surrogate=surrogate)
+        if p.grad is not None:
+            last = last + p.reshape(-1)[:1].sum() * 0.0
+    with nullcontext() if sync else no_sync():
+        backward(last)
+    return CachedStep(loss=loss.detach(), stats=stats)
+
+
+def _in_order(chunks: Sequence[tuple[str, Inputs]], cached: dict[str, list[Tensor]]) -> Iterator[Tensor]:
+    """The cached gradient of each chunk, in the order of ``chunks``."""
+    seen = {"q": 0, "c": 0}
+    for side, _ in chunks:
+        yield cached[side][seen[side]]
+        seen[side] += 1
 
 
 def chunked_reference_step(

@@ -1,30 +1,31 @@
 """The LightningModule that trains an Encoder contrastively: loss, optimiser, schedule, GradCache.
 
 Distributed strategies (DDP, FSDP2 as ``fsdp2``, FSDP, DeepSpeed) are chosen in the Trainer config; the
-module shards itself for ``fsdp2`` (:meth:`EmbeddingModule.configure_model`) and needs ``gather`` in
-the loss settings to pool negatives across ranks. With
-``grad_cache_chunk`` set, each step encodes the batch in chunks twice (no-grad, then with autograd
-under replayed RNG state), so the in-batch negative pool no longer costs activation memory.
+module is prepared for them in :meth:`EmbeddingModule.configure_model` (what each strategy needs is in
+:mod:`mme5.training.strategies`) and needs ``gather`` in the loss settings to pool negatives across ranks.
+With ``grad_cache_chunk`` set, each step encodes the batch in chunks twice (no-grad, then with autograd
+under replayed RNG state), so the in-batch negative pool no longer costs activation memory; the module
+then optimises manually (:meth:`EmbeddingModule.setup`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import lightning as L
 import torch
-from torch import Tensor
-from torch.nn.parallel import DistributedDataParallel
+from torch import Tensor, nn
 
-from mme5.model.encoder import DType, Encoder, LoraSettings, Pooling
 from mme5.errors import ConfigError
-from mme5.training.gradcache import CachedStep, grad_cache_step, split_rows
-from mme5.training.losses import ContrastiveLoss, LossSettings
+from mme5.model.encoder import DType, Encoder, LoraSettings, Pooling
 from mme5.records import Side
-from mme5.training.strategies import FSDP2Strategy  # noqa: F401  (registers trainer.strategy: fsdp2)
+from mme5.training import strategies
+from mme5.training.gradcache import grad_cache_step, split_rows
+from mme5.training.losses import ContrastiveLoss, LossSettings
 
 
 @dataclass
@@ -144,7 +145,6 @@ class EmbeddingModule(L.LightningModule):
         self.encoder.train()  # transformers loads models in eval mode; training wants dropout on
         self.loss = ContrastiveLoss.from_settings(loss)
         self._step_start: float | None = None
-        self._sharded = False  # set once configure_model has applied FSDP2
 
     # ---- evaluation entry point -------------------------------------------------------------------
     def embed_sides(self, sides: list[Side], batch_size: int = 32) -> Tensor:
@@ -157,118 +157,85 @@ class EmbeddingModule(L.LightningModule):
 
     # ---- training ---------------------------------------------------------------------------------
     def configure_model(self) -> None:
-        """Prepare the encoder for the Trainer's strategy.
+        """Prepare the encoder for the Trainer's strategy: lockstep forwards under sharded strategies,
+        ``fully_shard`` of each block under ``fsdp2`` (``strategies.prepare_for_strategy``)."""
+        if self._trainer is not None:
+            strategies.prepare_for_strategy(self.trainer.strategy, self.encoder, self.loss)
 
-        Strategies that gather a block's weights when it runs (FSDP, FSDP2, DeepSpeed ZeRO-3) need the
-        same module calls on every rank, so the encoder switches to lockstep forwards. Lightning's FSDP
-        without an ``auto_wrap_policy`` gets one unit per transformer block; under
-        ``ModelParallelStrategy`` (``fsdp2``) the module shards itself (:meth:`_shard_fsdp2`). Other
-        strategies wrap the module themselves.
-        """
-        if self._trainer is None or self._sharded:
-            return
-        from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
-
-        strategy = self.trainer.strategy
-        zero3 = isinstance(strategy, DeepSpeedStrategy) and \
-            strategy.config.get("zero_optimization", {}).get("stage") == 3
-        self.encoder.lockstep = zero3 or isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
-        if isinstance(strategy, FSDPStrategy) and strategy.kwargs.get("auto_wrap_policy") is None:
-            # without a policy FSDP would make the whole model one unit (gathered whole in every forward)
-            from torch.distributed.fsdp.wrap import ModuleWrapPolicy
-
-            strategy.kwargs["auto_wrap_policy"] = ModuleWrapPolicy({type(u) for u in self.encoder.sharding_units()})
-        if isinstance(strategy, ModelParallelStrategy):
-            self._shard_fsdp2()
-
-    def _shard_fsdp2(self) -> None:
-        """``fully_shard`` over the data-parallel mesh: each transformer block, then the encoder's remaining
-        weights, then the loss when its temperature learns."""
-        from torch.distributed.fsdp import fully_shard
-
-        mesh = self.device_mesh
-        names = mesh.mesh_dim_names or ()
-        if "tensor_parallel" in names and mesh["tensor_parallel"].size() > 1:
-            raise ConfigError("ModelParallelStrategy: mme5 shards data-parallel only (FSDP2); set "
-                              "tensor_parallel_size: 1 or use trainer.strategy: fsdp2")
-        if self.encoder.quantization is not None:
-            raise ConfigError("ModelParallelStrategy: a quantized backbone cannot be sharded; set "
-                              "model.encoder.quantization: null or use ddp")
-        dp = mesh["data_parallel"] if "data_parallel" in names else mesh
-        for unit in self.encoder.sharding_units():
-            fully_shard(unit, mesh=dp)
-        fully_shard(self.encoder, mesh=dp)
-        if any(p.requires_grad for p in self.loss.parameters()):
-            fully_shard(self.loss, mesh=dp)
-        self._sharded = True
+    def sharding_units(self) -> list[nn.Module]:
+        """The encoder's transformer blocks, one FSDP unit each (read by the ``fsdp`` strategy)."""
+        return self.encoder.sharding_units()
 
     def setup(self, stage: str) -> None:
-        if self.grad_cache_chunk is not None and self._trainer is not None:
-            from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
+        """With GradCache, switch to manual optimisation (:meth:`_grad_cache_step`).
 
-            strategy = self.trainer.strategy
-            if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy, ModelParallelStrategy)):
-                raise ConfigError(
-                    f"model.grad_cache_chunk works with single-device, DDP and FSDP2 strategies, not "
-                    f"{type(strategy).__name__}; set grad_cache_chunk: null or trainer.strategy: ddp or fsdp2")
+        A GradCache step runs several backward passes of its own, which Lightning's automatic loop
+        cannot express. Lightning refuses ``Trainer(gradient_clip_val, accumulate_grad_batches)`` for
+        a module that optimises manually, as it would not apply them; this module applies exactly those
+        trainer settings itself, so it switches here, after that check, and the trainer config keeps
+        meaning the same with and without GradCache.
+        """
+        if self.grad_cache_chunk is not None and self._trainer is not None:
+            strategies.check_grad_cache_support(self.trainer.strategy)
+            self.automatic_optimization = False
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        """One contrastive step on a :class:`~mme5.data.collate.Batch`; returns the tensor to backpropagate."""
+        """One contrastive step on a :class:`~mme5.data.collate.Batch`; returns the loss (to backpropagate,
+        unless GradCache has done so)."""
         k = int(batch["num_negatives"])
         ids = batch.get("candidate_ids")
 
         def loss_fn(q: Tensor, c: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
             return self.loss(q, c, k, ids)
 
-        if self.grad_cache_chunk is None:
+        if self.automatic_optimization:
             q = self.encoder(batch["query"])
             c = self.encoder(batch["candidates"])
             loss, stats = loss_fn(q, c)
-            out = loss
         else:
-            cached = self._grad_cache(batch, batch_idx, loss_fn)
-            loss, stats, out = cached.loss, cached.stats, cached.surrogate
+            loss, stats = self._grad_cache_step(batch, batch_idx, loss_fn)
         n = len(batch["ids"]) if "ids" in batch else batch["query"]["input_ids"].shape[0]
         self.log("train/loss", stats["loss"], prog_bar=True, batch_size=n)
         self.log("train/accuracy", stats["accuracy"], batch_size=n)
         self.log("train/temperature", stats["temperature"], batch_size=n)
         self.log("train/candidates", stats["candidates"], batch_size=n)
         self._global_batch = float(stats["queries"])
-        return out
+        return loss
 
-    def _grad_cache(self, batch: dict[str, Any], batch_idx: int, loss_fn) -> CachedStep:
+    def _grad_cache_step(
+        self, batch: dict[str, Any], batch_idx: int, loss_fn: Callable[[Tensor, Tensor], tuple[Tensor, dict]]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """GradCache backward passes, then, at the end of an accumulation window, the optimiser step.
+
+        Lightning's rules for automatic optimisation, applied by hand: gradients of
+        ``trainer.accumulate_grad_batches`` batches are summed (each loss divided by that number) and
+        reduced across ranks in the window's last backward only; the window also ends at the epoch's
+        last batch; clipping follows the trainer's settings (:meth:`on_before_optimizer_step`); the
+        schedule steps with the optimiser; fp16 loss scaling is ``manual_backward``'s and the
+        optimiser step's.
+        """
+        trainer, strategy = self.trainer, self.trainer.strategy
+        accumulate = trainer.accumulate_grad_batches
+        window_ends = ((batch_idx + 1) % accumulate == 0 or trainer.is_last_batch
+                       or batch_idx + 1 == trainer.num_training_batches)
         chunk = int(self.grad_cache_chunk)  # type: ignore[arg-type]
-        grad_scale, touch = 1.0, []
-        if self._trainer is not None:
-            trainer = self.trainer
-            # Lightning zeroes gradients between training_step and backward; a cached step has already
-            # backpropagated its early chunks by then, so it zeroes at the start of an accumulation
-            # window itself (see optimizer_zero_grad).
-            if batch_idx % trainer.accumulate_grad_batches == 0:
-                for opt in trainer.optimizers:
-                    opt.zero_grad(set_to_none=True)
-            # the loop divides the returned surrogate by the accumulation count and scales fp16
-            # losses; the chunks backpropagated here must get the same factors
-            grad_scale /= trainer.accumulate_grad_batches
-            scaler = getattr(trainer.precision_plugin, "scaler", None)
-            if scaler is not None:
-                grad_scale *= float(scaler.get_scale())
-            if isinstance(trainer.strategy.model, DistributedDataParallel):
-                touch = [p for p in self.encoder.parameters() if p.requires_grad]
-        from torch.distributed.fsdp import FSDPModule
-
-        set_sync = self.encoder.set_requires_gradient_sync if isinstance(self.encoder, FSDPModule) else None
-        return grad_cache_step(
+        step = grad_cache_step(
             encode=self.encoder, loss_fn=loss_fn,
             query_chunks=split_rows(batch["query"], chunk, self.encoder.select_rows),
             candidate_chunks=split_rows(batch["candidates"], chunk, self.encoder.select_rows),
             loss_params=[p for p in self.loss.parameters() if p.requires_grad],
-            grad_scale=grad_scale, touch=touch, device=self.encoder.device, set_gradient_sync=set_sync,
+            backward=lambda loss: self.manual_backward(loss / accumulate),
+            no_sync=lambda: strategies.gradient_sync_off(strategy, (self.encoder, self.loss)),
+            sync=window_ends, touch=strategies.parameters_to_touch(strategy, self.encoder),
+            device=self.encoder.device,
         )
-
-    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
-        if self.grad_cache_chunk is None:  # with GradCache, training_step zeroes before its first backward
-            optimizer.zero_grad(set_to_none=True)
+        if window_ends:
+            optimizer = self.optimizers()
+            optimizer.step()  # type: ignore[union-attr]
+            optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+            scheduler = self.lr_schedulers()
+            scheduler.step()  # type: ignore[union-attr]
+        return step.loss, step.stats
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_start = time.perf_counter()
@@ -299,18 +266,21 @@ class EmbeddingModule(L.LightningModule):
         if grads:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
             self.log("train/grad_norm", norm, batch_size=1)
+        if not self.automatic_optimization:  # after the norm is logged, as Lightning's automatic clipping
+            self.clip_gradients(optimizer)  # the trainer's gradient_clip_val / _algorithm (none when unset)
 
     # ---- optimiser --------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         decay, no_decay = [], []
-        for name, p in self.named_parameters():
+        for p in self.parameters():
             if not p.requires_grad:
                 continue
             (decay if p.dim() >= 2 else no_decay).append(p)
         if not decay and not no_decay:
             raise ConfigError("nothing to train: every parameter of the model is frozen")
         o = self.optimizer_settings
-        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [{"params": decay, "weight_decay": o.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
         opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=o.lr, betas=tuple(o.betas), eps=o.eps)
         total = 1
         if self._trainer is not None:
