@@ -40,7 +40,7 @@ def gather_sizes(n: int, device: torch.device) -> list[int]:
     if not is_distributed():
         return [n]
     local = torch.tensor([n], dtype=torch.int64, device=device)
-    sizes = fcol.all_gather_single(local, 0, dist.group.WORLD)
+    sizes = fcol.all_gather_single(local, 0, _world())
     return [int(s) for s in sizes.tolist()]
 
 
@@ -50,9 +50,9 @@ def _gather_rows(x: Tensor, sizes: list[int], autograd: bool) -> Tensor:
         pad = x.new_zeros((top - x.shape[0], *x.shape[1:]))
         x = torch.cat([x, pad], dim=0)
     if autograd:
-        out = fcol.all_gather_single_autograd(x.contiguous(), 0, dist.group.WORLD)
+        out = fcol.all_gather_single_autograd(x.contiguous(), 0, _world())
     else:
-        out = fcol.all_gather_single(x.contiguous(), 0, dist.group.WORLD)
+        out = fcol.all_gather_single(x.contiguous(), 0, _world())
     out = fcol.wait_tensor(out) if isinstance(out, fcol.AsyncCollectiveTensor) else out
     if all(s == top for s in sizes):
         return out
@@ -83,7 +83,7 @@ def all_reduce_sum(x: Tensor) -> Tensor:
     """Sum of ``x`` over ranks (a new tensor, no autograd)."""
     if not is_distributed():
         return x.detach().clone()
-    out = fcol.all_reduce(x.detach(), "sum", dist.group.WORLD)
+    out = fcol.all_reduce(x.detach(), "sum", _world())
     return fcol.wait_tensor(out) if isinstance(out, fcol.AsyncCollectiveTensor) else out
 
 
@@ -152,3 +152,10 @@ class DistContext:
         parts = [torch.empty_like(padded) for _ in range(self.world_size)]
         dist.all_gather(parts, padded)
         return torch.cat([p[:n] for p, n in zip(parts, counts, strict=True)])
+
+
+def _world() -> dist.ProcessGroup:
+    """The default process group (only called once a group is initialised)."""
+    group = dist.group.WORLD
+    assert group is not None, "torch.distributed is not initialised"
+    return group

@@ -261,7 +261,7 @@ def decode_sample(
         modality=_text_field(meta, "modality", where) or "T2T",
         lang=_text_field(meta, "lang", where) or "en",
         source=_text_field(meta, "source", where) or "unknown",
-        meta=meta.get("meta") if isinstance(meta.get("meta"), dict) else {},
+        meta=extra if isinstance(extra := meta.get("meta"), dict) else {},
     )
 
 

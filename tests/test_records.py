@@ -57,7 +57,7 @@ def test_round_trip_through_shards(tmp_path):
     assert read_sizes(tmp_path) == {"part-000000.tar": 2, "part-000001.tar": 2, "part-000002.tar": 1}
     decoded = [decode_sample(s) for p in sorted(tmp_path.glob("*.tar")) for s in iter_shard(p)]
     assert [d.id for d in decoded] == [e.id for e in examples]
-    for src, got in zip(examples, decoded):
+    for src, got in zip(examples, decoded, strict=False):
         assert (got.task, got.modality, got.lang, got.source, got.meta) == (
             "vqa",
             "IT2I",

@@ -19,7 +19,7 @@ ADAPTERS: tuple[type[BackboneAdapter], ...] = (MllamaAdapter, LlavaAdapter, Llav
 try:  # Qwen2-VL is optional in old transformers versions.
     from mme5.backbones.qwen2_vl import Qwen2VLAdapter
 
-    ADAPTERS = ADAPTERS + (Qwen2VLAdapter,)
+    ADAPTERS = (*ADAPTERS, Qwen2VLAdapter)
 except ImportError:  # pragma: no cover - depends on the transformers version
     pass
 
@@ -27,7 +27,9 @@ except ImportError:  # pragma: no cover - depends on the transformers version
 TINY_NAMES: dict[str, type[BackboneAdapter]] = {
     "tiny-" + cls.family.replace("_", "-"): cls for cls in ADAPTERS
 }
-SUPPORTED_MODEL_TYPES: dict[str, type[BackboneAdapter]] = {t: cls for cls in ADAPTERS for t in cls.model_types}
+SUPPORTED_MODEL_TYPES: dict[str, type[BackboneAdapter]] = {
+    t: cls for cls in ADAPTERS for t in cls.model_types
+}
 
 
 def _supported() -> str:
@@ -44,7 +46,7 @@ def _config_file(name_or_path: str) -> Path | None:
             from huggingface_hub import try_to_load_from_cache
 
             found = try_to_load_from_cache(name_or_path, "config.json")
-        except Exception:  # noqa: BLE001 - an invalid repo id is simply "not cached"
+        except Exception:
             return None
         if isinstance(found, str):
             return Path(found)
@@ -64,7 +66,11 @@ def get_adapter(name_or_path: str | os.PathLike) -> BackboneAdapter:
         return adapter
     config_file = _config_file(name)
     if config_file is None:
-        where = "folder has no config.json" if Path(name).expanduser().is_dir() else "no such folder or cached hub model"
+        where = (
+            "folder has no config.json"
+            if Path(name).expanduser().is_dir()
+            else "no such folder or cached hub model"
+        )
         raise BackboneError(f"backbone '{name}' not found ({where}); {_supported()}")
     try:
         model_type = json.loads(config_file.read_text()).get("model_type")

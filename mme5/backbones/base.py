@@ -39,7 +39,8 @@ def cache_root() -> Path:
 
 
 def truncate_text(tokenizer: Any, text: str, max_tokens: int) -> str:
-    """Cut ``text`` to at most ``max_tokens`` tokens (special tokens kept whole), without tokenizer side effects.
+    """Cut ``text`` to at most ``max_tokens`` tokens (special tokens kept whole), without side effects
+    on the tokenizer.
 
     Truncating before the processor expands image placeholders keeps every image's tokens intact,
     whatever the family inserts for an image; ``max_length`` therefore bounds the text tokens only.
@@ -126,8 +127,9 @@ class BackboneAdapter:
         self.placeholder_id = tok.convert_tokens_to_ids(self.placeholder_token or self.image_token)
         return processor
 
-    def select_rows(self, inputs: dict[str, torch.Tensor], rows: slice | list[int] | torch.Tensor
-                    ) -> dict[str, torch.Tensor]:
+    def select_rows(
+        self, inputs: dict[str, torch.Tensor], rows: slice | list[int] | torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """The model inputs of a subset of the batch's rows (e.g. a GradCache chunk), in the given order.
 
         Per-row tensors are indexed directly; per-image tensors (:attr:`per_image_keys`) keep the
@@ -136,7 +138,11 @@ class BackboneAdapter:
         """
         n = inputs["input_ids"].shape[0]
         device = inputs["input_ids"].device
-        index = torch.arange(n, device=device)[rows] if isinstance(rows, slice) else torch.as_tensor(rows, device=device)
+        index = (
+            torch.arange(n, device=device)[rows]
+            if isinstance(rows, slice)
+            else torch.as_tensor(rows, device=device)
+        )
         out = {k: v[index] for k, v in inputs.items() if k not in self.per_image_keys}
         present = [k for k in self.per_image_keys if k in inputs]
         if not present:
@@ -188,8 +194,12 @@ class BackboneAdapter:
         """The transformers class for the checkpoint at ``path`` (``...ForConditionalGeneration``)."""
         raise NotImplementedError
 
-    def load_model(self, path: str | os.PathLike, dtype: torch.dtype = torch.float32,
-                   quantization: Quantization | None = None) -> nn.Module:
+    def load_model(
+        self,
+        path: str | os.PathLike,
+        dtype: torch.dtype = torch.float32,
+        quantization: Quantization | None = None,
+    ) -> nn.Module:
         """Load the family's model from ``path`` in ``dtype``; ``quantization`` loads 8-/4-bit weights.
 
         Quantized models are placed on the current CUDA device when there is one, else on the CPU
@@ -215,7 +225,9 @@ class BackboneAdapter:
                 llm_int8_skip_modules=self._skip_patterns(),
             )
         else:
-            raise BackboneError(f"quantization '{quantization}' is not supported; expected one of {QUANTIZATIONS}")
+            raise BackboneError(
+                f"quantization '{quantization}' is not supported; expected one of {QUANTIZATIONS}"
+            )
         device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
         return {"quantization_config": config, "device_map": {"": device}}
 
@@ -225,7 +237,8 @@ class BackboneAdapter:
 
     def last_hidden_state(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The language model's last hidden states [n, L, H] for ``inputs`` (no LM head computed)."""
-        return model.model(**inputs, use_cache=False).last_hidden_state
+        language_model: Any = model.model
+        return language_model(**inputs, use_cache=False).last_hidden_state
 
     def image_rows(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Bool [n]: which rows of the batch hold an image."""
@@ -238,9 +251,13 @@ class BackboneAdapter:
         """The inputs of image-less rows without the (empty) image tensors."""
         return {k: v for k, v in inputs.items() if k not in self.per_image_keys}
 
-    def last_hidden_state_lockstep(self, model: nn.Module, inputs: dict[str, torch.Tensor],
-                                   dummy_image: dict[str, torch.Tensor], dummy_text: dict[str, torch.Tensor]
-                                   ) -> torch.Tensor:
+    def last_hidden_state_lockstep(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        dummy_image: dict[str, torch.Tensor],
+        dummy_text: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
         """:meth:`last_hidden_state` with the same module calls whatever the batch holds.
 
         Sharded training (FSDP, ZeRO-3) gathers each block's weights when the block runs, so every
@@ -284,8 +301,9 @@ class BackboneAdapter:
         try:
             with torch.random.fork_rng(devices=[]):
                 self.build_tiny(tmp, seed)
-            (tmp / TINY_INFO_FILE).write_text(json.dumps(
-                {"family": self.family, "version": self.tiny_version, "seed": seed}))
+            (tmp / TINY_INFO_FILE).write_text(
+                json.dumps({"family": self.family, "version": self.tiny_version, "seed": seed})
+            )
             if target.exists() and not _tiny_is_current(target, self.tiny_version, seed):
                 stale = Path(tempfile.mkdtemp(prefix=f".{target.name}-stale-", dir=target.parent))
                 os.replace(target, stale / "old")

@@ -37,18 +37,27 @@ class LlavaNextAdapter(LlavaAdapter):
 
         tok = tiny_llava_tokenizer(self.padding_side)
         image_processor = LlavaNextImageProcessorPil(
-            size={"shortest_edge": TINY_IMAGE}, crop_size={"height": TINY_IMAGE, "width": TINY_IMAGE},
+            size={"shortest_edge": TINY_IMAGE},
+            crop_size={"height": TINY_IMAGE, "width": TINY_IMAGE},
             image_grid_pinpoints=TINY_GRID_PINPOINTS,
         )
         processor = LlavaNextProcessor(
-            image_processor=image_processor, tokenizer=tok, patch_size=TINY_PATCH,
-            vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
+            image_processor=image_processor,
+            tokenizer=tok,
+            patch_size=TINY_PATCH,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+            chat_template=CHAT_TEMPLATE,
         )
         text, vision = tiny_text_and_vision(tok)
         config = LlavaNextConfig(
-            text_config=text, vision_config=vision, image_token_index=tok.image_token_id,
-            image_grid_pinpoints=TINY_GRID_PINPOINTS, image_seq_length=(TINY_IMAGE // TINY_PATCH) ** 2,
-            vision_feature_select_strategy="default", vision_feature_layer=-1,
+            text_config=text,
+            vision_config=vision,
+            image_token_index=tok.image_token_id,
+            image_grid_pinpoints=TINY_GRID_PINPOINTS,
+            image_seq_length=(TINY_IMAGE // TINY_PATCH) ** 2,
+            vision_feature_select_strategy="default",
+            vision_feature_layer=-1,
         )
         torch.manual_seed(seed)
         model = LlavaNextForConditionalGeneration(config)

@@ -12,12 +12,20 @@ from mme5.backbones.base import BackboneAdapter
 from mme5.backbones.tokenizer import build_tokenizer
 
 SPECIAL_TOKENS = [
-    "<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>", "<|image|>",
-    "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|python_tag|>",
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|finetune_right_pad_id|>",
+    "<|image|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|python_tag|>",
 ]
 CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{{ bos_token }}{% for message in messages %}"
+    "<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}"
     "{% if part['type'] == 'image' %}<|image|>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
     "{% endfor %}{% endif %}<|eot_id|>{% endfor %}"
     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
@@ -61,8 +69,12 @@ class MllamaAdapter(BackboneAdapter):
         text_rows = [i for i, im in enumerate(images) if im is None]
         if not image_rows:
             return dict(processor(text=texts, padding=True, return_tensors="pt"))
-        with_images = processor(text=[texts[i] for i in image_rows], images=[[images[i]] for i in image_rows],
-                                padding=True, return_tensors="pt")
+        with_images = processor(
+            text=[texts[i] for i in image_rows],
+            images=[[images[i]] for i in image_rows],
+            padding=True,
+            return_tensors="pt",
+        )
         if not text_rows:
             return dict(with_images)
         text_only = processor(text=[texts[i] for i in text_rows], padding=True, return_tensors="pt")
@@ -71,7 +83,9 @@ class MllamaAdapter(BackboneAdapter):
     def image_rows(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = inputs.get("cross_attention_mask")
         if inputs.get("pixel_values") is None or mask is None:
-            return torch.zeros(inputs["input_ids"].shape[0], dtype=torch.bool, device=inputs["input_ids"].device)
+            return torch.zeros(
+                inputs["input_ids"].shape[0], dtype=torch.bool, device=inputs["input_ids"].device
+            )
         return mask.flatten(1).any(dim=1)
 
     def text_only(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -98,25 +112,44 @@ class MllamaAdapter(BackboneAdapter):
         from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
 
         tok = build_tokenizer(
-            SPECIAL_TOKENS, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
-            pad_token="<|finetune_right_pad_id|>", extra_attributes={"image_token": self.image_token},
-            chat_template=CHAT_TEMPLATE, padding_side=self.padding_side,
+            SPECIAL_TOKENS,
+            bos_token="<|begin_of_text|>",
+            eos_token="<|end_of_text|>",
+            pad_token="<|finetune_right_pad_id|>",
+            extra_attributes={"image_token": self.image_token},
+            chat_template=CHAT_TEMPLATE,
+            padding_side=self.padding_side,
         )
         image_processor = MllamaImageProcessorPil(size={"height": 32, "width": 32}, max_image_tiles=1)
         processor = MllamaProcessor(image_processor, tok, chat_template=CHAT_TEMPLATE)
         config = MllamaConfig(
             vision_config={
-                "hidden_size": 32, "num_hidden_layers": 2, "num_global_layers": 1, "attention_heads": 2,
-                "intermediate_size": 64, "vision_output_dim": 96, "image_size": 32, "patch_size": 8, "max_num_tiles": 1,
-                "intermediate_layers_indices": [0, 1], "supported_aspect_ratios": [[1, 1]],
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_global_layers": 1,
+                "attention_heads": 2,
+                "intermediate_size": 64,
+                "vision_output_dim": 96,
+                "image_size": 32,
+                "patch_size": 8,
+                "max_num_tiles": 1,
+                "intermediate_layers_indices": [0, 1],
+                "supported_aspect_ratios": [[1, 1]],
             },
             text_config={
-                "vocab_size": len(tok), "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
-                "num_key_value_heads": 2, "intermediate_size": 128, "cross_attention_layers": [1],
-                "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+                "vocab_size": len(tok),
+                "hidden_size": 64,
+                "num_hidden_layers": 3,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "intermediate_size": 128,
+                "cross_attention_layers": [1],
+                "bos_token_id": tok.bos_token_id,
+                "eos_token_id": tok.eos_token_id,
+                "pad_token_id": tok.pad_token_id,
                 "max_position_embeddings": 4096,
             },
-            image_token_index=tok.image_token_id,
+            image_token_index=tok.image_token_id,  # type: ignore[arg-type] (an int for this tokenizer)
         )
         torch.manual_seed(seed)
         model = MllamaForConditionalGeneration(config)
@@ -147,19 +180,23 @@ def _pad_length(t: torch.Tensor, length: int, value: int, side: str) -> torch.Te
     return torch.cat([pad, t] if side == "left" else [t, pad], dim=1)
 
 
-def _merge_rows(images: Any, image_rows: list[int], texts: Any, text_rows: list[int],
-                tokenizer: Any) -> dict[str, torch.Tensor]:
+def _merge_rows(
+    images: Any, image_rows: list[int], texts: Any, text_rows: list[int], tokenizer: Any
+) -> dict[str, torch.Tensor]:
     """One batch from an image sub-batch and a text-only sub-batch, rows back in their original order."""
     side = tokenizer.padding_side
     length = max(images["input_ids"].shape[1], texts["input_ids"].shape[1])
     order = torch.argsort(torch.tensor(image_rows + text_rows))
     out: dict[str, torch.Tensor] = {}
     for key, pad in (("input_ids", tokenizer.pad_token_id), ("attention_mask", 0)):
-        both = torch.cat([_pad_length(images[key], length, pad, side), _pad_length(texts[key], length, pad, side)])
+        both = torch.cat(
+            [_pad_length(images[key], length, pad, side), _pad_length(texts[key], length, pad, side)]
+        )
         out[key] = both[order]
     cross = _pad_length(images["cross_attention_mask"], length, 0, side)
-    out["cross_attention_mask"] = torch.cat(
-        [cross, cross.new_zeros((len(text_rows), *cross.shape[1:]))])[order]
+    out["cross_attention_mask"] = torch.cat([cross, cross.new_zeros((len(text_rows), *cross.shape[1:]))])[
+        order
+    ]
     pixels = images["pixel_values"]
     out["pixel_values"] = torch.cat([pixels, pixels.new_zeros((len(text_rows), *pixels.shape[1:]))])[order]
     ids = images["aspect_ratio_ids"]

@@ -19,12 +19,18 @@ from mme5.backbones.base import BackboneAdapter
 from mme5.backbones.tokenizer import build_tokenizer
 
 SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 ]
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}"
     "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
     "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -46,7 +52,9 @@ def processor_without_video(image_processor: Any, tokenizer: Any, chat_template:
     proc = Qwen2VLProcessor.__new__(Qwen2VLProcessor)
     proc.image_processor = image_processor
     proc.tokenizer = tokenizer
-    proc.chat_template = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
+    proc.chat_template = (
+        chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
+    )
     proc.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
     proc.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
     proc.image_token_id = tokenizer.convert_tokens_to_ids(proc.image_token)
@@ -62,7 +70,14 @@ class Qwen2VLAdapter(BackboneAdapter):
     image_token = "<|vision_start|><|image_pad|><|vision_end|>"
     padding_side = "left"
     # Text attention q/k/v/o_proj and MLP down_proj (Qwen2.5-VL's vision MLP too); vision attention qkv/proj.
-    lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj", r"visual\.blocks\.\d+\.attn\.(?:qkv|proj)")
+    lora_targets = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "down_proj",
+        r"visual\.blocks\.\d+\.attn\.(?:qkv|proj)",
+    )
     skip_quantization = ("lm_head", "visual")
     per_image_keys = ("pixel_values", "image_grid_thw")
     placeholder_token = "<|image_pad|>"
@@ -88,7 +103,8 @@ class Qwen2VLAdapter(BackboneAdapter):
         except (ImportError, AttributeError, ValueError, OSError, RuntimeError):
             # No usable torchvision: the video processor cannot be built; images do not need it.
             processor = processor_without_video(
-                AutoImageProcessor.from_pretrained(str(path)), AutoTokenizer.from_pretrained(str(path)))
+                AutoImageProcessor.from_pretrained(str(path)), AutoTokenizer.from_pretrained(str(path))
+            )
         return self._configure_processor(processor)
 
     def select_images(self, inputs: dict[str, torch.Tensor], images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -96,8 +112,12 @@ class Qwen2VLAdapter(BackboneAdapter):
         grid = inputs["image_grid_thw"]
         sizes = grid.prod(dim=-1)
         starts = torch.cumsum(sizes, 0) - sizes
-        patches = torch.cat([torch.arange(int(starts[i]), int(starts[i] + sizes[i]), device=grid.device)
-                             for i in images.tolist()])
+        patches = torch.cat(
+            [
+                torch.arange(int(starts[i]), int(starts[i] + sizes[i]), device=grid.device)
+                for i in images.tolist()
+            ]
+        )
         return {"pixel_values": inputs["pixel_values"][patches], "image_grid_thw": grid[images]}
 
     def save_processor(self, processor: Any, out_dir: str | os.PathLike) -> None:
@@ -113,29 +133,57 @@ class Qwen2VLAdapter(BackboneAdapter):
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
         tok = build_tokenizer(
-            SPECIAL_TOKENS, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-            extra_attributes={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-                              "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"},
-            chat_template=CHAT_TEMPLATE, padding_side=self.padding_side,
+            SPECIAL_TOKENS,
+            eos_token="<|im_end|>",
+            pad_token="<|endoftext|>",
+            extra_attributes={
+                "image_token": "<|image_pad|>",
+                "video_token": "<|video_pad|>",
+                "vision_bos_token": "<|vision_start|>",
+                "vision_eos_token": "<|vision_end|>",
+            },
+            chat_template=CHAT_TEMPLATE,
+            padding_side=self.padding_side,
         )
         image_processor = Qwen2VLImageProcessorPil(
-            patch_size=8, merge_size=2, temporal_patch_size=2,
+            patch_size=8,
+            merge_size=2,
+            temporal_patch_size=2,
             size={"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS},
         )
-        ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+        ids: dict[str, int] = {t: int(tok.convert_tokens_to_ids(t)) for t in SPECIAL_TOKENS}  # type: ignore[arg-type]
         config = Qwen2VLConfig(
             text_config={
-                "vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
-                "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
-                "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"],
+                "vocab_size": len(tok),
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 4096,
+                "rope_parameters": {
+                    "rope_type": "default",
+                    "rope_theta": 1_000_000.0,
+                    "mrope_section": [2, 3, 3],
+                },
+                "bos_token_id": ids["<|endoftext|>"],
+                "eos_token_id": ids["<|im_end|>"],
+                "pad_token_id": ids["<|endoftext|>"],
             },
             vision_config={
-                "depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2, "patch_size": 8,
-                "spatial_merge_size": 2, "temporal_patch_size": 2,
+                "depth": 2,
+                "embed_dim": 32,
+                "hidden_size": 64,
+                "num_heads": 2,
+                "mlp_ratio": 2,
+                "patch_size": 8,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
             },
-            image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-            vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+            image_token_id=ids["<|image_pad|>"],
+            video_token_id=ids["<|video_pad|>"],
+            vision_start_token_id=ids["<|vision_start|>"],
+            vision_end_token_id=ids["<|vision_end|>"],
         )
         torch.manual_seed(seed)
         model = Qwen2VLForConditionalGeneration(config)

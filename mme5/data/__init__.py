@@ -5,5 +5,17 @@ from mme5.data.pipeline import MixtureDataset, ReaderPosition, read_shard
 from mme5.data.shardsets import ShardSet, expand_shards, resolve, shard_sizes
 from mme5.data.skips import DataError, SkipCounter, format_counts
 
-__all__ = ["DataError", "DemoSettings", "MixtureDataset", "ReaderPosition", "ShardDataModule", "ShardSet",
-           "SkipCounter", "expand_shards", "format_counts", "read_shard", "resolve", "shard_sizes"]
+__all__ = [
+    "DataError",
+    "DemoSettings",
+    "MixtureDataset",
+    "ReaderPosition",
+    "ShardDataModule",
+    "ShardSet",
+    "SkipCounter",
+    "expand_shards",
+    "format_counts",
+    "read_shard",
+    "resolve",
+    "shard_sizes",
+]

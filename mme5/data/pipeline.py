@@ -170,7 +170,8 @@ class ReaderPosition:
 
 
 def batches_for_worker(batches_per_rank: int, num_workers: int, worker: int) -> int:
-    """Batches that worker ``worker`` yields when batch ``b`` of a rank comes from worker ``b % num_workers``."""
+    """Batches that worker ``worker`` yields when batch ``b`` of a rank comes from worker
+    ``b % num_workers``."""
     return max(0, -(-(batches_per_rank - worker) // num_workers))
 
 
@@ -270,7 +271,7 @@ class MixtureDataset(IterableDataset):
                 skips,
                 s.label,
                 start=pos.sets[i],
-                expected=dict(zip(s.urls, s.sizes)),
+                expected=dict(zip(s.urls, s.sizes, strict=False)),
             )
             for i, s in enumerate(self.sets)
         ]
@@ -294,8 +295,9 @@ class MixtureDataset(IterableDataset):
                 failures[i] += 1
                 if failures[i] > self.max_consecutive_skips:
                     raise DataError(
-                        f"shard set '{self.sets[i].label}': {failures[i]} samples in a row could not be decoded "
-                        f"(shards {', '.join(streams[i].urls[:3])}{', ...' if len(streams[i].urls) > 3 else ''});"
+                        f"shard set '{self.sets[i].label}': {failures[i]} samples in a row could not be "
+                        f"decoded (shards {', '.join(streams[i].urls[:3])}"
+                        f"{', ...' if len(streams[i].urls) > 3 else ''});"
                         f" skipped so far: {format_counts(skips.total)}"
                     ) from None
                 continue
@@ -306,7 +308,7 @@ class MixtureDataset(IterableDataset):
                 examples = []
                 produced += 1
                 pos.batches += 1
-                pos.sets = [s.position for s in streams]
+                pos.sets = [(s.position[0], s.position[1]) for s in streams]
                 yield batch, {"position": pos.to_dict(), "skipped": skips.take_delta()}
 
 

@@ -51,10 +51,16 @@ class PositionTracker:
     def position_after(self, batches: int) -> dict[str, Any]:
         """This rank's state after ``batches`` batches of the current epoch were consumed."""
         if batches not in self.snapshots:
-            raise RuntimeError(f"no data position recorded after batch {batches} of epoch {self.epoch} "
-                               f"(recorded: {sorted(self.snapshots)[:3]}...)")
-        return {"epoch": self.epoch, "batches": batches, "workers": copy.deepcopy(self.snapshots[batches]),
-                "skips": dict(self.skips)}
+            raise RuntimeError(
+                f"no data position recorded after batch {batches} of epoch {self.epoch} "
+                f"(recorded: {sorted(self.snapshots)[:3]}...)"
+            )
+        return {
+            "epoch": self.epoch,
+            "batches": batches,
+            "workers": copy.deepcopy(self.snapshots[batches]),
+            "skips": dict(self.skips),
+        }
 
 
 class ResumableLoader:
@@ -65,8 +71,16 @@ class ResumableLoader:
     uninterrupted run would produce them.
     """
 
-    def __init__(self, dataset: MixtureDataset, plan_fn: Callable[[int | None], EpochPlan], tracker: PositionTracker,
-                 batches_per_rank: int, num_workers: int, prefetch_factor: int | None = 2, pin_memory: bool = False):
+    def __init__(
+        self,
+        dataset: MixtureDataset,
+        plan_fn: Callable[[int | None], EpochPlan],
+        tracker: PositionTracker,
+        batches_per_rank: int,
+        num_workers: int,
+        prefetch_factor: int | None = 2,
+        pin_memory: bool = False,
+    ):
         self.mixture = dataset  # not named `dataset`: Lightning would warn about an IterableDataset's len
         self.plan_fn = plan_fn
         self.tracker = tracker
@@ -98,9 +112,16 @@ class ResumableLoader:
         if plan.start_batch >= plan.batches_per_rank:
             return
         workers = plan.num_workers if self.num_workers > 0 else 0
-        loader = DataLoader(self.mixture, batch_size=None, num_workers=workers, collate_fn=_identity,
-                            worker_init_fn=worker_seed_init if workers else None, persistent_workers=False,
-                            prefetch_factor=self.prefetch_factor if workers else None, pin_memory=self.pin_memory)
+        loader = DataLoader(
+            self.mixture,
+            batch_size=None,
+            num_workers=workers,
+            collate_fn=_identity,
+            worker_init_fn=worker_seed_init if workers else None,
+            persistent_workers=False,
+            prefetch_factor=self.prefetch_factor if workers else None,
+            pin_memory=self.pin_memory,
+        )
         try:
             for batch, info in loader:
                 self.tracker.record(info)

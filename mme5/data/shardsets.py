@@ -115,7 +115,7 @@ def _remote_sizes(folder_url: str) -> dict[str, int]:
     try:
         with gopen(folder_url + "/" + SIZES_FILE, "rb") as f:
             return {str(k): int(v) for k, v in json.loads(f.read()).items()}
-    except Exception:  # noqa: BLE001 - any failure means "no sizes file there"; we count instead
+    except Exception:
         return {}
 
 
@@ -186,7 +186,7 @@ class ResolvedSet:
     @property
     def readable(self) -> list[str]:
         """The shards that hold samples (empty and unopenable ones are left out, and counted)."""
-        return [u for u, n in zip(self.urls, self.sizes) if n > 0]
+        return [u for u, n in zip(self.urls, self.sizes, strict=False) if n > 0]
 
 
 def resolve(sets: Sequence[ShardSet], write_sizes_files: bool = True) -> list[ResolvedSet]:
@@ -234,7 +234,8 @@ def deal_shards(rset: ResolvedSet, slots: int, seed: int, epoch: int, set_index:
     usable = [i for i, n in enumerate(rset.sizes) if n > 0]
     if len(usable) < slots:
         raise DataError(
-            f"shard set '{rset.label}' has {len(usable)} readable shard(s) but {slots} readers (ranks x workers) "
+            f"shard set '{rset.label}' has {len(usable)} readable shard(s) but {slots} readers "
+            f"(ranks x workers) "
             f"each need at least one in epoch mode: add shards, lower num_workers, or set resampled=True"
         )
     order = usable

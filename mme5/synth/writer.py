@@ -70,16 +70,23 @@ class ShardOutput:
             old = json.loads(path.read_text())
             diff = sorted(k for k in set(old) | set(run) if old.get(k) != run.get(k))
             if diff:
-                raise ValueError(f"output folder '{self.folder}' holds a run with a different configuration "
-                                 f"({', '.join(diff)} differ); use a new output_dir or set overwrite")
+                raise ValueError(
+                    f"output folder '{self.folder}' holds a run with a different configuration "
+                    f"({', '.join(diff)} differ); use a new output_dir or set overwrite"
+                )
         else:
             _atomic_json(path, run)
 
     def clear(self) -> None:
         """Remove a previous run's shards, records and report (``overwrite``)."""
-        for p in [*self.folder.glob(f"{self.prefix}-*.tar"), *self.progress.glob("unit-*.json"),
-                  self.folder / RUN_FILE, self.folder / "sizes.json", self.folder / "stats.json",
-                  self.folder / "stats.md"]:
+        for p in [
+            *self.folder.glob(f"{self.prefix}-*.tar"),
+            *self.progress.glob("unit-*.json"),
+            self.folder / RUN_FILE,
+            self.folder / "sizes.json",
+            self.folder / "stats.json",
+            self.folder / "stats.md",
+        ]:
             if p.exists():
                 p.unlink()
 
@@ -118,13 +125,17 @@ class ShardOutput:
         completion = sum(r.completion_tokens for r in recs)
         prompt = sum(r.prompt_tokens for r in recs)
         stats: dict[str, Any] = {
-            "accepted": accepted, "attempted": attempted, "shards": sum(1 for r in recs if r.accepted),
+            "accepted": accepted,
+            "attempted": attempted,
+            "shards": sum(1 for r in recs if r.accepted),
             "acceptance_rate": accepted / attempted if attempted else 0.0,
             "rejects": dict(totals["rejects"].most_common()),
             "by_task": dict(totals["by_task"].most_common()),
             "by_modality": dict(totals["by_modality"].most_common()),
             "by_lang": dict(totals["by_lang"].most_common()),
-            "prompt_tokens": prompt, "completion_tokens": completion, "generation_seconds": round(seconds, 3),
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "generation_seconds": round(seconds, 3),
             "samples_per_second": accepted / seconds if seconds else 0.0,
             "attempts_per_second": attempted / seconds if seconds else 0.0,
             "completion_tokens_per_second": completion / seconds if seconds else 0.0,
@@ -139,22 +150,29 @@ def _table(title: str, counts: dict[str, int], total: int) -> list[str]:
     lines = [f"### {title}", "", "| value | samples | share |", "| --- | ---: | ---: |"]
     for k, v in counts.items():
         lines.append(f"| {k} | {v} | {v / total:.1%} |" if total else f"| {k} | {v} | - |")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def render_markdown(stats: dict[str, Any]) -> str:
     """The stats report as markdown tables."""
     a, n = stats["accepted"], stats["attempted"]
     lines = [
-        "# Synthesis report", "",
+        "# Synthesis report",
+        "",
         f"- accepted {a} of {n} attempts ({stats['acceptance_rate']:.1%}) in {stats['shards']} shard(s)",
-        (f"- {stats['samples_per_second']:.3f} accepted samples/s, {stats['attempts_per_second']:.3f} attempts/s, "
-         f"{stats['completion_tokens_per_second']:.1f} generated tokens/s over {stats['generation_seconds']:.1f} s"),
+        (
+            f"- {stats['samples_per_second']:.3f} accepted samples/s, "
+            f"{stats['attempts_per_second']:.3f} attempts/s, "
+            f"{stats['completion_tokens_per_second']:.1f} generated tokens/s "
+            f"over {stats['generation_seconds']:.1f} s"
+        ),
         f"- tokens: {stats['prompt_tokens']} prompt, {stats['completion_tokens']} generated",
     ]
     if "backend_start_seconds" in stats:
-        lines.append(f"- backend start (model load / engine start, not in the rates): "
-                     f"{stats['backend_start_seconds']:.1f} s")
+        lines.append(
+            f"- backend start (model load / engine start, not in the rates): "
+            f"{stats['backend_start_seconds']:.1f} s"
+        )
     lines.append("")
     lines += _table("Rejects by reason", stats["rejects"], n)
     lines += _table("By task", stats["by_task"], a)

@@ -27,8 +27,10 @@ def photo(name: str = "astronaut", size: tuple[int, int] | None = None) -> Image
 
 def mixed_sides() -> list[Side]:
     return [
-        Side(f"{PUBLIC_IMAGE_TOKEN}\nRepresent the given image with the following question: what is this?",
-             photo("astronaut")),
+        Side(
+            f"{PUBLIC_IMAGE_TOKEN}\nRepresent the given image with the following question: what is this?",
+            photo("astronaut"),
+        ),
         Side("Find me an everyday image that matches the given caption: a cup of coffee"),
         Side("Zdjęcie kota. Кошка. 一只猫。고양이. Köpek.", photo("chelsea", (70, 45))),
         Side(None, photo("coffee", (40, 90))),
@@ -46,12 +48,16 @@ def tiny(request):
 
 # ---- formatting ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("cls", ADAPTERS, ids=lambda c: c.family)
 def test_format_text_rewrites_places_and_strips_image_tokens(cls):
     ad = cls()
     img = photo("camera", (8, 8))
     tok = ad.image_token
-    assert ad.format_text(Side(f"{PUBLIC_IMAGE_TOKEN}\nRepresent the image.", img)) == f"{tok}\nRepresent the image."
+    assert (
+        ad.format_text(Side(f"{PUBLIC_IMAGE_TOKEN}\nRepresent the image.", img))
+        == f"{tok}\nRepresent the image."
+    )
     assert ad.format_text(Side("A caption", img)) == f"{tok}\nA caption"
     assert ad.format_text(Side(None, img)) == tok
     assert ad.format_text(Side("", img)) == tok
@@ -72,6 +78,7 @@ def test_image_tokens_per_family():
 
 # ---- choosing an adapter ---------------------------------------------------------------------------
 
+
 def test_unknown_model_type_is_one_clear_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(BackboneError, match=r"unsupported model_type 'bert'.*mllama.*llava") as info:
@@ -82,7 +89,7 @@ def test_unknown_model_type_is_one_clear_error(tmp_path):
 def test_missing_path_is_one_clear_error(tmp_path):
     with pytest.raises(BackboneError, match=r"'.*nowhere' not found.*supported model types: mllama"):
         get_adapter(str(tmp_path / "nowhere"))
-    with pytest.raises(BackboneError, match="no config.json"):
+    with pytest.raises(BackboneError, match=r"no config\.json"):
         get_adapter(str(tmp_path))
     with pytest.raises(BackboneError, match="tiny twins: tiny-mllama"):
         get_adapter("tiny-gpt")
@@ -95,6 +102,7 @@ def test_folder_is_chosen_by_model_type(tiny):
 
 
 # ---- tiny twins ------------------------------------------------------------------------------------
+
 
 def test_tiny_twin_is_cached_reused_and_rebuilt_on_version_change(tmp_path, monkeypatch):
     monkeypatch.setenv("MME5_CACHE", str(tmp_path))
@@ -110,7 +118,9 @@ def test_tiny_twin_is_cached_reused_and_rebuilt_on_version_change(tmp_path, monk
     info.write_text(json.dumps(meta))
     assert get_adapter("tiny-llava").path == first
     assert json.loads(info.read_text())["version"] == LlavaAdapter.tiny_version
-    assert [p.name for p in (tmp_path / "tiny").iterdir()] == [f"llava-v{LlavaAdapter.tiny_version}"]  # no temp dirs left behind
+    assert [p.name for p in (tmp_path / "tiny").iterdir()] == [
+        f"llava-v{LlavaAdapter.tiny_version}"
+    ]  # no temp dirs left behind
 
 
 def test_tiny_twin_is_deterministic_from_seed(tmp_path):
@@ -146,10 +156,22 @@ def test_tiny_twin_loads_like_a_real_checkpoint(tiny):
 
 
 def test_offline_tokenizer_covers_demo_languages():
-    tok = build_tokenizer(["<s>", "</s>", "<image>"], bos_token="<s>", eos_token="</s>",
-                          extra_attributes={"image_token": "<image>"})
-    samples = ["Il cane corre nel parco", "Собака бежит по парку", "两只狗在雪地里玩耍", "Pies biegnie, żółć",
-               "Köpek parkta koşuyor, ışık", "개가 공원에서 뛰고 있습니다", "¿Dónde está la estación?", "unseen: ÆØÅ ☃"]
+    tok = build_tokenizer(
+        ["<s>", "</s>", "<image>"],
+        bos_token="<s>",
+        eos_token="</s>",
+        extra_attributes={"image_token": "<image>"},
+    )
+    samples = [
+        "Il cane corre nel parco",
+        "Собака бежит по парку",
+        "两只狗在雪地里玩耍",
+        "Pies biegnie, żółć",
+        "Köpek parkta koşuyor, ışık",
+        "개가 공원에서 뛰고 있습니다",
+        "¿Dónde está la estación?",
+        "unseen: ÆØÅ ☃",
+    ]
     for text in samples:
         ids = tok(text, add_special_tokens=False)["input_ids"]
         assert tok.decode(ids) == text
@@ -166,7 +188,12 @@ def test_lora_targets_exist_in_the_model(tiny):
     for pattern in adapter.lora_targets:
         assert matching_modules(model, adapter.lora_target_regex([pattern])), pattern
     joined = " ".join(names)
-    vision = {"mllama": "vision_model", "llava": "vision_tower", "llava_next": "vision_tower", "qwen2_vl": "visual"}
+    vision = {
+        "mllama": "vision_model",
+        "llava": "vision_tower",
+        "llava_next": "vision_tower",
+        "qwen2_vl": "visual",
+    }
     assert vision[adapter.family] in joined and "language_model" in joined and "down_proj" in joined
     if adapter.family == "mllama":
         assert "cross_attn.q_proj" in joined and "cross_attn.o_proj" in joined
@@ -174,6 +201,7 @@ def test_lora_targets_exist_in_the_model(tiny):
 
 
 # ---- inputs and forward ----------------------------------------------------------------------------
+
 
 def test_mixed_batch_forward_backward(tiny):
     adapter, processor, model = tiny
@@ -184,7 +212,12 @@ def test_mixed_batch_forward_backward(tiny):
     hidden = adapter.last_hidden_state(model, inputs)
     assert hidden.shape[:2] == inputs["input_ids"].shape and torch.isfinite(hidden).all()
     (hidden * torch.randn_like(hidden)).sum().backward()
-    vision = {"mllama": "vision_model", "llava": "vision_tower", "llava_next": "vision_tower", "qwen2_vl": "visual"}
+    vision = {
+        "mllama": "vision_model",
+        "llava": "vision_tower",
+        "llava_next": "vision_tower",
+        "qwen2_vl": "visual",
+    }
     vision_grads = [p.grad for n, p in model.named_parameters() if vision[adapter.family] in n]
     assert any(g is not None and g.abs().sum() > 0 for g in vision_grads)
 
@@ -205,7 +238,10 @@ def test_text_only_row_of_a_mixed_batch_matches_a_text_only_batch(tiny):
 
 def test_all_text_and_all_image_batches(tiny):
     adapter, processor, model = tiny
-    for sides in ([Side("only text"), Side("more text here")], [Side(None, photo()), Side("x", photo("coffee"))]):
+    for sides in (
+        [Side("only text"), Side("more text here")],
+        [Side(None, photo()), Side("x", photo("coffee"))],
+    ):
         inputs = adapter.build_inputs(processor, sides, max_length=16)
         with torch.no_grad():
             assert torch.isfinite(adapter.last_hidden_state(model, inputs)).all()
@@ -217,7 +253,8 @@ def test_max_length_bounds_text_tokens_and_keeps_the_image(tiny):
     text_only = adapter.build_inputs(processor, [Side(long_text)], max_length=20)
     assert text_only["input_ids"].shape[1] <= 20 + 2  # plus the family's BOS
     image_id = processor.tokenizer.convert_tokens_to_ids(
-        "<|image_pad|>" if adapter.family == "qwen2_vl" else adapter.image_token)
+        "<|image_pad|>" if adapter.family == "qwen2_vl" else adapter.image_token
+    )
     for max_length in (20, 1):
         for text in (long_text, f"{long_text} {PUBLIC_IMAGE_TOKEN} {long_text}"):
             with_image = adapter.build_inputs(processor, [Side(text, photo())], max_length=max_length)
@@ -246,7 +283,7 @@ def test_qwen2_vl_processor_without_torchvision_expands_image_tokens():
     sides = [Side("a", photo("astronaut")), Side("text only"), Side(None, photo("coffee", (100, 40)))]
     inputs = adapter.build_inputs(processor, sides, max_length=16)
     pad_id = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    merge = processor.image_processor.merge_size ** 2
+    merge = processor.image_processor.merge_size**2
     per_image = (inputs["image_grid_thw"].prod(dim=1) // merge).tolist()
     per_row = (inputs["input_ids"] == pad_id).sum(dim=1).tolist()
     assert per_row == [per_image[0], 0, per_image[1]]
@@ -270,11 +307,22 @@ def test_qwen2_5_vl_checkpoint_uses_the_qwen_adapter(tmp_path):
     qwen2 = AutoConfig.from_pretrained(tiny)
     config = Qwen2_5_VLConfig(
         text_config=qwen2.text_config.to_dict(),
-        vision_config={"depth": 2, "hidden_size": 32, "out_hidden_size": 64, "intermediate_size": 64, "num_heads": 2,
-                           "patch_size": 8, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 32,
-                           "fullatt_block_indexes": [1]},
-        image_token_id=qwen2.image_token_id, video_token_id=qwen2.video_token_id,
-        vision_start_token_id=qwen2.vision_start_token_id, vision_end_token_id=qwen2.vision_end_token_id,
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "out_hidden_size": 64,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": 8,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 32,
+            "fullatt_block_indexes": [1],
+        },
+        image_token_id=qwen2.image_token_id,
+        video_token_id=qwen2.video_token_id,
+        vision_start_token_id=qwen2.vision_start_token_id,
+        vision_end_token_id=qwen2.vision_end_token_id,
     )
     torch.manual_seed(0)
     Qwen2_5_VLForConditionalGeneration(config).save_pretrained(tmp_path)
@@ -293,7 +341,7 @@ def test_qwen2_5_vl_checkpoint_uses_the_qwen_adapter(tmp_path):
 def test_qwen2_vl_fallback_processor_equals_the_full_processor():
     try:
         import torchvision  # noqa: F401
-    except Exception:  # noqa: BLE001 - a broken torchvision fails in many ways
+    except Exception:
         pytest.skip("torchvision does not import here: the full Qwen2-VL processor cannot be built")
     from transformers import AutoProcessor
 
@@ -303,7 +351,8 @@ def test_qwen2_vl_fallback_processor_equals_the_full_processor():
     full = adapter.load_processor(adapter.path)
     assert hasattr(full, "video_processor")
     fallback = adapter._configure_processor(
-        processor_without_video(full.image_processor, full.tokenizer, full.chat_template))
+        processor_without_video(full.image_processor, full.tokenizer, full.chat_template)
+    )
     sides = mixed_sides()
     a = adapter.build_inputs(full, sides, max_length=32)
     b = adapter.build_inputs(fallback, sides, max_length=32)
@@ -321,8 +370,12 @@ def test_mllama_mixed_batch_matches_the_pil_processor_on_the_whole_batch():
     sides = mixed_sides()
     ours = adapter.build_inputs(processor, sides, max_length=64)
     texts = [adapter.format_text(s) for s in sides]
-    whole = processor(text=texts, images=[[s.load_image()] if s.has_image else [] for s in sides],
-                      padding=True, return_tensors="pt")
+    whole = processor(
+        text=texts,
+        images=[[s.load_image()] if s.has_image else [] for s in sides],
+        padding=True,
+        return_tensors="pt",
+    )
     assert ours.keys() == set(whole.keys())
     for key in ours:
         torch.testing.assert_close(ours[key], whole[key], msg=key)
@@ -336,7 +389,9 @@ def test_select_rows_gives_the_rows_of_the_whole_batch(tiny):
         whole = adapter.last_hidden_state(model, inputs)
         for rows in (slice(0, 2), slice(2, 5), [4, 1], [3], [1, 4]):  # [1, 4]: text-only rows alone
             part = adapter.select_rows(inputs, rows)
-            assert all(v.shape[0] == len(whole[rows]) for k, v in part.items() if k not in adapter.per_image_keys)
+            assert all(
+                v.shape[0] == len(whole[rows]) for k, v in part.items() if k not in adapter.per_image_keys
+            )
             h = adapter.last_hidden_state(model, part)
             mask = part["attention_mask"].bool()
             torch.testing.assert_close(h[mask], whole[rows][mask], atol=1e-5, rtol=1e-4)

@@ -25,12 +25,17 @@ def example(i: int, negatives: int, image_query: bool = True) -> Example:
     names = ["astronaut", "coffee", "chelsea", "rocket", "camera", "horse"]
     return Example(
         id=f"ex{i}",
-        query=Side(f"query {i}: what is in the picture?", image_bytes=jpeg(names[i % 6]) if image_query else None),
+        query=Side(
+            f"query {i}: what is in the picture?", image_bytes=jpeg(names[i % 6]) if image_query else None
+        ),
         positive=Side(f"positive answer {i}"),
-        negatives=[Side(f"negative {i}.{j}", image_bytes=jpeg(names[(i + j) % 6]) if j % 2 else None)
-                   for j in range(negatives)],
+        negatives=[
+            Side(f"negative {i}.{j}", image_bytes=jpeg(names[(i + j) % 6]) if j % 2 else None)
+            for j in range(negatives)
+        ],
         instruction="Represent the given image with the following question:",
-        task="vqa", modality="IT2T",
+        task="vqa",
+        modality="IT2T",
     )
 
 
@@ -49,7 +54,7 @@ def test_batch_layout_and_negative_padding(collator: Collator):
     expected = [ex.candidate_sides()[0] for ex in examples]
     expected += examples[0].candidate_sides()[1:]
     expected += [examples[1].candidate_sides()[1]] * 3
-    expected += examples[2].candidate_sides()[1:] + [examples[2].candidate_sides()[2]]
+    expected += [*examples[2].candidate_sides()[1:], examples[2].candidate_sides()[2]]
     assert batch["candidate_ids"].dtype == torch.long
     assert batch["candidate_ids"].tolist() == [s.content_id() for s in expected]
     # Two query images and the image negatives (odd positions) reach the processor.
@@ -90,7 +95,7 @@ def test_collator_pickles_and_works_in_a_fresh_copy(collator: Collator):
 def test_unreadable_image_names_the_example(collator: Collator):
     bad = example(5, 1)
     bad.query.image_bytes = b"not an image at all"
-    with pytest.raises(RecordError, match="example 'ex5'.*cannot decode image") as info:
+    with pytest.raises(RecordError, match=r"example 'ex5'.*cannot decode image") as info:
         collator([example(0, 1), bad])
     assert info.value.reason == "image_decode"
 

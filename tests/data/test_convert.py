@@ -10,11 +10,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tests.helpers.shard_fixtures import png_bytes
 
-from mme5.data.convert import STATE_FILE, ConvertError, convert, parse_list, source_name
 from mme5.data import ShardDataModule, ShardSet
+from mme5.data.convert import STATE_FILE, ConvertError, convert, parse_list, source_name
 from mme5.records import PUBLIC_IMAGE_TOKEN, ShardSetWriter, decode_sample, iter_shard, read_sizes
+from tests.helpers.shard_fixtures import png_bytes
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "convert.py"
 
@@ -28,31 +28,80 @@ def _write_inputs(root: Path) -> tuple[Path, Path, list[dict]]:
     tok = PUBLIC_IMAGE_TOKEN
     rows = [
         # image query, text positive, two literal-list negatives padded to 3
-        {"qry": f"{tok}\nRepresent the given image for classification", "qry_image_path": "sub/0.png",
-         "pos_text": "cat", "pos_image_path": "", "neg_text": "['dog', \"fox's den\"]", "neg_image_path": "['', '']"},
+        {
+            "qry": f"{tok}\nRepresent the given image for classification",
+            "qry_image_path": "sub/0.png",
+            "pos_text": "cat",
+            "pos_image_path": "",
+            "neg_text": "['dog', \"fox's den\"]",
+            "neg_image_path": "['', '']",
+        },
         # text query, image positive, image negatives (list column written as a literal string)
-        {"qry": "Find me an everyday image that matches the given caption: a red bus", "qry_image_path": "",
-         "pos_text": f"{tok}\nRepresent the given image.", "pos_image_path": "sub/1.png",
-         "neg_text": "['<|image_1|>\\nRepresent the given image.']", "neg_image_path": "['sub/2.png']"},
+        {
+            "qry": "Find me an everyday image that matches the given caption: a red bus",
+            "qry_image_path": "",
+            "pos_text": f"{tok}\nRepresent the given image.",
+            "pos_image_path": "sub/1.png",
+            "neg_text": "['<|image_1|>\\nRepresent the given image.']",
+            "neg_image_path": "['sub/2.png']",
+        },
         # no negatives at all
-        {"qry": "q3", "qry_image_path": None, "pos_text": "p3", "pos_image_path": None, "neg_text": "[]",
-         "neg_image_path": "[]"},
+        {
+            "qry": "q3",
+            "qry_image_path": None,
+            "pos_text": "p3",
+            "pos_image_path": None,
+            "neg_text": "[]",
+            "neg_image_path": "[]",
+        },
         # missing image file -> skipped
-        {"qry": "q4", "qry_image_path": "sub/nope.png", "pos_text": "p4", "pos_image_path": "", "neg_text": "[]",
-         "neg_image_path": "[]"},
+        {
+            "qry": "q4",
+            "qry_image_path": "sub/nope.png",
+            "pos_text": "p4",
+            "pos_image_path": "",
+            "neg_text": "[]",
+            "neg_image_path": "[]",
+        },
         # not an image -> skipped
-        {"qry": "q5", "qry_image_path": "sub/broken.jpg", "pos_text": "p5", "pos_image_path": "",
-         "neg_text": "[]", "neg_image_path": "[]"},
+        {
+            "qry": "q5",
+            "qry_image_path": "sub/broken.jpg",
+            "pos_text": "p5",
+            "pos_image_path": "",
+            "neg_text": "[]",
+            "neg_image_path": "[]",
+        },
         # a neg list that is code, not a literal -> skipped, never executed
-        {"qry": "q6", "qry_image_path": "", "pos_text": "p6", "pos_image_path": "",
-         "neg_text": "[__import__('os').system('touch PWNED')]", "neg_image_path": "[]"},
+        {
+            "qry": "q6",
+            "qry_image_path": "",
+            "pos_text": "p6",
+            "pos_image_path": "",
+            "neg_text": "[__import__('os').system('touch PWNED')]",
+            "neg_image_path": "[]",
+        },
         # empty positive -> skipped
-        {"qry": "q7", "qry_image_path": "", "pos_text": "", "pos_image_path": "", "neg_text": "[]",
-         "neg_image_path": "[]"},
+        {
+            "qry": "q7",
+            "qry_image_path": "",
+            "pos_text": "",
+            "pos_image_path": "",
+            "neg_text": "[]",
+            "neg_image_path": "[]",
+        },
     ]
-    rows += [{"qry": f"bulk {i}", "qry_image_path": f"sub/{i % 6}.png", "pos_text": f"pos {i}",
-              "pos_image_path": "", "neg_text": f"['n{i}a', 'n{i}b', 'n{i}c', 'n{i}d']", "neg_image_path": "[]"}
-             for i in range(13)]
+    rows += [
+        {
+            "qry": f"bulk {i}",
+            "qry_image_path": f"sub/{i % 6}.png",
+            "pos_text": f"pos {i}",
+            "pos_image_path": "",
+            "neg_text": f"['n{i}a', 'n{i}b', 'n{i}c', 'n{i}d']",
+            "neg_image_path": "[]",
+        }
+        for i in range(13)
+    ]
     folder = root / "MMEB-train" / "VOC2007"
     folder.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), folder / "original-00000-of-00001.parquet", row_group_size=5)
@@ -81,19 +130,26 @@ def test_round_trip_counts_and_reads_back(tmp_path):
     assert not (tmp_path / "PWNED").exists()
     out = tmp_path / "out" / "VOC2007"
     assert read_sizes(out) == {f"VOC2007-{i:06d}.tar": 4 for i in range(4)}
-    examples = {ex.id: ex for shard in sorted(out.glob("*.tar")) for ex in map(decode_sample, iter_shard(shard))}
+    examples = {
+        ex.id: ex for shard in sorted(out.glob("*.tar")) for ex in map(decode_sample, iter_shard(shard))
+    }
     first, second, third = examples["VOC2007-0"], examples["VOC2007-1"], examples["VOC2007-2"]
     assert first.query.text.startswith(PUBLIC_IMAGE_TOKEN) and first.instruction is None
-    assert first.query.image_bytes == (images / "sub" / "0.png").read_bytes() and first.query.image_ext == "png"
+    assert (
+        first.query.image_bytes == (images / "sub" / "0.png").read_bytes() and first.query.image_ext == "png"
+    )
     assert [n.text for n in first.negatives] == ["dog", "fox's den", "fox's den"]  # padded with the last
     assert first.task == "classification" and first.modality == "IT2T" and first.source == "VOC2007"
-    assert second.modality == "T2IT" and [n.image_bytes for n in second.negatives] == [
-        (images / "sub" / "2.png").read_bytes()] * 3
+    assert (
+        second.modality == "T2IT"
+        and [n.image_bytes for n in second.negatives] == [(images / "sub" / "2.png").read_bytes()] * 3
+    )
     assert third.negatives == []
     assert [n.text for n in examples["VOC2007-19"].negatives] == ["n12a", "n12b", "n12c"]  # cut to 3
     # the DataModule reads the converted set
-    dm = ShardDataModule(train=[ShardSet(str(out))], batch_size=4, num_workers=0,
-                         collate_fn=lambda exs: [e.id for e in exs])
+    dm = ShardDataModule(
+        train=[ShardSet(str(out))], batch_size=4, num_workers=0, collate_fn=lambda exs: [e.id for e in exs]
+    )
     dm.setup("fit")
     assert sorted(i for b in dm.loader(rank=0, world_size=1) for i in b) == sorted(examples)
 
@@ -117,27 +173,50 @@ def test_resume_continues_after_the_last_complete_shard(tmp_path, monkeypatch):
     monkeypatch.undo()
     state = json.loads((out / "VOC2007" / STATE_FILE).read_text())
     assert (state["next_shard"], state["rows_done"], state["complete"]) == (2, 12, False)
-    assert sorted(p.name for p in (out / "VOC2007").glob("*.tar")) == ["VOC2007-000000.tar", "VOC2007-000001.tar"]
+    assert sorted(p.name for p in (out / "VOC2007").glob("*.tar")) == [
+        "VOC2007-000000.tar",
+        "VOC2007-000001.tar",
+    ]
     [again] = convert([inputs], out, str(images), samples_per_shard=4, progress=False)
     assert again.resumed_from_row == 12 and again.balanced
-    assert (again.samples_out, again.skipped, again.shards) == (whole.samples_out, whole.skipped, whole.shards)
+    assert (again.samples_out, again.skipped, again.shards) == (
+        whole.samples_out,
+        whole.skipped,
+        whole.shards,
+    )
     for i in range(4):
         name = f"VOC2007-{i:06d}.tar"
-        assert [s["json"] for s in iter_shard(out / "VOC2007" / name)] == \
-               [s["json"] for s in iter_shard(tmp_path / "whole" / "VOC2007" / name)]
+        assert [s["json"] for s in iter_shard(out / "VOC2007" / name)] == [
+            s["json"] for s in iter_shard(tmp_path / "whole" / "VOC2007" / name)
+        ]
     [done] = convert([inputs], out, str(images), samples_per_shard=4, progress=False)
     assert done.complete and done.resumed_from_row == done.rows_in
 
 
 def test_cli_and_clear_errors(tmp_path):
     inputs, images, _ = _write_inputs(tmp_path)
-    run = subprocess.run([sys.executable, str(TOOL), str(inputs), str(tmp_path / "cli"), "--image_root",
-                          str(images), "--samples_per_shard", "8", "--progress", "false"],
-                         capture_output=True, text=True, timeout=120, check=False)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(TOOL),
+            str(inputs),
+            str(tmp_path / "cli"),
+            "--image_root",
+            str(images),
+            "--samples_per_shard",
+            "8",
+            "--progress",
+            "false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     assert "VOC2007: rows in 20 = samples out 16 + skipped 4" in run.stdout
-    with pytest.raises(ConvertError, match="input 'nowhere.parquet' does not exist"):
+    with pytest.raises(ConvertError, match=r"input 'nowhere\.parquet' does not exist"):
         convert(["nowhere.parquet"], tmp_path / "x")
     pq.write_table(pa.Table.from_pylist([{"query": "q"}]), tmp_path / "wrong.parquet")
-    with pytest.raises(ConvertError, match="lacks column.*qry_image_path"):
+    with pytest.raises(ConvertError, match=r"lacks column.*qry_image_path"):
         convert([tmp_path / "wrong.parquet"], tmp_path / "x", progress=False)

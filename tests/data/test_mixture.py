@@ -6,14 +6,20 @@ import json
 from collections import Counter
 
 import pytest
-from tests.helpers.shard_fixtures import list_collate, write_set
 
 from mme5.data import DataError, ShardDataModule, ShardSet
+from tests.helpers.shard_fixtures import list_collate, write_set
 
 
 def _module(sets, **kw) -> ShardDataModule:
-    kw = {"batch_size": 3, "num_workers": 2, "collate_fn": list_collate, "shuffle_buffer": 4,
-          "shuffle_shards": 2, **kw}
+    kw = {
+        "batch_size": 3,
+        "num_workers": 2,
+        "collate_fn": list_collate,
+        "shuffle_buffer": 4,
+        "shuffle_shards": 2,
+        **kw,
+    }
     dm = ShardDataModule(train=sets, **kw)
     dm.prepare_data()
     dm.setup("fit")
@@ -51,15 +57,19 @@ def test_sizes_json_is_counted_and_written_when_missing(tmp_path):
     assert not (tmp_path / "n" / "sizes.json").exists()
     dm = _module([ShardSet(spec)])
     assert json.loads((tmp_path / "n" / "sizes.json").read_text()) == {
-        "n-000000.tar": 4, "n-000001.tar": 5, "n-000002.tar": 6}
+        "n-000000.tar": 4,
+        "n-000001.tar": 5,
+        "n-000002.tar": 6,
+    }
     assert dm.samples_per_epoch == 15 and len(dm.loader(rank=0, world_size=1)) == 5
 
 
 def test_mixture_follows_weights(tmp_path):
     a = write_set(tmp_path / "a", "a", 2, 20)
     b = write_set(tmp_path / "b", "b", 2, 20)
-    dm = _module([ShardSet(a, 1.0), ShardSet(b, 3.0)], num_workers=0, resampled=True, epoch_samples=600,
-                 batch_size=10)
+    dm = _module(
+        [ShardSet(a, 1.0), ShardSet(b, 3.0)], num_workers=0, resampled=True, epoch_samples=600, batch_size=10
+    )
     ids = [i for batch in _epoch(dm, 0, 1) for i in batch]
     share_b = Counter(i[0] for i in ids)["b"] / len(ids)
     assert len(ids) == 600 and abs(share_b - 0.75) < 0.05, share_b
@@ -68,7 +78,9 @@ def test_mixture_follows_weights(tmp_path):
 def test_fewer_shards_than_readers_is_an_error_unless_resampled(tmp_path):
     spec = write_set(tmp_path / "f", "f", 3, 4)
     dm = _module([ShardSet(spec)])
-    with pytest.raises(DataError, match=r"'.*f-\{000000..000002\}.tar' has 3 readable shard\(s\) but 4 readers"):
+    with pytest.raises(
+        DataError, match=r"'.*f-\{000000..000002\}.tar' has 3 readable shard\(s\) but 4 readers"
+    ):
         dm.loader(rank=0, world_size=2)
     dm = _module([ShardSet(spec)], resampled=True)
     assert len(_epoch(dm, 1, 2)) == 2
@@ -98,5 +110,7 @@ def test_glob_and_joined_specs(tmp_path):
     write_set(tmp_path / "g" / "two", "two", 1, 3)
     dm = _module([ShardSet(f"{tmp_path}/g/*/*.tar")], num_workers=0, batch_size=3)
     assert len([i for b in _epoch(dm, 0, 1) for i in b]) == 9
-    dm = _module([ShardSet(f"{tmp_path}/g/one/one-000000.tar::{tmp_path}/g/two/two-000000.tar")], num_workers=0)
+    dm = _module(
+        [ShardSet(f"{tmp_path}/g/one/one-000000.tar::{tmp_path}/g/two/two-000000.tar")], num_workers=0
+    )
     assert sorted(i[:3] for b in _epoch(dm, 0, 1) for i in b) == ["one"] * 3 + ["two"] * 3

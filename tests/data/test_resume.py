@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from mme5.data import DataError, ShardDataModule, ShardSet
 from tests.helpers import repo_env
 from tests.helpers.resume_fit import make_datamodule
 from tests.helpers.shard_fixtures import list_collate, write_set
-
-from mme5.data import DataError, ShardDataModule, ShardSet
-
 
 
 def _mixture(tmp_path: Path) -> list[ShardSet]:
@@ -24,8 +23,15 @@ def _mixture(tmp_path: Path) -> list[ShardSet]:
 
 
 def _module(sets, **kw) -> ShardDataModule:
-    kw = {"batch_size": 3, "num_workers": 2, "collate_fn": list_collate, "shuffle_buffer": 4, "shuffle_shards": 2,
-          "seed": 3, **kw}
+    kw = {
+        "batch_size": 3,
+        "num_workers": 2,
+        "collate_fn": list_collate,
+        "shuffle_buffer": 4,
+        "shuffle_shards": 2,
+        "seed": 3,
+        **kw,
+    }
     return ShardDataModule(train=sets, **kw)
 
 
@@ -59,9 +65,25 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 def _fit(tmp_path: Path, sets: list[ShardSet], out: str, *extra: str) -> subprocess.CompletedProcess:
     specs = [f"{s.shards}:{s.weight}" for s in sets]
-    cmd = [sys.executable, "-m", "tests.helpers.resume_fit", "--shards", *specs, "--out", str(tmp_path / out), *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False,
-                          env=repo_env(dict(os.environ)))
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.helpers.resume_fit",
+        "--shards",
+        *specs,
+        "--out",
+        str(tmp_path / out),
+        *extra,
+    ]
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        check=False,
+        env=repo_env(dict(os.environ)),
+    )
 
 
 def _ids(path: Path) -> list[tuple[int, int, str]]:
@@ -87,15 +109,22 @@ def test_sigkill_mid_epoch_then_resume_sees_the_same_batches(tmp_path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert (tmp_path / "ck" / "epoch=0-step=8.ckpt").exists()
     assert not (tmp_path / "ck" / "epoch=0-step=12.ckpt").exists()
-    resumed = _fit(tmp_path, sets, "resumed.txt", "--ckpt-dir", str(tmp_path / "ck"),
-                   "--resume", str(tmp_path / "ck" / "last.ckpt"))
+    resumed = _fit(
+        tmp_path,
+        sets,
+        "resumed.txt",
+        "--ckpt-dir",
+        str(tmp_path / "ck"),
+        "--resume",
+        str(tmp_path / "ck" / "last.ckpt"),
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "not resumable" not in resumed.stderr
 
     before, after = _ids(tmp_path / "killed.txt"), _ids(tmp_path / "resumed.txt")
-    assert before == reference[:10]            # the killed run got as far as step 10
-    assert after[0][0] == 8                    # resumed from the step-8 checkpoint, mid-epoch 0 ...
-    assert after == reference[8:]              # ... and saw exactly the same batches, across the epoch end
+    assert before == reference[:10]  # the killed run got as far as step 10
+    assert after[0][0] == 8  # resumed from the step-8 checkpoint, mid-epoch 0 ...
+    assert after == reference[8:]  # ... and saw exactly the same batches, across the epoch end
 
 
 @pytest.mark.slow
@@ -125,8 +154,17 @@ def test_ddp_ranks_match_single_process_and_resume(tmp_path):
     state = torch.load(tmp_path / "ck" / "epoch=0-step=4.ckpt", weights_only=False)["ShardDataModule"]
     assert state["world_size"] == 2 and [r["batches"] for r in state["ranks"]] == [4, 4]
 
-    resumed = _fit(tmp_path, sets, "ddp_resumed.txt", "--ckpt-dir", str(tmp_path / "ck2"), "--devices", "2",
-                   "--resume", str(tmp_path / "ck" / "epoch=0-step=4.ckpt"))
+    resumed = _fit(
+        tmp_path,
+        sets,
+        "ddp_resumed.txt",
+        "--ckpt-dir",
+        str(tmp_path / "ck2"),
+        "--devices",
+        "2",
+        "--resume",
+        str(tmp_path / "ck" / "epoch=0-step=4.ckpt"),
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for rank in range(2):
         assert _ids(tmp_path / f"ddp_resumed.txt.rank{rank}") == reference[rank][4:], rank
@@ -140,9 +178,18 @@ def test_resume_from_the_checkpoint_at_the_end_of_an_epoch(tmp_path):
     loader = dm.loader(rank=0, world_size=1)
     loader.set_epoch(1)
     epoch1 = [(20 + i, 1, ",".join(batch)) for i, batch in enumerate(loader)]
-    first = _fit(tmp_path, sets, "first.txt", "--ckpt-dir", str(tmp_path / "ck"), "--every", "20", "--epochs", "1")
+    first = _fit(
+        tmp_path, sets, "first.txt", "--ckpt-dir", str(tmp_path / "ck"), "--every", "20", "--epochs", "1"
+    )
     assert first.returncode == 0, first.stderr[-3000:]
-    resumed = _fit(tmp_path, sets, "resumed.txt", "--ckpt-dir", str(tmp_path / "ck"),
-                   "--resume", str(tmp_path / "ck" / "epoch=0-step=20.ckpt"))
+    resumed = _fit(
+        tmp_path,
+        sets,
+        "resumed.txt",
+        "--ckpt-dir",
+        str(tmp_path / "ck"),
+        "--resume",
+        str(tmp_path / "ck" / "epoch=0-step=20.ckpt"),
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _ids(tmp_path / "resumed.txt") == epoch1

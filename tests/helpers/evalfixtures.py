@@ -25,8 +25,14 @@ from mme5.records import Side
 INSTR_CLS = "<|image_1|>\nRepresent the given image for classification"
 INSTR_IMG = "<|image_1|>\nRepresent the given image."
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry")
-LABELS = {"astronaut": "astronaut in a suit", "coffee": "cup of coffee", "chelsea": "tabby cat",
-          "rocket": "rocket on a pad", "cat": "cat face", "immunohistochemistry": "stained tissue"}
+LABELS = {
+    "astronaut": "astronaut in a suit",
+    "coffee": "cup of coffee",
+    "chelsea": "tabby cat",
+    "rocket": "rocket on a pad",
+    "cat": "cat face",
+    "immunohistochemistry": "stained tissue",
+}
 
 
 class HashEmbedder:
@@ -47,10 +53,14 @@ class HashEmbedder:
         v = np.zeros(self.text_dim + 3 * self.grid * self.grid)
         text = (side.text or "").lower()
         for i in range(len(text) - 2):
-            h = int.from_bytes(hashlib.blake2b((self.salt + text[i : i + 3]).encode(), digest_size=4).digest(), "little")
+            h = int.from_bytes(
+                hashlib.blake2b((self.salt + text[i : i + 3]).encode(), digest_size=4).digest(), "little"
+            )
             v[h % self.text_dim] += 1.0 if (h >> 16) & 1 else -1.0
         if side.image is not None:
-            small = np.asarray(side.image.convert("RGB").resize((self.grid, self.grid), Image.BILINEAR), dtype=np.float64)
+            small = np.asarray(
+                side.image.convert("RGB").resize((self.grid, self.grid), Image.BILINEAR), dtype=np.float64
+            )
             pixels = (small.reshape(-1) / 255.0 - 0.45) * self.image_weight * 4
             v[self.text_dim :] = pixels
             v[: self.text_dim] += self.cross @ pixels
@@ -93,12 +103,14 @@ def _write_images(image_root: Path) -> list[str]:
 
 
 def _table(rows: list[tuple[str, str, list[str], list[str]]]) -> pa.Table:
-    return pa.table({
-        "qry_text": [r[0] for r in rows],
-        "qry_img_path": [r[1] for r in rows],
-        "tgt_text": [r[2] for r in rows],
-        "tgt_img_path": [r[3] for r in rows],
-    })
+    return pa.table(
+        {
+            "qry_text": [r[0] for r in rows],
+            "qry_img_path": [r[1] for r in rows],
+            "tgt_text": [r[2] for r in rows],
+            "tgt_img_path": [r[3] for r in rows],
+        }
+    )
 
 
 def _rows_classification(rng: np.random.Generator, images: list[str]) -> list:
@@ -107,11 +119,11 @@ def _rows_classification(rng: np.random.Generator, images: list[str]) -> list:
     for idx, img in enumerate(images):
         photo = img.split("/")[1].rsplit("_", 1)[0]
         truth = LABELS[photo]
-        others = [l for l in labels if l != truth]
+        others = [label for label in labels if label != truth]
         rng.shuffle(others)
         if idx % 4 == 3:
             others = others[:2]  # a shorter candidate list
-        cands = [truth] + others
+        cands = [truth, *others]
         rows.append((INSTR_CLS, img, cands, [""] * len(cands)))  # text-only candidates
     return rows
 
@@ -122,8 +134,10 @@ def _rows_t2i(rng: np.random.Generator, images: list[str]) -> list:
         photo = img.split("/")[1].rsplit("_", 1)[0]
         others = [p for p in images if p != img]
         rng.shuffle(others)
-        cands = [img] + others[: 2 + idx % 5]  # 3..7 candidates
-        rows.append((f"Find me an everyday image of a {LABELS[photo]}", "", [""] * len(cands), cands))  # image-only
+        cands = [img, *others[: 2 + idx % 5]]  # 3..7 candidates
+        rows.append(
+            (f"Find me an everyday image of a {LABELS[photo]}", "", [""] * len(cands), cands)
+        )  # image-only
     return rows
 
 
@@ -133,9 +147,10 @@ def _rows_it2it(rng: np.random.Generator, images: list[str]) -> list:
         photo = img.split("/")[1].rsplit("_", 1)[0]
         others = [p for p in images if p != img]
         rng.shuffle(others)
-        texts = [f"{INSTR_IMG} {LABELS[photo]}"] + [f"{INSTR_IMG} {LABELS[o.split('/')[1].rsplit('_', 1)[0]]}"
-                                                   for o in others[:4]]
-        paths = [img] + others[:4]
+        texts = [f"{INSTR_IMG} {LABELS[photo]}"] + [
+            f"{INSTR_IMG} {LABELS[o.split('/')[1].rsplit('_', 1)[0]]}" for o in others[:4]
+        ]
+        paths = [img, *others[:4]]
         if idx % 3 == 0:  # the truth repeated inside its row: same item, must tie in its favour
             texts.insert(2, texts[0])
             paths.insert(2, paths[0])
@@ -164,7 +179,9 @@ def build_fixture(root: Path) -> EvalFixture:
         writer.write_table(table)
     files["ToyVQA"] = mmeb / "ToyVQA.parquet"  # a name outside the 36, described in datasets.json
     pq.write_table(_table(_rows_classification(np.random.default_rng(3), images[::-1])), files["ToyVQA"])
-    (mmeb / "datasets.json").write_text(json.dumps({"ToyVQA": {"meta_task": "VQA", "ood": True, "chance_p1": 0.25}}))
+    (mmeb / "datasets.json").write_text(
+        json.dumps({"ToyVQA": {"meta_task": "VQA", "ood": True, "chance_p1": 0.25}})
+    )
     xtd = root / "XTD"
     xtd_files = {}
     for lang, prefix in (("it", "Trova un'immagine di "), ("es", "Encuentra una imagen de ")):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from mme5.kernels import infonce
 
 # Tolerances relative to the oracle's largest magnitude: (loss, gradients).
@@ -47,14 +48,18 @@ def loss_and_grads(fn, case):
     args = dict(case, **leaves)
     loss = fn(args)
     grads = torch.autograd.grad(loss, list(leaves.values()))
-    return loss.detach().float(), {k: g.float() for k, g in zip(leaves, grads)}
+    return loss.detach().float(), {k: g.float() for k, g in zip(leaves, grads, strict=False)}
 
 
 def oracle(case, symmetric):
     """The reference on fp32 copies of the (already rounded) inputs."""
     up = dict(case, q=case["q"].float(), c=case["c"].float())
-    return loss_and_grads(lambda a: infonce(a.pop("q"), a.pop("c"), a.pop("labels"), symmetric=symmetric,
-                                            impl="reference", **a), up)
+    return loss_and_grads(
+        lambda a: infonce(
+            a.pop("q"), a.pop("c"), a.pop("labels"), symmetric=symmetric, impl="reference", **a
+        ),
+        up,
+    )
 
 
 def assert_close(got, want, dtype, what):

@@ -1,9 +1,11 @@
 """A small Lightning fit over shards that records every batch's sample ids (used by test_resume.py).
 
-    python -m tests.helpers.resume_fit --shards SPEC --out ids.txt --ckpt-dir DIR [--kill-at-step N] [--resume CKPT]
+    python -m tests.helpers.resume_fit --shards SPEC --out ids.txt --ckpt-dir DIR \
+        [--kill-at-step N] [--resume CKPT]
 
-Each training step appends ``<global_step> <epoch> <id,id,...>`` to ``--out`` (``--out.rank<r>`` under DDP) (flushed and fsynced, so
-a SIGKILL loses nothing already written). ``--kill-at-step N`` sends SIGKILL to the process itself at
+Each training step appends ``<global_step> <epoch> <id,id,...>`` to ``--out`` (``--out.rank<r>`` under
+DDP), flushed and fsynced, so a SIGKILL loses nothing already written. ``--kill-at-step N`` sends
+SIGKILL to the process itself at
 the start of step N, mid-epoch, with DataLoader workers running.
 """
 
@@ -12,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sys
 
 import lightning as L
 import torch
@@ -23,8 +24,15 @@ from tests.helpers.shard_fixtures import list_collate
 
 def make_datamodule(sets: list[ShardSet], workers: int = 2, batch_size: int = 3) -> ShardDataModule:
     """The data settings of this fit (the test builds the same module in process for the reference)."""
-    return ShardDataModule(train=sets, batch_size=batch_size, num_workers=workers, collate_fn=list_collate,
-                           shuffle_buffer=5, shuffle_shards=2, seed=7)
+    return ShardDataModule(
+        train=sets,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=list_collate,
+        shuffle_buffer=5,
+        shuffle_shards=2,
+        seed=7,
+    )
 
 
 class RecordingModule(L.LightningModule):
@@ -42,7 +50,7 @@ class RecordingModule(L.LightningModule):
             f.write(f"{self.global_step} {self.current_epoch} {','.join(batch)}\n")
             f.flush()
             os.fsync(f.fileno())
-        return (self.w ** 2).sum() * len(batch)
+        return (self.w**2).sum() * len(batch)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.01)
@@ -61,13 +69,24 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=3)
     p.add_argument("--devices", type=int, default=1, help="CPU processes; > 1 runs DDP (gloo)")
     a = p.parse_args()
-    sets = [ShardSet(s.rsplit(":", 1)[0], float(s.rsplit(":", 1)[1])) if ":" in s else ShardSet(s) for s in a.shards]
+    sets = [
+        ShardSet(s.rsplit(":", 1)[0], float(s.rsplit(":", 1)[1])) if ":" in s else ShardSet(s)
+        for s in a.shards
+    ]
     dm = make_datamodule(sets, a.workers, a.batch_size)
-    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=a.ckpt_dir, every_n_train_steps=a.every, save_top_k=-1,
-                                               save_last=True)
-    trainer = L.Trainer(max_epochs=a.epochs, accelerator="cpu", devices=a.devices,
-                        strategy="ddp" if a.devices > 1 else "auto", callbacks=[ckpt], logger=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=a.ckpt_dir, every_n_train_steps=a.every, save_top_k=-1, save_last=True
+    )
+    trainer = L.Trainer(
+        max_epochs=a.epochs,
+        accelerator="cpu",
+        devices=a.devices,
+        strategy="ddp" if a.devices > 1 else "auto",
+        callbacks=[ckpt],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(RecordingModule(a.out, a.kill_at_step), datamodule=dm, ckpt_path=a.resume)
 
 

@@ -39,7 +39,7 @@ def write_set(
     image_every: int = 0,
     sizes_file: bool = True,
 ) -> str:
-    """Write ``shards`` shards ``<name>-00000i.tar`` with ids ``<name>-<shard>-<i>``; returns the brace spec."""
+    """Write ``shards`` shards ``<name>-00000i.tar`` (ids ``<name>-<shard>-<i>``); return the brace spec."""
     folder.mkdir(parents=True, exist_ok=True)
     counts = per_shard if isinstance(per_shard, list) else [per_shard] * shards
     sizes = {}

@@ -100,7 +100,8 @@ def build_tiny_llava(out_dir: str | Path, seed: int = 0, vocab_size: int = 700) 
 
 
 def _rename_for_vllm(folder: Path) -> None:
-    """vLLM's LLaVA loader expects ``vision_tower.vision_model.*``; newer transformers save ``vision_tower.*``."""
+    """vLLM's LLaVA loader expects ``vision_tower.vision_model.*``; newer transformers write
+    ``vision_tower.*``."""
     from safetensors.torch import load_file, save_file
 
     for f in folder.glob("*.safetensors"):

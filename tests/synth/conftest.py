@@ -7,8 +7,20 @@ from pathlib import Path
 import pytest
 
 #: Real photos shipped with scikit-image (no download).
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry", "hubble_deep_field",
-          "colorwheel", "retina", "horse", "brick", "grass")
+PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "camera",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "colorwheel",
+    "retina",
+    "horse",
+    "brick",
+    "grass",
+)
 
 
 def write_photos(folder: Path, side: int = 96) -> Path:

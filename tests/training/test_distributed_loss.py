@@ -30,7 +30,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def global_batch(sizes: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def global_batch(
+    sizes: list[int], seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Global q [Bg, D], positives [Bg, D], negatives [Bg*K, D], ids of [positives; negatives]."""
     g = torch.Generator().manual_seed(seed)
     bg = sum(sizes)
@@ -62,16 +64,24 @@ def oracle(q, pos, neg, ids, hard_negatives: str, symmetric: bool, masked: bool,
     rows = torch.arange(bg)
     pos_ids, neg_ids = ids[:bg], ids[bg:]
     s_pos = q @ pos.T / TAU  # [Bg, Bg]
-    s_neg = (q @ neg.T / TAU) if hard_negatives == "shared" else (q[:, None, :] * neg.view(bg, K, D)).sum(-1) / TAU
+    s_neg = (
+        (q @ neg.T / TAU)
+        if hard_negatives == "shared"
+        else (q[:, None, :] * neg.view(bg, K, D)).sum(-1) / TAU
+    )
     if masked:
-        s_pos = s_pos.masked_fill((pos_ids[None, :] == pos_ids[:, None]) & (rows[None, :] != rows[:, None]), float("-inf"))
+        s_pos = s_pos.masked_fill(
+            (pos_ids[None, :] == pos_ids[:, None]) & (rows[None, :] != rows[:, None]), float("-inf")
+        )
         other = neg_ids[None, :] if hard_negatives == "shared" else neg_ids.view(bg, K)
         s_neg = s_neg.masked_fill(other == pos_ids[:, None], float("-inf"))
     loss = F.cross_entropy(torch.cat([s_pos, s_neg], dim=1), rows)
     if symmetric:
-        col = (pos @ q.T / TAU)  # [positive j, query k]
+        col = pos @ q.T / TAU  # [positive j, query k]
         if masked:
-            col = col.masked_fill((pos_ids[None, :] == pos_ids[:, None]) & (rows[None, :] != rows[:, None]), float("-inf"))
+            col = col.masked_fill(
+                (pos_ids[None, :] == pos_ids[:, None]) & (rows[None, :] != rows[:, None]), float("-inf")
+            )
         loss = (loss + F.cross_entropy(col, rows)) / 2
     return loss
 
@@ -86,8 +96,14 @@ def _worker(rank: int, world: int, port: int, sizes: list[int], out: str) -> Non
             q, c, cid = (t.clone() for t in local_slice(sizes, rank, *data))
             q.requires_grad_(True)
             c.requires_grad_(True)
-            fn = ContrastiveLoss(temperature=TAU, symmetric=sym, hard_negatives=hn, impl="reference",
-                                 mask_duplicates=masked, learnable_temperature=True)
+            fn = ContrastiveLoss(
+                temperature=TAU,
+                symmetric=sym,
+                hard_negatives=hn,
+                impl="reference",
+                mask_duplicates=masked,
+                learnable_temperature=True,
+            )
             loss, stats = fn(q, c, K, cid)
             loss.backward()
             results[(hn, sym, masked)] = (loss.detach(), q.grad, c.grad, fn.log_temperature.grad, stats)
