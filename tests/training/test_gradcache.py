@@ -133,7 +133,9 @@ class GradRecorder(L.Callback):
         self.grads.append(grads_of(pl_module))
 
 
-def fit_grads(chunk: int | None, precision: str, dropout: float) -> list[dict[str, torch.Tensor]]:
+def fit_grads(
+    chunk: int | None, precision: str, dropout: float, accelerator: str = "cpu"
+) -> list[dict[str, torch.Tensor]]:
     torch.manual_seed(0)
     module = EmbeddingModule(
         encoder=EncoderSettings(
@@ -147,7 +149,7 @@ def fit_grads(chunk: int | None, precision: str, dropout: float) -> list[dict[st
     )
     rec = GradRecorder()
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=accelerator,
         devices=1,
         max_steps=1,
         accumulate_grad_batches=2,
@@ -289,6 +291,16 @@ def test_module_grad_cache_resumes_exactly(tmp_path):
         torch.testing.assert_close(got[name], w, rtol=0, atol=1e-6, msg=name)
     steps = [s["step"] for s in again.optimizers[0].state_dict()["state"].values()]
     assert steps and all(float(s) == 4 for s in steps)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_module_grad_cache_matches_plain_step_with_fp16_loss_scaling():
+    """fp16 autocast with the gradient scaler (CUDA only): each GradCache backward is scaled and the
+    optimiser step unscales, so the gradients the optimiser sees are the plain step's."""
+    want = fit_grads(None, "16-mixed", dropout=0.0, accelerator="cuda")[0]
+    got = fit_grads(3, "16-mixed", dropout=0.0, accelerator="cuda")[0]
+    assert_grads_close(got, want, 1e-2)
 
 
 @pytest.mark.gpu
