@@ -13,6 +13,9 @@ import torch
 from mme5.backbones import BackboneAdapter, get_adapter
 from mme5.records import Example, RecordError, Side
 
+#: Images with more pixels are refused before decoding (the default of both the Collator and the DataModule).
+MAX_IMAGE_PIXELS = 40_000_000
+
 
 class Batch(TypedDict):
     """What the Collator returns (and the training module consumes)."""
@@ -42,7 +45,7 @@ class Collator:
     """
 
     def __init__(self, model: str, max_length: int = 256, max_negatives: int | None = None,
-                 max_pixels: int | None = 64_000_000, max_side: int | None = None):
+                 max_pixels: int | None = MAX_IMAGE_PIXELS, max_side: int | None = None):
         if max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         if max_negatives is not None and max_negatives < 0:

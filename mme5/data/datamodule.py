@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import torch.distributed as dist
 
+from mme5.data.collate import MAX_IMAGE_PIXELS
 from mme5.data.pipeline import EpochPlan, MixtureDataset, ReaderPosition
 from mme5.data.resume import STATE_VERSION, PositionTracker, ResumableLoader
 from mme5.data.shardsets import ResolvedSet, ShardSet, fingerprint, resolve
@@ -70,7 +71,7 @@ class ShardDataModule(L.LightningDataModule):
     def __init__(self, model: str = "tiny-mllama", train: list[ShardSet] | None = None, batch_size: int = 32,
                  num_workers: int = 2, max_length: int = 256, max_negatives: int | None = None,
                  shuffle_buffer: int = 1000, shuffle_shards: int = 4, seed: int = 0, resampled: bool = False,
-                 epoch_samples: int | None = None, max_image_pixels: int = 40_000_000,
+                 epoch_samples: int | None = None, max_image_pixels: int = MAX_IMAGE_PIXELS,
                  max_image_side: int = 1024, demo: DemoSettings | None = None,
                  collate_fn: Callable[[list[Example]], Any] | None = None, prefetch_factor: int = 2,
                  pin_memory: bool = False,
