@@ -46,7 +46,7 @@ class RngState:
         devices = [self.cuda_device] if self.cuda_device is not None else []
         with torch.random.fork_rng(devices=devices, device_type="cuda" if devices else "cpu"):
             torch.set_rng_state(self.cpu)
-            if self.cuda is not None:
+            if self.cuda is not None and self.cuda_device is not None:
                 torch.cuda.set_rng_state(self.cuda, self.cuda_device)
             yield
 

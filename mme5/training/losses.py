@@ -55,7 +55,9 @@ class LossSettings:
 
 
 def _infonce():
-    from mme5.kernels import infonce  # imported late: the kernels package is optional at import time
+    # imported late: the kernels package is optional at import time (and pyright cannot follow the
+    # package-dir mapping that installs kernels/ as mme5.kernels)
+    from mme5.kernels import infonce  # pyright: ignore[reportMissingImports]
 
     return infonce
 
@@ -136,11 +138,17 @@ class ContrastiveLoss(nn.Module):
         """
         B, K = q.shape[0], int(num_negatives)
         if c.dim() != 2 or q.dim() != 2 or c.shape[1] != q.shape[1]:
-            raise ValueError(f"expected q [B, D] and c [N, D] with equal D, got {tuple(q.shape)} and {tuple(c.shape)}")
+            raise ValueError(
+                f"expected q [B, D] and c [N, D] with equal D, got {tuple(q.shape)} and {tuple(c.shape)}"
+            )
         if c.shape[0] != B * (1 + K):
-            raise ValueError(f"expected {B} positives + {B}x{K} negatives = {B * (1 + K)} candidates, got {c.shape[0]}")
+            raise ValueError(
+                f"expected {B} positives + {B}x{K} negatives = {B * (1 + K)} candidates, got {c.shape[0]}"
+            )
         if candidate_ids is not None and candidate_ids.shape != (c.shape[0],):
-            raise ValueError(f"candidate_ids must have shape [{c.shape[0]}], got {tuple(candidate_ids.shape)}")
+            raise ValueError(
+                f"candidate_ids must have shape [{c.shape[0]}], got {tuple(candidate_ids.shape)}"
+            )
         ids = candidate_ids.to(c.device) if (self.mask_duplicates and candidate_ids is not None) else None
         tau = self.temperature.to(q.device)
         infonce = _infonce()
@@ -164,7 +172,11 @@ class ContrastiveLoss(nn.Module):
         if self.hard_negatives == "shared" and K > 0:
             neg_sizes = [s * K for s in sizes]
             cand = torch.cat([pos_g, gather(neg, neg_sizes)], dim=0)
-            cand_ids = torch.cat([pos_ids_g, gather_ids(ids[B:], neg_sizes)]) if ids is not None else None
+            cand_ids = (
+                torch.cat([pos_ids_g, gather_ids(ids[B:], neg_sizes)])
+                if ids is not None and pos_ids_g is not None
+                else None
+            )
         else:
             cand, cand_ids = pos_g, pos_ids_g
             if K > 0:  # own hard negatives: [B, K] extra logits of each query against its K negatives
@@ -182,7 +194,9 @@ class ContrastiveLoss(nn.Module):
 
         with torch.no_grad():
             correct = self._correct(q, cand, labels, tau, cand_ids, extra)
-            totals = torch.stack([loss.detach().float() * B, correct.float(), torch.tensor(float(B), device=q.device)])
+            totals = torch.stack(
+                [loss.detach().float() * B, correct.float(), torch.tensor(float(B), device=q.device)]
+            )
             totals = all_reduce_sum(totals) if distributed else totals
         stats = {
             "loss": totals[0] / totals[2].clamp_min(1),
@@ -196,8 +210,15 @@ class ContrastiveLoss(nn.Module):
         return loss, stats
 
     @staticmethod
-    def _correct(q: Tensor, cand: Tensor, labels: Tensor, tau: Tensor, cand_ids: Tensor | None,
-                 extra: Tensor | None, rows: int = 1024) -> Tensor:
+    def _correct(
+        q: Tensor,
+        cand: Tensor,
+        labels: Tensor,
+        tau: Tensor,
+        cand_ids: Tensor | None,
+        extra: Tensor | None,
+        rows: int = 1024,
+    ) -> Tensor:
         """Number of local queries whose positive has the highest logit (false negatives excluded)."""
         hits = torch.zeros((), dtype=torch.int64, device=q.device)
         for start in range(0, q.shape[0], rows):

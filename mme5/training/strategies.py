@@ -83,7 +83,8 @@ class BlockwiseFSDPStrategy(FSDPStrategy):
     def wrap_policy(self, module: nn.Module) -> Any:
         """The policy FSDP wraps ``module`` with: the user's, else one unit per block class, else None."""
         given = self.kwargs.get("auto_wrap_policy")
-        units = module.sharding_units() if given is None and hasattr(module, "sharding_units") else []
+        sharding_units: Any = getattr(module, "sharding_units", None)
+        units = sharding_units() if given is None and sharding_units is not None else []
         if not units:
             return given
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy
@@ -102,7 +103,7 @@ def needs_lockstep(strategy: Strategy) -> bool:
     """Whether ``strategy`` gathers a block's weights when the block runs (FSDP, FSDP2, ZeRO-3), so
     that every rank has to run the same blocks in the same order."""
     if isinstance(strategy, DeepSpeedStrategy):
-        return strategy.config.get("zero_optimization", {}).get("stage") == 3
+        return (strategy.config or {}).get("zero_optimization", {}).get("stage") == 3
     return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
 
 

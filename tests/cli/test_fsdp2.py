@@ -21,16 +21,36 @@ def _config(tmp_path: Path, name: str, demo_root: Path) -> Path:
     config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
     run = tmp_path / name
     trainer = config["trainer"]
-    trainer.update(devices=2, strategy="fsdp2", max_steps=STEPS, max_epochs=-1, default_root_dir=str(run),
-                   enable_progress_bar=False, logger=False)
+    trainer.update(
+        devices=2,
+        strategy="fsdp2",
+        max_steps=STEPS,
+        max_epochs=-1,
+        default_root_dir=str(run),
+        enable_progress_bar=False,
+        logger=False,
+    )
     trainer["callbacks"] = [
-        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-         "init_args": {"dirpath": str(run / "checkpoints"), "save_last": True, "every_n_train_steps": 3,
-                       "save_top_k": -1}},
-        {"class_path": "mme5.eval.MMEBEvaluation",
-         "init_args": {"mmeb_dir": str(demo_root / "mmeb"), "image_root": str(demo_root / "images"),
-                       "output_dir": str(run / "eval"), "max_rows": MAX_ROWS, "batch_size": 16,
-                       "cache_dir": str(run / "cache")}},  # fingerprints the sharded weights
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {
+                "dirpath": str(run / "checkpoints"),
+                "save_last": True,
+                "every_n_train_steps": 3,
+                "save_top_k": -1,
+            },
+        },
+        {
+            "class_path": "mme5.eval.MMEBEvaluation",
+            "init_args": {
+                "mmeb_dir": str(demo_root / "mmeb"),
+                "image_root": str(demo_root / "images"),
+                "output_dir": str(run / "eval"),
+                "max_rows": MAX_ROWS,
+                "batch_size": 16,
+                "cache_dir": str(run / "cache"),
+            },
+        },  # fingerprints the sharded weights
     ]
     config["data"].update(batch_size=8, num_workers=0)
     config["data"]["demo"].update(root=str(demo_root), train_samples=64)  # 4 steps of 2 x 8: crosses an epoch
@@ -41,8 +61,15 @@ def _config(tmp_path: Path, name: str, demo_root: Path) -> Path:
 
 def _run(*args: str) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "mme5.cli", *args], check=False, cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mme5.cli", *args],
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
@@ -71,9 +98,21 @@ def test_fsdp2_fit_evaluates_checkpoints_exports_and_resumes(tmp_path):
     assert during["rows"] == MAX_ROWS * len(during["datasets"])
     assert during["encode"]["distinct_items"] % 2 == 1 and during["encode"]["from_cache"] == 0
     _run("export", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "exported"))
-    _run("evaluate", "--model", str(tmp_path / "exported"), "--mmeb_dir", str(demo_root / "mmeb"),
-         "--image_root", str(demo_root / "images"), "--max_rows", str(MAX_ROWS), "--cache_dir", "null",
-         "--output_dir", str(tmp_path / "standalone"))
+    _run(
+        "evaluate",
+        "--model",
+        str(tmp_path / "exported"),
+        "--mmeb_dir",
+        str(demo_root / "mmeb"),
+        "--image_root",
+        str(demo_root / "images"),
+        "--max_rows",
+        str(MAX_ROWS),
+        "--cache_dir",
+        "null",
+        "--output_dir",
+        str(tmp_path / "standalone"),
+    )
     standalone = json.loads((tmp_path / "standalone" / "results.json").read_text())["mmeb"]
     assert _p1(standalone) == pytest.approx(_p1(during), abs=1e-9)
 

@@ -20,14 +20,21 @@ def _config(tmp_path: Path, name: str, demo_root: Path) -> Path:
     config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
     run = tmp_path / name
     trainer = config["trainer"]
-    trainer.update(max_steps=18, max_epochs=-1, log_every_n_steps=1, default_root_dir=str(run),
-                   enable_progress_bar=False)
+    trainer.update(
+        max_steps=18, max_epochs=-1, log_every_n_steps=1, default_root_dir=str(run), enable_progress_bar=False
+    )
     trainer["logger"]["init_args"]["save_dir"] = str(run)
-    trainer["callbacks"] = [{
-        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-        "init_args": {"dirpath": str(run / "checkpoints"), "save_last": True, "every_n_train_steps": 4,
-                      "save_top_k": -1},
-    }]
+    trainer["callbacks"] = [
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {
+                "dirpath": str(run / "checkpoints"),
+                "save_last": True,
+                "every_n_train_steps": 4,
+                "save_top_k": -1,
+            },
+        }
+    ]
     config["data"].update(batch_size=8, num_workers=1)
     config["data"]["demo"].update(root=str(demo_root), train_samples=96)  # 12 batches: crosses an epoch
     path = tmp_path / f"{name}.yaml"
@@ -37,8 +44,13 @@ def _config(tmp_path: Path, name: str, demo_root: Path) -> Path:
 
 def _fit(config: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "mme5.cli", "fit", "--config", str(config), *extra],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mme5.cli", "fit", "--config", str(config), *extra],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _weights(ckpt: Path) -> dict[str, torch.Tensor]:

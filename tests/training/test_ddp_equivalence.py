@@ -57,8 +57,13 @@ class Pair(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.encoder = MLPEncoder()
-        self.loss = ContrastiveLoss(temperature=0.1, learnable_temperature=True, symmetric=symmetric,
-                                    hard_negatives=hard_negatives, impl="chunked")
+        self.loss = ContrastiveLoss(
+            temperature=0.1,
+            learnable_temperature=True,
+            symmetric=symmetric,
+            hard_negatives=hard_negatives,
+            impl="chunked",
+        )
 
     def forward(self, q_in, c_in, ids):
         return self.loss(self.encoder(q_in), self.encoder(c_in), K, ids)[0]
@@ -125,6 +130,7 @@ def test_torch_ddp_step_equals_single_process(ddp_results, hard_negatives, symme
 
 # ---- the real module under Lightning DDP ----------------------------------------------------------
 
+
 def skewed_examples():
     """8 examples whose halves differ in modality: on 2 ranks, rank 0's queries are all text and rank 1's
     all images, and rank 1's candidates are all text (sharded strategies must still run in lockstep)."""
@@ -148,8 +154,14 @@ class ContiguousShare(torch.utils.data.Sampler):
         return iter(range(rank * len(self), (rank + 1) * len(self)))
 
 
-def lightning_step(out: str, devices: int, chunk: int | None, strategy: str = "ddp", skewed: bool = False,
-                   accelerator: str = "cpu") -> None:
+def lightning_step(
+    out: str,
+    devices: int,
+    chunk: int | None,
+    strategy: str = "ddp",
+    skewed: bool = False,
+    accelerator: str = "cpu",
+) -> None:
     """One optimiser step of EmbeddingModule; rank 0 saves the synced gradients and the parameters."""
     import lightning as L
     from test_module import loader, make_examples
@@ -168,22 +180,41 @@ def lightning_step(out: str, devices: int, chunk: int | None, strategy: str = "d
 
     L.seed_everything(0, verbose=False)
     module = EmbeddingModule(
-        encoder=EncoderSettings(model="tiny-mllama", max_length=32, gradient_checkpointing=skewed,
-                                lora=LoraSettings(rank=4, alpha=8, dropout=0.0, init=True)
-                                if not skewed else  # the released recipe's adapters (and checkpointing)
-                                LoraSettings(rank=4, alpha=8, dropout=0.0, use_dora=True, init="gaussian")),
+        encoder=EncoderSettings(
+            model="tiny-mllama",
+            max_length=32,
+            gradient_checkpointing=skewed,
+            lora=LoraSettings(rank=4, alpha=8, dropout=0.0, init=True)
+            if not skewed
+            # the released recipe's adapters (and checkpointing)
+            else LoraSettings(rank=4, alpha=8, dropout=0.0, use_dora=True, init="gaussian"),
+        ),
         loss=LossSettings(hard_negatives="own", symmetric=True, learnable_temperature=True),
-        optimizer=OptimizerSettings(lr=1e-3), schedule=ScheduleSettings(warmup=0), grad_cache_chunk=chunk,
+        optimizer=OptimizerSettings(lr=1e-3),
+        schedule=ScheduleSettings(warmup=0),
+        grad_cache_chunk=chunk,
     )
     if devices == 1 and strategy.startswith("ddp"):
         strategy = "auto"
-    trainer = L.Trainer(accelerator=accelerator, devices=devices, strategy=strategy,
-                        max_steps=1, callbacks=[Keep()], logger=False, enable_checkpointing=False,
-                        use_distributed_sampler=not skewed,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        max_steps=1,
+        callbacks=[Keep()],
+        logger=False,
+        enable_checkpointing=False,
+        use_distributed_sampler=not skewed,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     if skewed:
-        data = DataLoader(skewed_examples(), batch_size=B // devices, sampler=ContiguousShare(B),
-                          collate_fn=Collator("tiny-mllama", max_length=32))
+        data = DataLoader(
+            skewed_examples(),
+            batch_size=B // devices,
+            sampler=ContiguousShare(B),
+            collate_fn=Collator("tiny-mllama", max_length=32),
+        )
     else:
         data = loader("tiny-mllama", make_examples(B, negatives=1), batch_size=B // devices)
     trainer.fit(module, data)
@@ -199,16 +230,34 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return (t.full_tensor() if hasattr(t, "full_tensor") else t).clone()
 
 
-def run_script(out: Path, devices: int, chunk: int | None, strategy: str = "ddp", skewed: bool = False,
-               accelerator: str = "cpu") -> dict:
-    cmd = [sys.executable, __file__, "--out", str(out), "--devices", str(devices), "--strategy", strategy,
-           "--accelerator", accelerator]
+def run_script(
+    out: Path,
+    devices: int,
+    chunk: int | None,
+    strategy: str = "ddp",
+    skewed: bool = False,
+    accelerator: str = "cpu",
+) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--out",
+        str(out),
+        "--devices",
+        str(devices),
+        "--strategy",
+        strategy,
+        "--accelerator",
+        accelerator,
+    ]
     if skewed:
         cmd.append("--skewed")
     if chunk is not None:
         cmd += ["--chunk", str(chunk)]
     env = {**os.environ, "MASTER_PORT": str(free_port())}
-    proc = subprocess.run(cmd, check=False, cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        cmd, check=False, cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return torch.load(out)
 
@@ -224,7 +273,9 @@ def single_process_step(tmp_path_factory):
     ids=["plain", "gradcache3", "gradcache3-find-unused", "fsdp2", "fsdp2-gradcache3"],
 )
 def test_lightning_ddp_step_equals_single_process(single_process_step, tmp_path, chunk, strategy):
-    assert_same_step(run_script(tmp_path / "res.pt", devices=2, chunk=chunk, strategy=strategy), single_process_step)
+    assert_same_step(
+        run_script(tmp_path / "res.pt", devices=2, chunk=chunk, strategy=strategy), single_process_step
+    )
 
 
 @pytest.fixture(scope="module")
@@ -250,8 +301,9 @@ def test_sharded_strategies_on_one_gpu_equal_the_plain_step(tmp_path, strategy):
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     want = run_script(tmp_path / "plain.pt", devices=1, chunk=None, skewed=True, accelerator="cuda")
-    got = run_script(tmp_path / "sharded.pt", devices=1, chunk=None, strategy=strategy, skewed=True,
-                     accelerator="cuda")
+    got = run_script(
+        tmp_path / "sharded.pt", devices=1, chunk=None, strategy=strategy, skewed=True, accelerator="cuda"
+    )
     assert_same_step(got, want)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.training.test_distributed_loss import CASES, TAU, K, global_batch, oracle
 
 from mme5.errors import ConfigError
 from mme5.training.losses import ContrastiveLoss, LossSettings
+from tests.training.test_distributed_loss import CASES, TAU, K, global_batch, oracle
 
 
 def test_single_process_matches_oracle_and_kernel_symmetric():
@@ -19,13 +19,21 @@ def test_single_process_matches_oracle_and_kernel_symmetric():
     q, pos, neg, ids = global_batch(sizes)
     c = torch.cat([pos, neg])
     for hn, sym, masked in CASES:
-        fn = ContrastiveLoss(temperature=TAU, symmetric=sym, hard_negatives=hn, impl="reference",
-                             mask_duplicates=masked)
+        fn = ContrastiveLoss(
+            temperature=TAU, symmetric=sym, hard_negatives=hn, impl="reference", mask_duplicates=masked
+        )
         got, stats = fn(q, c, K, ids)
         torch.testing.assert_close(got, oracle(q, pos, neg, ids, hn, sym, masked), rtol=1e-5, atol=1e-5)
         if hn == "shared":
-            direct = infonce(q, c, torch.arange(5), TAU, symmetric=sym, candidate_ids=ids if masked else None,
-                             impl="reference")
+            direct = infonce(
+                q,
+                c,
+                torch.arange(5),
+                TAU,
+                symmetric=sym,
+                candidate_ids=ids if masked else None,
+                impl="reference",
+            )
             torch.testing.assert_close(got, direct, rtol=1e-5, atol=1e-5)
         assert 0.0 <= stats["accuracy"].item() <= 1.0
 
@@ -38,7 +46,9 @@ def test_accuracy_counts_top1_with_duplicates_masked():
     ids = torch.tensor([0, 1, 2, 3, 1, 99, 98, 97])
     _, stats = ContrastiveLoss(hard_negatives="shared")(q, torch.cat([pos, neg]), 1, ids)
     assert stats["accuracy"].item() == 0.75
-    _, stats = ContrastiveLoss(hard_negatives="shared", mask_duplicates=False)(q, torch.cat([pos, neg]), 1, ids)
+    _, stats = ContrastiveLoss(hard_negatives="shared", mask_duplicates=False)(
+        q, torch.cat([pos, neg]), 1, ids
+    )
     assert stats["accuracy"].item() == 0.5
     _, stats = ContrastiveLoss(hard_negatives="own")(q, torch.cat([pos, neg]), 1, ids)
     assert stats["accuracy"].item() == 1.0  # own: those negatives belong to queries 0 and 1, not to 1 and 2
@@ -58,14 +68,15 @@ def test_bad_shapes_and_settings_name_the_problem():
 def test_gradients_match_oracle_with_learnable_temperature(impl, hard_negatives):
     q, pos, neg, ids = global_batch([7])
     leaves = [t.clone().requires_grad_(True) for t in (q, pos, neg)]
-    fn = ContrastiveLoss(temperature=TAU, learnable_temperature=True, symmetric=True,
-                         hard_negatives=hard_negatives, impl=impl)
+    fn = ContrastiveLoss(
+        temperature=TAU, learnable_temperature=True, symmetric=True, hard_negatives=hard_negatives, impl=impl
+    )
     loss, _ = fn(leaves[0], torch.cat(leaves[1:]), K, ids)
     loss.backward()
     ref = [t.clone().requires_grad_(True) for t in (q, pos, neg)]
     log_t = torch.tensor(TAU).log().requires_grad_(True)
     oracle(*ref, ids, hard_negatives, True, True, tau=log_t.exp()).backward()
-    for got, want in zip(leaves, ref):
+    for got, want in zip(leaves, ref, strict=False):
         torch.testing.assert_close(got.grad, want.grad, rtol=1e-4, atol=1e-6)
         assert torch.isfinite(got.grad).all()
     torch.testing.assert_close(fn.log_temperature.grad, log_t.grad.reshape(1), rtol=1e-4, atol=1e-6)

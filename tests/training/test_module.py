@@ -14,11 +14,17 @@ from skimage import data as skdata
 from torch.utils.data import DataLoader
 
 from mme5.data.collate import Collator
-from mme5.model.encoder import LoraSettings
 from mme5.errors import ConfigError
-from mme5.training.losses import LossSettings
-from mme5.training.module import EmbeddingModule, EncoderSettings, OptimizerSettings, ScheduleSettings, warmup_linear
+from mme5.model.encoder import LoraSettings
 from mme5.records import Example, Side
+from mme5.training.losses import LossSettings
+from mme5.training.module import (
+    EmbeddingModule,
+    EncoderSettings,
+    OptimizerSettings,
+    ScheduleSettings,
+    warmup_linear,
+)
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "horse")
 
@@ -38,20 +44,40 @@ def make_examples(n: int, negatives: int = 1, images: bool = True) -> list[Examp
         img = photo(PHOTOS[i % len(PHOTOS)]) if images else None
         kind = i % 3
         q = Side(text=f"query number {i} about {PHOTOS[i % len(PHOTOS)]}") if kind != 1 else Side(image=img)
-        pos = Side(image=img, text=None) if kind == 0 else Side(text=f"a photo of {PHOTOS[i % len(PHOTOS)]} {i}")
+        pos = (
+            Side(image=img, text=None)
+            if kind == 0
+            else Side(text=f"a photo of {PHOTOS[i % len(PHOTOS)]} {i}")
+        )
         negs = [Side(text=f"unrelated text {i} {j}") for j in range(negatives)]
-        out.append(Example(id=f"ex{i}", query=q, positive=pos, negatives=negs,
-                           instruction="Find the matching item", task="retrieval"))
+        out.append(
+            Example(
+                id=f"ex{i}",
+                query=q,
+                positive=pos,
+                negatives=negs,
+                instruction="Find the matching item",
+                task="retrieval",
+            )
+        )
     return out
 
 
 def loader(model: str, examples: list[Example], batch_size: int) -> DataLoader:
-    return DataLoader(examples, batch_size=batch_size, collate_fn=Collator(model, max_length=32), shuffle=False)
+    return DataLoader(
+        examples, batch_size=batch_size, collate_fn=Collator(model, max_length=32), shuffle=False
+    )
 
 
 def trainer(**kw) -> L.Trainer:
-    base = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
-            "enable_progress_bar": False, "enable_model_summary": False}
+    base = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
     base.update(kw)
     return L.Trainer(**base)
 
@@ -61,14 +87,23 @@ def trainable_snapshot(module: EmbeddingModule) -> dict[str, torch.Tensor]:
 
 
 def test_fit_logs_metrics_and_checkpoint_round_trip(tmp_path):
-    module = EmbeddingModule(encoder=EncoderSettings(model="tiny-mllama", max_length=32),
-                             loss=LossSettings(learnable_temperature=True),
-                             optimizer=OptimizerSettings(lr=1e-3), schedule=ScheduleSettings(warmup=0.5))
+    module = EmbeddingModule(
+        encoder=EncoderSettings(model="tiny-mllama", max_length=32),
+        loss=LossSettings(learnable_temperature=True),
+        optimizer=OptimizerSettings(lr=1e-3),
+        schedule=ScheduleSettings(warmup=0.5),
+    )
     before = trainable_snapshot(module)
     t = trainer(max_steps=2, log_every_n_steps=1, default_root_dir=tmp_path)
     t.fit(module, loader("tiny-mllama", make_examples(8), batch_size=4))
     logged = t.logged_metrics
-    for key in ("train/loss", "train/accuracy", "train/temperature", "train/grad_norm", "train/samples_per_sec"):
+    for key in (
+        "train/loss",
+        "train/accuracy",
+        "train/temperature",
+        "train/grad_norm",
+        "train/samples_per_sec",
+    ):
         assert key in logged and math.isfinite(float(logged[key])), key
     after = dict(module.named_parameters())
     assert any(not torch.equal(before[n], after[n]) for n in before)
@@ -84,9 +119,13 @@ def test_fit_logs_metrics_and_checkpoint_round_trip(tmp_path):
 @pytest.mark.parametrize("use_dora", [False, True], ids=["lora", "dora"])
 def test_lora_step_changes_only_adapter_weights(use_dora):
     module = EmbeddingModule(
-        encoder=EncoderSettings(model="tiny-mllama", max_length=32,
-                                lora=LoraSettings(rank=4, alpha=8, dropout=0.1, use_dora=use_dora, init=True)),
-        optimizer=OptimizerSettings(lr=1e-2, weight_decay=0.1), schedule=ScheduleSettings(warmup=0),
+        encoder=EncoderSettings(
+            model="tiny-mllama",
+            max_length=32,
+            lora=LoraSettings(rank=4, alpha=8, dropout=0.1, use_dora=use_dora, init=True),
+        ),
+        optimizer=OptimizerSettings(lr=1e-2, weight_decay=0.1),
+        schedule=ScheduleSettings(warmup=0),
     )
     before = trainable_snapshot(module)
     trainer(max_steps=1).fit(module, loader("tiny-mllama", make_examples(4), batch_size=4))

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, the contrastive loss module, GradCache and the sharding strategies."""
