@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 from torch import nn
@@ -24,7 +24,8 @@ from mme5.errors import UnsupportedModelError
 from mme5.records import PUBLIC_IMAGE_TOKEN, Side
 
 Quantization = Literal["int8", "nf4", "fp4"]
-QUANTIZATIONS = ("int8", "nf4", "fp4")
+#: The choices of :data:`Quantization` (``mme5.model.settings`` re-exports both).
+QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
 TINY_INFO_FILE = "mme5_tiny.json"
 
 

@@ -8,7 +8,6 @@ computed by another model is ever returned.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -18,31 +17,13 @@ import torch
 from torch import Tensor
 
 from mme5.errors import ConfigError
+from mme5.model.fingerprint import fingerprint
 
 
 def model_fingerprint(model: torch.nn.Module, extra: str = "") -> str:
-    """A short hash of a model's weights and class (and ``extra``: settings that change embeddings).
-
-    Every parameter and buffer contributes its name, shape, dtype, its sum (float64) and an evenly
-    strided sample of 256 of its values: cheap on an 11B model, yet any training step, LoRA
-    merge or quantisation changes it.
-    """
-    h = hashlib.blake2b(digest_size=12)
-    h.update(type(model).__qualname__.encode())
-    h.update(extra.encode())
-    with torch.no_grad():
-        tensors = list(model.named_parameters()) + list(model.named_buffers())
-        for name, t in tensors:
-            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-            if t.numel() == 0:
-                continue
-            flat = t.detach().reshape(-1)
-            total = flat.sum(dtype=torch.float64 if flat.is_floating_point() else torch.int64)
-            step = max(1, flat.numel() // 256)
-            sample = flat[::step][:256].to(torch.float64)
-            h.update(total.to("cpu", torch.float64).numpy().tobytes())
-            h.update(sample.cpu().numpy().tobytes())
-    return h.hexdigest()
+    """:func:`mme5.model.fingerprint.fingerprint` of ``model`` with ``extra`` (settings that change
+    embeddings)."""
+    return fingerprint(model, extra)
 
 
 class EmbeddingCache:
@@ -53,8 +34,9 @@ class EmbeddingCache:
 
     def _folder(self, fingerprint: str) -> Path:
         if not fingerprint or any(c in fingerprint for c in "/\\.") or len(fingerprint) > 128:
-            raise ConfigError(f"embedding cache: fingerprint '{fingerprint}' must be a short name without "
-                              f"path characters")
+            raise ConfigError(
+                f"embedding cache: fingerprint '{fingerprint}' must be a short name without path characters"
+            )
         return self.root / fingerprint
 
     def lookup(self, fingerprint: str, keys: list[bytes]) -> tuple[Tensor, Tensor | None]:
@@ -66,7 +48,7 @@ class EmbeddingCache:
         wanted = {k: i for i, k in enumerate(keys)}
         rows: dict[int, np.ndarray] = {}
         for key_file in sorted(folder.glob("keys-*.npy")):
-            emb_file = key_file.with_name("emb-" + key_file.name[len("keys-"):])
+            emb_file = key_file.with_name("emb-" + key_file.name[len("keys-") :])
             if not emb_file.is_file():  # keys are renamed last, so this only happens to foreign files
                 continue
             part_keys = np.load(key_file)

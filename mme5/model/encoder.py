@@ -8,41 +8,28 @@ the Hugging Face API.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mme5.backbones import BackboneAdapter, BackboneError, get_adapter
+from mme5.model.fingerprint import fingerprint
+from mme5.model.settings import DTYPES, DType, EncoderSettings, LoraSettings, Pooling, Quantization
 from mme5.records import Side
 
-Pooling = Literal["last", "mean"]
-DType = Literal["float32", "bfloat16", "float16"]
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-#: Above this many frozen elements, :meth:`Encoder.fingerprint` hashes a strided sample of each frozen tensor.
-FULL_HASH_LIMIT = 100_000_000
-
-
-@dataclass
-class LoraSettings:
-    """LoRA / DoRA adapter settings (mmE5: rank 8, alpha 64, dropout 0.1, DoRA with gaussian init)."""
-
-    rank: int = 8
-    """Adapter rank r."""
-    alpha: int = 64
-    """Scaling numerator (the update is scaled by alpha / r)."""
-    dropout: float = 0.1
-    """Dropout on the adapter input."""
-    use_dora: bool = False
-    """Weight-decomposed LoRA (DoRA)."""
-    init: Literal["gaussian"] | bool = "gaussian"
-    """peft ``init_lora_weights``: "gaussian" or True (Kaiming-uniform A, zero B)."""
-    targets: list[str] | None = None
-    """Module-name patterns (regexes matched at the end of dotted names); None: the backbone's default."""
+__all__ = [
+    "DTYPES",
+    "DType",
+    "Encoder",
+    "EncoderSettings",
+    "LoraSettings",
+    "Pooling",
+    "Quantization",
+    "pool_hidden",
+]
 
 
 def pool_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
@@ -63,62 +50,72 @@ def pool_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Poo
 class Encoder(nn.Module):
     """Embeds sides (text, image, or both) with a vision-language backbone.
 
-    Args:
-        model: a model folder or cached hub id (by its HF ``model_type``: mllama, llava, llava_next,
-            qwen2_vl, qwen2_5_vl), or a tiny random twin: tiny-mllama, tiny-llava, tiny-llava-next,
-            tiny-qwen2-vl.
-        pooling: "last" (hidden state of the last non-pad token) or "mean" (over non-pad tokens).
-        normalize: L2-normalise the embeddings.
-        lora: LoRA / DoRA adapters (only their weights train); None trains every weight.
-        dtype: weight dtype (and compute dtype of 4-bit layers).
-        gradient_checkpointing: recompute activations in backward (non-reentrant).
-        quantization: load the backbone's linear layers in 8-bit ("int8") or 4-bit ("nf4", "fp4").
-        max_length: maximum text tokens per side (image tokens come on top).
+    Built from :class:`~mme5.model.settings.EncoderSettings` (``Encoder(EncoderSettings(model=...))``);
+    ``Encoder("tiny-llava", max_length=32)`` is short for
+    ``Encoder(EncoderSettings("tiny-llava", max_length=32))``.
+    The model is a folder or cached hub id (by its HF ``model_type``: mllama, llava, llava_next, qwen2_vl,
+    qwen2_5_vl), or a tiny random twin: tiny-mllama, tiny-llava, tiny-llava-next, tiny-qwen2-vl.
     """
 
-    def __init__(
-        self,
-        model: str = "tiny-mllama",
-        pooling: Pooling = "last",
-        normalize: bool = True,
-        lora: LoraSettings | None = None,
-        dtype: DType = "float32",
-        gradient_checkpointing: bool = False,
-        quantization: Literal["int8", "nf4", "fp4"] | None = None,
-        max_length: int = 256,
-    ):
+    def __init__(self, settings: EncoderSettings | str = EncoderSettings(), **overrides: Any):  # noqa: B008
         super().__init__()
-        if pooling not in ("last", "mean"):
-            raise ValueError(f"pooling '{pooling}' is not supported; expected 'last' or 'mean'")
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype '{dtype}' is not supported; expected one of {list(DTYPES)}")
-        if max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {max_length}")
-        self.model_name = str(model)
-        self.pooling: Pooling = pooling
-        self.normalize = normalize
-        self.lora = lora
-        self.dtype_name: DType = dtype
-        self.quantization = quantization
-        self.max_length = max_length
-        self.adapter: BackboneAdapter = get_adapter(model)
+        if isinstance(settings, str):
+            settings = EncoderSettings(model=settings, **overrides)
+        elif overrides:
+            settings = replace(settings, **overrides)
+        self.settings = settings
+        self.adapter: BackboneAdapter = get_adapter(settings.model)
         self.processor = self.adapter.load_processor(self.adapter.path)
-        base = self.adapter.load_model(self.adapter.path, dtype=DTYPES[dtype], quantization=quantization)
+        base = self.adapter.load_model(
+            self.adapter.path, dtype=DTYPES[settings.dtype], quantization=settings.quantization
+        )
         base.config.use_cache = False
         head = base.get_output_embeddings()
         if head is not None:  # never used for embeddings: keep it out of optimisers and DDP's unused set
             head.requires_grad_(False)
-        if gradient_checkpointing:
+        if settings.gradient_checkpointing:
             if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x
                 base.activation_checkpointing_enable({"use_reentrant": False})
             else:
                 base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.model: nn.Module = self._add_lora(base, lora) if lora is not None else base
-        self.gradient_checkpointing = gradient_checkpointing
+        self.model: nn.Module = self._add_lora(base, settings.lora) if settings.lora is not None else base
         # Sharded training (FSDP, ZeRO-3) sets this: every forward then runs the same modules in the same
         # order on every rank (see BackboneAdapter.last_hidden_state_lockstep).
         self.lockstep = False
         self._dummies: dict[torch.device, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
+
+    # the settings, read as attributes
+    @property
+    def model_name(self) -> str:
+        return self.settings.model
+
+    @property
+    def pooling(self) -> Pooling:
+        return self.settings.pooling
+
+    @property
+    def normalize(self) -> bool:
+        return self.settings.normalize
+
+    @property
+    def lora(self) -> LoraSettings | None:
+        return self.settings.lora
+
+    @property
+    def dtype_name(self) -> DType:
+        return self.settings.dtype
+
+    @property
+    def quantization(self) -> Quantization | None:
+        return self.settings.quantization
+
+    @property
+    def max_length(self) -> int:
+        return self.settings.max_length
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return self.settings.gradient_checkpointing
 
     def _add_lora(self, base: nn.Module, lora: LoraSettings) -> nn.Module:
         from peft import LoraConfig, get_peft_model
@@ -128,10 +125,17 @@ class Encoder(nn.Module):
         pattern = self.adapter.lora_target_regex(lora.targets)
         if not matching_modules(base, pattern):
             raise BackboneError(
-                f"LoRA targets {lora.targets or self.adapter.lora_targets} match no module of {self.model_name}")
+                f"LoRA targets {lora.targets or self.adapter.lora_targets} match no module of "
+                f"{self.model_name}"
+            )
         config = LoraConfig(
-            r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_dora=lora.use_dora,
-            init_lora_weights=lora.init, target_modules=pattern, bias="none",
+            r=lora.rank,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            use_dora=lora.use_dora,
+            init_lora_weights=lora.init,
+            target_modules=pattern,
+            bias="none",
         )
         return get_peft_model(base, config)
 
@@ -149,7 +153,9 @@ class Encoder(nn.Module):
         moved = self._on_device(inputs)
         if self.lockstep:
             dummy_image, dummy_text = self._lockstep_dummies()
-            hidden = self.adapter.last_hidden_state_lockstep(self.base_model(), moved, dummy_image, dummy_text)
+            hidden = self.adapter.last_hidden_state_lockstep(
+                self.base_model(), moved, dummy_image, dummy_text
+            )
         else:
             hidden = self.adapter.last_hidden_state(self.base_model(), moved)
         emb = pool_hidden(hidden, moved["attention_mask"], self.pooling)
@@ -159,7 +165,8 @@ class Encoder(nn.Module):
         device, compute = self.device, DTYPES[self.dtype_name]
         return {
             k: (v.to(device, compute) if torch.is_floating_point(v) else v.to(device))
-            for k, v in inputs.items() if isinstance(v, torch.Tensor)
+            for k, v in inputs.items()
+            if isinstance(v, torch.Tensor)
         }
 
     def _lockstep_dummies(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -170,21 +177,26 @@ class Encoder(nn.Module):
             from PIL import Image
 
             image = self.build_inputs([Side(image=Image.new("RGB", (64, 64), (127, 127, 127)))])
-            self._dummies[device] = (self._on_device(image), self._on_device(self.build_inputs([Side(text=".")])))
+            self._dummies[device] = (
+                self._on_device(image),
+                self._on_device(self.build_inputs([Side(text=".")])),
+            )
         return self._dummies[device]
 
     def build_inputs(self, sides: list[Side]) -> dict[str, torch.Tensor]:
         """Model inputs for ``sides`` with this encoder's processor and ``max_length``."""
         return self.adapter.build_inputs(self.processor, sides, self.max_length)
 
-    def select_rows(self, inputs: dict[str, torch.Tensor], rows: slice | list[int] | torch.Tensor
-                    ) -> dict[str, torch.Tensor]:
+    def select_rows(
+        self, inputs: dict[str, torch.Tensor], rows: slice | list[int] | torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """The inputs of a subset of rows (e.g. a GradCache chunk); image tensors follow their rows."""
         return self.adapter.select_rows(inputs, rows)
 
     @torch.no_grad()
     def encode_sides(self, sides: list[Side], batch_size: int = 32, progress: bool = False) -> torch.Tensor:
-        """Embed ``sides`` in batches without gradients (eval mode, restored afterwards) -> float32 CPU [n, D]."""
+        """Embed ``sides`` in batches without gradients (eval mode, restored afterwards) -> float32 CPU
+        [n, D]."""
         was_training = self.training
         self.eval()
         out: list[torch.Tensor] = []
@@ -195,7 +207,7 @@ class Encoder(nn.Module):
 
                 starts = tqdm(starts, desc="encode", unit="batch")
             for start in starts:
-                inputs = self.build_inputs(sides[start:start + batch_size])
+                inputs = self.build_inputs(sides[start : start + batch_size])
                 out.append(self(inputs).float().cpu())
         finally:
             self.train(was_training)
@@ -221,33 +233,9 @@ class Encoder(nn.Module):
         return int(text.hidden_size)
 
     # ---- identity ---------------------------------------------------------------------------------
-    def settings(self) -> dict[str, Any]:
-        """The constructor arguments as JSON-able values."""
-        return {
-            "model": self.model_name, "pooling": self.pooling, "normalize": self.normalize,
-            "lora": asdict(self.lora) if self.lora is not None else None, "dtype": self.dtype_name,
-            "quantization": self.quantization, "max_length": self.max_length,
-        }
-
     def fingerprint(self) -> str:
-        """A stable hash of the weights and settings (the evaluation cache key).
-
-        Trainable weights are hashed in full; frozen ones too, unless there are more than
-        ``FULL_HASH_LIMIT`` frozen elements, in which case a strided sample of each frozen tensor is
-        hashed together with the checkpoint path they were loaded from.
-        """
-        h = hashlib.blake2b(digest_size=16)
-        h.update(json.dumps({**self.settings(), "family": self.adapter.family, "path": str(self.adapter.path)},
-                            sort_keys=True).encode())
-        params = sorted(self.model.state_dict().items())
-        frozen = {name for name, p in self.model.named_parameters() if not p.requires_grad}
-        frozen_numel = sum(t.numel() for name, t in params if name in frozen)
-        for name, tensor in params:
-            t = tensor.detach()
-            if hasattr(t, "full_tensor"):  # sharded (FSDP2): every rank gathers each weight, in this order
-                t = t.full_tensor()
-            h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
-            if name in frozen and frozen_numel > FULL_HASH_LIMIT:
-                t = t.flatten()[:: max(1, t.numel() // 4096)]
-            h.update(t.cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()
+        """A stable hash of the weights and of every setting that changes the embeddings (the evaluation
+        cache key; see :func:`mme5.model.fingerprint.fingerprint`)."""
+        identity = {k: v for k, v in asdict(self.settings).items() if k != "gradient_checkpointing"}
+        identity.update(family=self.adapter.family, path=str(self.adapter.path))
+        return fingerprint(self.model, identity)

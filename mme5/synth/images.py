@@ -200,30 +200,21 @@ class CallableEmbedder:
 
 
 class ModelEmbedder:
-    """Image embeddings from a trained mme5 export (``mme5.model.export``), or any backbone folder / ``tiny-<family>``
-    name that ``mme5.model.encoder.Encoder`` loads (untrained: last-token pooling of the raw VLM)."""
+    """Image embeddings from anything :func:`mme5.model.load.load` loads: a trained mme5 export or checkpoint,
+    or a backbone folder / ``tiny-<family>`` name (untrained: last-token pooling of the raw VLM)."""
 
     def __init__(self, model: str, batch_size: int = 16, instruction: str = "Represent the given image."):
         self.model_path, self.batch_size, self.instruction = model, batch_size, instruction
         self.name = f"model:{model}"
         self._encode: Callable[[list], Any] | None = None
 
-    def _load(self) -> None:  # imported lazily: the training-side modules are heavy and optional here
-        from mme5.model.export import CONFIG_FILE, load
-        from mme5.records import Side
+    def _load(self) -> None:  # imported lazily: the model modules are heavy and optional here
+        from mme5.model.load import load
 
-        if (Path(self.model_path) / CONFIG_FILE).is_file():
-            exported = load(self.model_path)
-            self._encode = lambda imgs: exported.encode(
-                images=imgs, instruction=self.instruction, batch_size=self.batch_size, progress=False
-            )
-        else:
-            from mme5.model.encoder import Encoder
-
-            encoder = Encoder(model=self.model_path)
-            self._encode = lambda imgs: encoder.encode_sides(
-                [Side(text=self.instruction, image=im) for im in imgs], batch_size=self.batch_size
-            )
+        model = load(self.model_path)
+        self._encode = lambda imgs: model.encode(
+            images=imgs, instruction=self.instruction, batch_size=self.batch_size, progress=False
+        )
 
     def __call__(self, images: list[Image.Image]) -> np.ndarray:
         if self._encode is None:

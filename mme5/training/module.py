@@ -21,33 +21,12 @@ import torch
 from torch import Tensor, nn
 
 from mme5.errors import ConfigError
-from mme5.model.encoder import DType, Encoder, LoraSettings, Pooling
+from mme5.model.encoder import Encoder
+from mme5.model.settings import EncoderSettings
 from mme5.records import Side
 from mme5.training import strategies
 from mme5.training.gradcache import grad_cache_step, split_rows
 from mme5.training.losses import ContrastiveLoss, LossSettings
-
-
-@dataclass
-class EncoderSettings:
-    """The backbone and how it embeds (the ``model.encoder`` group)."""
-
-    model: str = "tiny-mllama"
-    """Model folder or cached hub id (mllama, llava, llava_next, qwen2_vl, ...) or a tiny twin (tiny-mllama)."""
-    pooling: Pooling = "last"
-    """``last``: hidden state of the last non-pad token; ``mean``: mean over non-pad tokens."""
-    normalize: bool = True
-    """L2-normalise the embeddings."""
-    lora: LoraSettings | None = None
-    """LoRA / DoRA adapters (only they train); null trains every weight."""
-    dtype: DType = "float32"
-    """Weight dtype of the backbone."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in backward to save memory."""
-    quantization: Literal["int8", "nf4", "fp4"] | None = None
-    """Load linear layers in 8-bit or 4-bit through bitsandbytes (QLoRA with ``lora``)."""
-    max_length: int = 256
-    """Maximum text tokens per side (image tokens come on top)."""
 
 
 @dataclass
@@ -79,9 +58,7 @@ def _as(cls: type, value: Any) -> Any:
     if isinstance(value, cls) or value is None:
         return value
     if isinstance(value, dict):
-        if cls is EncoderSettings and isinstance(value.get("lora"), dict):
-            value = {**value, "lora": LoraSettings(**value["lora"])}
-        return cls(**value)
+        return cls(**value)  # EncoderSettings turns a nested lora dict into LoraSettings itself
     raise ConfigError(f"expected {cls.__name__} settings, got {type(value).__name__}")
 
 
@@ -137,11 +114,7 @@ class EmbeddingModule(L.LightningModule):
         self.optimizer_settings, self.schedule_settings = optimizer, schedule
         self.grad_cache_chunk = grad_cache_chunk
         self.log_every_n_steps_skips = log_every_n_steps_skips
-        self.encoder = Encoder(
-            model=encoder.model, pooling=encoder.pooling, normalize=encoder.normalize, lora=encoder.lora,
-            dtype=encoder.dtype, gradient_checkpointing=encoder.gradient_checkpointing,
-            quantization=encoder.quantization, max_length=encoder.max_length,
-        )
+        self.encoder = Encoder(encoder)
         self.encoder.train()  # transformers loads models in eval mode; training wants dropout on
         self.loss = ContrastiveLoss.from_settings(loss)
         self._step_start: float | None = None

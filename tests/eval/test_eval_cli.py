@@ -8,7 +8,6 @@ import lightning
 import torch
 
 from mme5.cli import main as mme5_main
-from mme5.cli.evaluate import cli_main
 
 
 def test_evaluate_prints_the_table_and_writes_json(fixture_folders, tmp_path, capsys):
@@ -16,14 +15,14 @@ def test_evaluate_prints_the_table_and_writes_json(fixture_folders, tmp_path, ca
     args = ["--model", "tiny-llava", "--mmeb_dir", str(fx.mmeb_dir), "--xtd_dir", str(fx.xtd_dir),
             "--image_root", str(fx.image_root), "--max_rows", "3", "--languages", "[it]", "--device", "cpu",
             "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "out")]
-    assert cli_main(args) == 0
+    assert mme5_main(["evaluate", *args]) == 0
     out = capsys.readouterr().out
     assert "| Class | VQA | Retr | Ground | IND | OOD | Overall |" in out and "| R@10 |" in out
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["mmeb"]["encode"]["encoded"] == saved["mmeb"]["encode"]["distinct_items"]
     assert "CIRR" in saved["mmeb"]["missing"]
     # the same model again: everything comes from the cache, same numbers
-    assert cli_main(args) == 0
+    assert mme5_main(["evaluate", *args]) == 0
     again = json.loads((tmp_path / "out" / "results.json").read_text())
     assert again["mmeb"]["encode"]["encoded"] == 0 and again["mmeb"]["summary"] == saved["mmeb"]["summary"]
 

@@ -9,7 +9,9 @@ from PIL import Image
 from skimage import data as skdata
 
 from mme5.backbones import BackboneError
-from mme5.model.encoder import Encoder, LoraSettings, pool_hidden
+from mme5.errors import ConfigError
+from mme5.model.encoder import Encoder, EncoderSettings, LoraSettings, pool_hidden
+from mme5.model.fingerprint import fingerprint
 from mme5.records import PUBLIC_IMAGE_TOKEN, Side
 
 
@@ -157,18 +159,34 @@ def test_fingerprint_is_stable_and_follows_weights_and_settings():
     a, b = Encoder("tiny-llava"), Encoder("tiny-llava")
     assert a.fingerprint() == b.fingerprint()
     assert Encoder("tiny-llava", pooling="mean").fingerprint() != a.fingerprint()
+    assert Encoder("tiny-llava", max_length=17).fingerprint() != a.fingerprint()
+    assert Encoder("tiny-llava", dtype="bfloat16").fingerprint() != a.fingerprint()
+    # the settings count even where the weights are the same
+    assert fingerprint(a.model, "x") != fingerprint(a.model, "y")
     with torch.no_grad():
         next(b.model.parameters()).add_(1e-3)
     assert a.fingerprint() != b.fingerprint()
 
 
 def test_bad_settings_are_clear_errors():
-    with pytest.raises(ValueError, match="pooling 'cls'"):
-        Encoder("tiny-llava", pooling="cls")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="dtype 'float8'"):
+    expected = r"pooling 'cls' is not supported; expected one of \['last', 'mean'\]"
+    with pytest.raises(ConfigError, match=expected):
+        Encoder(EncoderSettings("tiny-llava", pooling="cls"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="dtype 'float8'"):
         Encoder("tiny-llava", dtype="float8")  # type: ignore[arg-type]
-    with pytest.raises(BackboneError, match="quantization 'int3'"):
+    with pytest.raises(ConfigError, match="quantization 'int3'"):
         Encoder("tiny-llava", quantization="int3")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="max_length must be an integer >= 1, got 0"):
+        EncoderSettings(max_length=0)
+    with pytest.raises(ConfigError, match=r"lora\.rank must be >= 1, got 0"):
+        EncoderSettings(lora={"rank": 0})  # type: ignore[arg-type]
+
+
+def test_encoder_is_built_from_its_settings_whole():
+    settings = EncoderSettings("tiny-llava", pooling="mean", max_length=40, lora=LoraSettings(rank=2))
+    enc = Encoder(settings)
+    assert enc.settings == settings and enc.pooling == "mean" and enc.max_length == 40 and enc.lora.rank == 2
+    assert Encoder("tiny-llava", pooling="mean", max_length=40, lora=LoraSettings(rank=2)).settings == settings
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -10,9 +12,9 @@ from PIL import Image
 from skimage import data as skdata
 
 from mme5.backbones import BackboneError
-from mme5.model.encoder import Encoder, LoraSettings
 from mme5.errors import MissingPathError
-from mme5.model.export import CONFIG_FILE, DEFAULT_INSTRUCTIONS, export, load
+from mme5.model.encoder import Encoder, LoraSettings
+from mme5.model.export import CONFIG_FILE, DEFAULT_INSTRUCTIONS, export, export_checkpoint, load
 from mme5.records import Side, compose_text
 
 
@@ -51,7 +53,9 @@ def test_export_load_encode_round_trip(tmp_path, model, lora):
 
     folder = export(encoder, tmp_path / "export", instructions={"retrieval": instruction, "custom": "Do X:"})
     config = json.loads((folder / CONFIG_FILE).read_text())
-    assert config["family"] == encoder.adapter.family and config["pooling"] == "last" and config["normalize"]
+    assert config["format"] == 2 and config["encoder"] == asdict(encoder.settings)
+    assert config["family"] == encoder.adapter.family and config["encoder"]["pooling"] == "last"
+    assert config["encoder"]["normalize"] and config["encoder"]["max_length"] == 48
     assert config["instructions"]["retrieval"] == instruction and config["instructions"]["custom"] == "Do X:"
     assert config["instructions"]["vqa"] == DEFAULT_INSTRUCTIONS["vqa"]
     assert not any("lora" in p.name for p in folder.iterdir())
@@ -104,10 +108,10 @@ def test_export_on_cpu_load_on_cuda(tmp_path):
     torch.testing.assert_close(loaded.encode(texts=TEXTS, images=IMAGES), expected, atol=1e-4, rtol=1e-3)
 
 
-def test_mme5_export_command_on_a_training_checkpoint(tmp_path):
+def test_mme5_export_command_on_a_training_checkpoint(tmp_path, capsys):
     import lightning as L
 
-    from mme5.model.export import cli_main
+    from mme5.cli import main as mme5_main
     from mme5.training.module import EmbeddingModule, EncoderSettings
 
     module = EmbeddingModule(encoder=EncoderSettings(model="tiny-llava", lora=LoraSettings(rank=4)))
@@ -117,10 +121,13 @@ def test_mme5_export_command_on_a_training_checkpoint(tmp_path):
                 "pytorch-lightning_version": L.__version__}, ckpt)
     sides = [Side(t, im) for t, im in zip(TEXTS, IMAGES)]
     expected = module.embed_sides(sides)
-    assert cli_main(["--ckpt", str(ckpt), "--out", str(tmp_path / "out"),
+    assert mme5_main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "out"),
                      "--instructions", '{"retrieval": "Find it:"}']) == 0
     loaded = load(tmp_path / "out")
     assert loaded.instructions["retrieval"] == "Find it:"
     torch.testing.assert_close(loaded.encode_sides(sides), expected, atol=3e-4, rtol=1e-3)
+    capsys.readouterr()
+    assert mme5_main(["export", "--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "x")]) == 2
+    assert re.search(r"checkpoint .* does not exist", capsys.readouterr().err)
     with pytest.raises(MissingPathError, match="checkpoint .* does not exist"):
-        cli_main(["--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "x")])
+        export_checkpoint(str(tmp_path / "none.ckpt"), str(tmp_path / "x"))
