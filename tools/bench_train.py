@@ -77,13 +77,13 @@ def run_one(
 
     torch.set_num_threads(threads)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_module import make_examples
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests is a package
     from torch.utils.data import DataLoader
 
     from mme5.data.collate import Collator
-    from mme5.model.encoder import LoraSettings
-    from mme5.training.module import EmbeddingModule, EncoderSettings, OptimizerSettings, ScheduleSettings
+    from mme5.model.settings import EncoderSettings, LoraSettings
+    from mme5.training.module import EmbeddingModule, OptimizerSettings, ScheduleSettings
+    from tests.training.test_module import make_examples
 
     cuda = accelerator in ("cuda", "gpu")
 

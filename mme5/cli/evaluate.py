@@ -6,11 +6,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from mme5.errors import ConfigError
 from mme5.eval.datasets import XTD_LANGUAGES
 from mme5.eval.runner import EvalResult
+from mme5.model.settings import DType, Quantization
 
 
 def evaluate(
@@ -25,8 +26,8 @@ def evaluate(
     batch_size: int = 64,
     output_dir: str | None = None,
     cache_dir: str | None = ".mme5-cache/embeddings",
-    quantization: Literal["int8", "nf4", "fp4"] | None = None,
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+    quantization: Quantization | None = None,
+    dtype: DType | None = None,
     device: str = "auto",
 ) -> dict[str, EvalResult]:
     """Evaluate an embedding model on MMEB and/or XTD and print the tables.
@@ -45,7 +46,7 @@ def evaluate(
         output_dir: write results.json and results.md here (None: print only).
         cache_dir: embedding cache keyed by the model's fingerprint (None: off).
         quantization: load the weights in 8-bit ("int8") or 4-bit ("nf4", "fp4") through bitsandbytes.
-        dtype: weight dtype for backbones loaded directly.
+        dtype: override the weight dtype (None: the export's or checkpoint's own; float32 for a backbone).
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:N".
     """
     from mme5.eval.models import load_model
