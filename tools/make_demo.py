@@ -1,61 +1,9 @@
-"""Generate the demo corpus (no download needed) and print where everything is.
-
-    python tools/make_demo.py --root demo_corpus
-    python tools/make_demo.py --root /tmp/demo --seed 1 --train_samples 2000 --eval_rows 40
-
-A folder that already holds the corpus with the same parameters is reused as is.
-"""
-
-from __future__ import annotations
+#!/usr/bin/env python
+"""Generate the demo corpus: an alias of `mme5 demo`."""
 
 import sys
-import time
 
-from jsonargparse import auto_cli
-
-from mme5.demo import ensure_demo_corpus, read_manifest
-from mme5.errors import run_command
-
-
-def make_demo(root: str = "demo_corpus", seed: int = 0, train_samples: int = 6000, eval_rows: int = 60,
-              image_size: int = 64, train_shards: int = 8, negatives: int = 3, candidates: int = 10,
-              xtd_pool: int = 100, overwrite: bool = False) -> None:
-    """Generate the demo corpus under ``root`` (unless already there) and print its paths and counts.
-
-    Args:
-        root: folder of the corpus (created if missing; must be empty or hold a demo corpus).
-        seed: generation seed (same seed, same corpus).
-        train_samples: training samples.
-        eval_rows: rows per MMEB-style evaluation dataset.
-        image_size: image side in pixels.
-        train_shards: number of training shards.
-        negatives: hard negatives per training sample (1-3).
-        candidates: candidates per retrieval / VQA / grounding evaluation row.
-        xtd_pool: images in the XTD-style pool (one row per image and language).
-        overwrite: replace a demo corpus made by another mme5 version or with other parameters.
-    """
-    start = time.perf_counter()
-    paths = ensure_demo_corpus(root, seed=seed, train_samples=train_samples, eval_rows=eval_rows,
-                               image_size=image_size, train_shards=train_shards, negatives=negatives,
-                               candidates=candidates, xtd_pool=xtd_pool, overwrite=overwrite)
-    counts = read_manifest(paths.root)["counts"]
-    print(f"demo corpus: {paths.root}  ({time.perf_counter() - start:.1f} s)")
-    print(f"  train shards : {paths.train_pattern}  ({sum(counts['train'].values())} samples)")
-    for kind, n in counts["train"].items():
-        print(f"      {kind:<16} {n}")
-    print(f"  MMEB-style   : {paths.mmeb_dir}  ({len(counts['mmeb'])} datasets)")
-    for name, n in counts["mmeb"].items():
-        print(f"      {name:<22} {n} rows")
-    print(f"  XTD-style    : {paths.xtd_dir}  ({', '.join(f'{k}: {v}' for k, v in counts['xtd'].items())} rows)")
-    print(f"  image root   : {paths.image_root}")
-
-
-def main() -> int:
-    def body() -> None:
-        auto_cli(make_demo, as_positional=False)
-
-    return run_command("make_demo", body)
-
+from mme5.cli.main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["demo", *sys.argv[1:]]))

@@ -1,4 +1,4 @@
-"""``tools/eval_quantized.py``: the same model at full precision, int8 and nf4 on the same evaluation."""
+"""``mme5 eval-quantized``: the same model at full precision, int8 and nf4 on the same evaluation."""
 
 from __future__ import annotations
 
@@ -49,14 +49,28 @@ def eval_quantized(
     from mme5.eval.quantized import compare_quantized, comparison_table, device_name
 
     mmeb_dir, xtd_dir, image_root = folders_with_demo(demo_root, mmeb_dir, xtd_dir, image_root)
-    results = compare_quantized(model, settings, mmeb_dir, xtd_dir, image_root, datasets, languages, max_rows,
-                                batch_size, dtype, device, output_dir, isolate)
+    results = compare_quantized(
+        model,
+        settings,
+        mmeb_dir,
+        xtd_dir,
+        image_root,
+        datasets,
+        languages,
+        max_rows,
+        batch_size,
+        dtype,
+        device,
+        output_dir,
+        isolate,
+    )
     print(comparison_table(results, device_name()))
     print(f"wrote {output_dir}/quantized.json, .md, .csv, .png")
 
 
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``tools/eval_quantized.py``."""
-    from mme5.cli.evaluate import run_function_cli
+def main(argv: Sequence[str]) -> int:
+    """``mme5 eval-quantized --model M [--settings "[full, int8, nf4]"] ...`` (see :func:`eval_quantized`)."""
+    from mme5.cli.parsing import run_function
 
-    return run_function_cli(eval_quantized, "eval_quantized.py", argv)
+    run_function(eval_quantized, argv, "mme5 eval-quantized")
+    return 0

@@ -1,12 +1,9 @@
-"""``mme5 evaluate`` / ``tools/evaluate.py``: MMEB and XTD on an exported folder, a checkpoint or a backbone."""
+"""``mme5 evaluate``: MMEB and XTD on an exported folder, a checkpoint or a backbone."""
 
 from __future__ import annotations
 
-import logging
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from mme5.errors import ConfigError
 from mme5.eval.datasets import XTD_LANGUAGES
@@ -58,8 +55,12 @@ def evaluate(
         raise ConfigError("nothing to evaluate: give --mmeb_dir, --xtd_dir or --demo_root")
     loaded = load_model(model, quantization=quantization, device=device, dtype=dtype, batch_size=batch_size)
     results: dict[str, EvalResult] = {}
-    common = {"max_rows": max_rows, "batch_size": batch_size, "cache_dir": cache_dir,
-              "fingerprint": loaded.fingerprint}
+    common = {
+        "max_rows": max_rows,
+        "batch_size": batch_size,
+        "cache_dir": cache_dir,
+        "fingerprint": loaded.fingerprint,
+    }
     if mmeb_dir is not None:
         results["mmeb"] = evaluate_mmeb(loaded.embed, mmeb_dir, image_root, datasets=datasets, **common)
     if xtd_dir is not None:
@@ -74,8 +75,9 @@ def evaluate(
     return results
 
 
-def folders_with_demo(demo_root: str | None, mmeb_dir: str | None, xtd_dir: str | None,
-                      image_root: str | None) -> tuple[str | None, str | None, str | None]:
+def folders_with_demo(
+    demo_root: str | None, mmeb_dir: str | None, xtd_dir: str | None, image_root: str | None
+) -> tuple[str | None, str | None, str | None]:
     """The evaluation folders, with the demo corpus's filling those not given when ``demo_root`` is set."""
     if demo_root is None:
         return mmeb_dir, xtd_dir, image_root
@@ -85,20 +87,9 @@ def folders_with_demo(demo_root: str | None, mmeb_dir: str | None, xtd_dir: str 
     return mmeb_dir or str(paths.mmeb_dir), xtd_dir or str(paths.xtd_dir), image_root or str(paths.image_root)
 
 
-def run_function_cli(fn: Callable[..., Any], prog: str, argv: Sequence[str] | None) -> int:
-    """Parse ``argv`` into ``fn``'s typed arguments (plus ``--config`` YAML) with jsonargparse and call it."""
-    from jsonargparse import ArgumentParser
+def main(argv: Sequence[str]) -> int:
+    """``mme5 evaluate --model M [--mmeb_dir D] [--xtd_dir D] ...`` (arguments as for :func:`evaluate`)."""
+    from mme5.cli.parsing import run_function
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = ArgumentParser(prog=prog, description=(fn.__doc__ or "").split("\n")[0])
-    parser.add_function_arguments(fn)
-    parser.add_argument("--config", action="config", help="a YAML file with these arguments")
-    cfg = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    cfg.pop("config", None)
-    fn(**cfg.as_dict())
+    run_function(evaluate, argv, "mme5 evaluate")
     return 0
-
-
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``mme5 evaluate`` (arguments as for :func:`evaluate`)."""
-    return run_function_cli(evaluate, "mme5 evaluate", argv)

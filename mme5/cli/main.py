@@ -1,127 +1,66 @@
-"""The `mme5` command: `fit` / `validate` (LightningCLI), `export` and `evaluate`.
+"""The `mme5` command: one verb per module of :mod:`mme5.cli`, listed in :data:`VERBS`.
 
+    mme5 demo --root .mme5-demo
     mme5 fit --config configs/demo.yaml
-    mme5 fit --config configs/mme5-llama-3.2-11b-vision.yaml --print_config
-    mme5 export --ckpt runs/demo/checkpoints/last.ckpt --out exported/demo
-    mme5 evaluate --model exported/demo --mmeb_dir ... --image_root ...
+    mme5 export --ckpt runs/demo/logs/version_0/checkpoints/last.ckpt --out exported/demo
+    mme5 evaluate --model exported/demo --demo_root .mme5-demo
+    mme5 <verb> --help
+
+Each verb module has ``main(argv) -> int``; :func:`main` imports only the one asked for and runs it
+through :func:`mme5.errors.run_command`, the one place where user errors become one line.
 """
 
 from __future__ import annotations
 
-import os
+import importlib
 import sys
-import warnings
 from collections.abc import Sequence
 
-import torch
-from jsonargparse import set_parsing_settings
-from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
+from mme5 import __version__
+from mme5.errors import run_command
 
-from mme5.errors import ConfigError, run_command
-
-# Settings dataclasses document their fields with attribute docstrings; show them in `--help`.
-set_parsing_settings(docstring_parse_attribute_docstrings=True)
-# Lightning 2.6 still builds torch's deprecated LeafSpec on every batch transfer (harmless; one line per rank).
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
-
-
-class MME5CLI(LightningCLI):
-    """LightningCLI with the encoder's model linked into the DataModule (it builds the collator)."""
-
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("model.encoder.model", "data.model")
-        parser.link_arguments("model.encoder.max_length", "data.max_length")
-
-    def after_fit(self) -> None:
-        """Save the end-of-training state as ``last.ckpt`` and print the final evaluation tables."""
-        self._save_final_checkpoint()
-        if self.trainer.is_global_zero:
-            self._print_final_evaluation()
-
-    def _print_final_evaluation(self) -> None:
-        from mme5.eval import MMEBEvaluation, XTDEvaluation
-        from mme5.eval.report import markdown_report
-
-        found: dict[str, object] = {}
-        for cb in self.trainer.callbacks:
-            if isinstance(cb, (MMEBEvaluation, XTDEvaluation)) and cb.last_result is not None:
-                found[cb.benchmark] = cb.last_result
-        if found:
-            title = f"Evaluation after step {self.trainer.global_step}"
-            print("\n" + markdown_report(mmeb=found.get("mmeb"), xtd=found.get("xtd"), title=title))
-
-    def _save_final_checkpoint(self) -> None:
-        cb = self.trainer.checkpoint_callback
-        if cb is None or not getattr(cb, "save_last", False) or cb.dirpath is None:
-            return
-        last = os.path.join(cb.dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)
-        self.trainer.save_checkpoint(last, weights_only=False)  # the full state: --ckpt_path resumes from it
-        rank_zero_info(f"mme5: final checkpoint (step {self.trainer.global_step}) at {last}")
-
-    def before_instantiate_classes(self) -> None:
-        """GPU-only settings on a machine without a visible CUDA GPU, as one line that says what to do."""
-        config = self.config.get(self.subcommand) if self.subcommand else self.config
-        trainer = config.get("trainer") if config is not None else None
-        if trainer is None or torch.cuda.is_available():
-            return
-        accelerator, strategy = str(trainer.get("accelerator")), trainer.get("strategy")
-        if accelerator in ("gpu", "cuda"):
-            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-            raise ConfigError(f"trainer.accelerator: {accelerator}, but no CUDA GPU is visible (torch "
-                              f"{torch.__version__} is {build}); run on a GPU machine or set trainer.accelerator: cpu")
-        if isinstance(strategy, str) and strategy.startswith(("fsdp", "deepspeed")) and strategy != "fsdp2":
-            raise ConfigError(f"trainer.strategy: {strategy} needs CUDA GPUs (Lightning runs it on nothing "
-                              f"else); on CPU use trainer.strategy: ddp or fsdp2")
-
-    def before_fit(self) -> None:
-        """On CPU, leave the data workers their cores: intra-op threads that compete with worker
-        processes for the same cores spin in OpenMP barriers and make a step several times slower."""
-        if os.environ.get("OMP_NUM_THREADS") or not isinstance(self.trainer.accelerator, CPUAccelerator):
-            return
-        processes = max(1, self.trainer.num_devices)
-        workers = getattr(self.datamodule, "num_workers", 0) or 0
-        threads = max(1, (os.cpu_count() or 1) // processes - workers)
-        if threads < torch.get_num_threads():
-            torch.set_num_threads(threads)
-            rank_zero_info(f"mme5: {threads} intra-op thread(s) per process ({workers} data worker(s) per process)")
+#: verb -> (module whose ``main(argv)`` runs it, one-line summary for ``mme5 --help``).
+VERBS: dict[str, tuple[str, str]] = {
+    "fit": ("mme5.cli.fit", "train an embedding model from a YAML config (LightningCLI)"),
+    "validate": ("mme5.cli.validate", "run a config's validation loop, e.g. on a checkpoint (LightningCLI)"),
+    "export": ("mme5.cli.export", "write a training checkpoint as a Hugging Face-style model folder"),
+    "evaluate": ("mme5.cli.evaluate", "score a model on MMEB and/or XTD and print the tables"),
+    "eval-quantized": ("mme5.cli.eval_quantized", "compare a model at full precision, int8 and nf4"),
+    "convert": ("mme5.cli.convert", "turn public parquet training sets into mme5 shards"),
+    "synthesize": ("mme5.cli.synthesize", "generate synthetic training shards from images with a VLM"),
+    "demo": ("mme5.cli.demo", "generate the demo corpus (no download) and print where it is"),
+}
 
 
-def fit_cli(args: Sequence[str] | None = None, run: bool = True) -> MME5CLI:
-    """Build (and by default run) the LightningCLI over EmbeddingModule and ShardDataModule."""
-    from mme5.data import ShardDataModule
-    from mme5.training.module import EmbeddingModule
-
-    return MME5CLI(
-        EmbeddingModule,
-        ShardDataModule,
-        args=list(args) if args is not None else None,
-        run=run,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "mme5"},
-        auto_configure_optimizers=False,
+def usage() -> str:
+    """The text of ``mme5 --help``."""
+    width = max(map(len, VERBS))
+    verbs = "\n".join(f"  {verb:<{width}}  {summary}" for verb, (_, summary) in VERBS.items())
+    return (
+        f"usage: mme5 <verb> [options]    (mme5 <verb> --help for the verb's options)\n\n"
+        f"multimodal, multilingual embedding models trained the mmE5 way (mme5 {__version__})\n\n"
+        f"verbs:\n{verbs}\n\noptions:\n  -h, --help  show this message\n  --version   print the version"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `mme5` console script."""
-    from_command_line = argv is None
+    """Entry point of the `mme5` console script (``argv``: ``sys.argv[1:]``); returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-
-    def body() -> int | None:
-        if args and args[0] == "export":
-            from mme5.model.export import cli_main as export_main
-
-            return export_main(args[1:])
-        if args and args[0] == "evaluate":
-            from mme5.cli.evaluate import cli_main as evaluate_main
-
-            return evaluate_main(args[1:])
-        fit_cli(None if from_command_line else args)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if args else sys.stderr)
+        return 0 if args else 2
+    if args[0] == "--version":
+        print(f"mme5 {__version__}")
         return 0
-
-    return run_command("mme5", body)
+    verb = args[0]
+    if verb not in VERBS:
+        print(
+            f"mme5: error: unknown verb '{verb}'; expected one of {', '.join(VERBS)} (mme5 --help)",
+            file=sys.stderr,
+        )
+        return 2
+    module = importlib.import_module(VERBS[verb][0])
+    return run_command(f"mme5 {verb}", lambda: module.main(args[1:]))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,6 @@ __all__ = [
     "RankingMetrics",
     "RetrievalSet",
     "XTDEvaluation",
-    "cli_main",
     "evaluate_mmeb",
     "evaluate_xtd",
     "load_mmeb",
@@ -76,10 +75,6 @@ def __getattr__(name: str):
         from mme5.eval.report import markdown_report
 
         return markdown_report
-    if name == "cli_main":
-        from mme5.cli.evaluate import cli_main
-
-        return cli_main
     if name == "load_model":
         from mme5.eval.models import load_model
 

@@ -16,7 +16,7 @@ from mme5.data.convert import STATE_FILE, ConvertError, convert, parse_list, sou
 from mme5.records import PUBLIC_IMAGE_TOKEN, ShardSetWriter, decode_sample, iter_shard, read_sizes
 from tests.helpers.shard_fixtures import png_bytes
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "convert.py"
+TOOL = ["-m", "mme5.cli", "convert"]
 
 
 def _write_inputs(root: Path) -> tuple[Path, Path, list[dict]]:
@@ -198,7 +198,7 @@ def test_cli_and_clear_errors(tmp_path):
     run = subprocess.run(
         [
             sys.executable,
-            str(TOOL),
+            *TOOL,
             str(inputs),
             str(tmp_path / "cli"),
             "--image_root",

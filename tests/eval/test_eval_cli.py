@@ -12,9 +12,26 @@ from mme5.cli import main as mme5_main
 
 def test_evaluate_prints_the_table_and_writes_json(fixture_folders, tmp_path, capsys):
     fx = fixture_folders
-    args = ["--model", "tiny-llava", "--mmeb_dir", str(fx.mmeb_dir), "--xtd_dir", str(fx.xtd_dir),
-            "--image_root", str(fx.image_root), "--max_rows", "3", "--languages", "[it]", "--device", "cpu",
-            "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "out")]
+    args = [
+        "--model",
+        "tiny-llava",
+        "--mmeb_dir",
+        str(fx.mmeb_dir),
+        "--xtd_dir",
+        str(fx.xtd_dir),
+        "--image_root",
+        str(fx.image_root),
+        "--max_rows",
+        "3",
+        "--languages",
+        "[it]",
+        "--device",
+        "cpu",
+        "--cache_dir",
+        str(tmp_path / "cache"),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     assert mme5_main(["evaluate", *args]) == 0
     out = capsys.readouterr().out
     assert "| Class | VQA | Retr | Ground | IND | OOD | Overall |" in out and "| R@10 |" in out
@@ -32,19 +49,45 @@ def test_evaluate_a_checkpoint(fixture_folders, tmp_path, capsys):
 
     module = EmbeddingModule(encoder=EncoderSettings(model="tiny-llava"))
     ckpt = tmp_path / "last.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-                "pytorch-lightning_version": lightning.__version__}, ckpt)
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        ckpt,
+    )
     fx = fixture_folders
-    code = mme5_main(["evaluate", "--model", str(ckpt), "--mmeb_dir", str(fx.mmeb_dir), "--image_root",
-                      str(fx.image_root), "--datasets", "[VisualNews_t2i]", "--max_rows", "4", "--cache_dir", "null",
-                      "--device", "cpu"])
+    code = mme5_main(
+        [
+            "evaluate",
+            "--model",
+            str(ckpt),
+            "--mmeb_dir",
+            str(fx.mmeb_dir),
+            "--image_root",
+            str(fx.image_root),
+            "--datasets",
+            "[VisualNews_t2i]",
+            "--max_rows",
+            "4",
+            "--cache_dir",
+            "null",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     assert "| Retrieval | VisualNews_t2i | IND | 4 |" in capsys.readouterr().out
 
 
 def test_user_errors_are_one_line(fixture_folders, tmp_path, capsys):
-    assert mme5_main(["evaluate", "--model", str(tmp_path / "none.ckpt"), "--mmeb_dir",
-                      str(fixture_folders.mmeb_dir)]) == 2
+    assert (
+        mme5_main(
+            ["evaluate", "--model", str(tmp_path / "none.ckpt"), "--mmeb_dir", str(fixture_folders.mmeb_dir)]
+        )
+        == 2
+    )
     assert "checkpoint" in capsys.readouterr().err
     assert mme5_main(["evaluate", "--model", "tiny-llava"]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import signal
@@ -16,19 +15,27 @@ import yaml
 from mme5.records import decode_sample, iter_shard, read_sizes
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOL = ROOT / "tools" / "synthesize.py"
+TOOL = ["-m", "mme5.cli", "synthesize"]
 
 
 def write_config(path: Path, out: Path, photos: Path, model: Path) -> Path:
     cfg = {
-        "output_dir": str(out), "num_samples": 8, "seed": 11, "indices_per_shard": 2,
+        "output_dir": str(out),
+        "num_samples": 8,
+        "seed": 11,
+        "indices_per_shard": 2,
         "images": {"folder": str(photos)},
         "plan": {"languages": ["en", "de", "fr", "es"]},
         "strings": {"max_chars": 5, "min_chars": 1, "charset": "a-z "},
         "gates": {"min_score": 4.0, "min_chars": 2},
-        "backend": {"class_path": "mme5.synth.TransformersBackend",
-                    "init_args": {"model": str(model), "threads": 1,
-                                  "sampling": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 300}}},
+        "backend": {
+            "class_path": "mme5.synth.TransformersBackend",
+            "init_args": {
+                "model": str(model),
+                "threads": 1,
+                "sampling": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 300},
+            },
+        },
     }
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -36,16 +43,22 @@ def write_config(path: Path, out: Path, photos: Path, model: Path) -> Path:
 
 def run_tool(config: Path, **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.Popen([sys.executable, str(TOOL), "--config", str(config)], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, *TOOL, "--config", str(config)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 def run_in_process(config: Path) -> dict:
-    """The tool's own entry point, in this process (saves a second start-up of torch and transformers)."""
-    spec = importlib.util.spec_from_file_location("mme5_tool_synthesize", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(["--config", str(config)])
+    """`mme5 synthesize` in this process (saves a second start-up of torch and transformers)."""
+    from mme5.cli.synthesize import run
+
+    return run(["--config", str(config)])
 
 
 def contents(folder: Path) -> dict[str, list[dict]]:
@@ -55,9 +68,17 @@ def contents(folder: Path) -> dict[str, list[dict]]:
         rows = []
         for sample in iter_shard(shard):
             ex = decode_sample(sample)
-            rows.append({"id": ex.id, "instruction": ex.instruction, "task": ex.task, "modality": ex.modality,
-                         "lang": ex.lang, "meta": ex.meta,
-                         "sides": [(s.text, s.image_bytes) for s in [ex.query, ex.positive, *ex.negatives]]})
+            rows.append(
+                {
+                    "id": ex.id,
+                    "instruction": ex.instruction,
+                    "task": ex.task,
+                    "modality": ex.modality,
+                    "lang": ex.lang,
+                    "meta": ex.meta,
+                    "sides": [(s.text, s.image_bytes) for s in [ex.query, ex.positive, *ex.negatives]],
+                }
+            )
         out[shard.name] = rows
     return out
 

@@ -1,0 +1,17 @@
+"""``mme5 export``: a training checkpoint of ``mme5 fit`` as a Hugging Face-style model folder.
+
+mme5 export --ckpt runs/demo/logs/version_0/checkpoints/last.ckpt --out exported/demo
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str]) -> int:
+    """``mme5 export --ckpt CKPT --out DIR [--instructions JSON]``."""
+    from mme5.cli.parsing import run_function
+    from mme5.model.export import export_checkpoint
+
+    run_function(export_checkpoint, argv, "mme5 export")
+    return 0

@@ -1,0 +1,139 @@
+"""``mme5 fit``: train with LightningCLI over EmbeddingModule and ShardDataModule.
+
+    mme5 fit --config configs/demo.yaml
+    mme5 fit --config configs/mme5-llama-3.2-11b-vision.yaml --print_config
+
+Everything a run writes (logs, checkpoints, evaluation reports, the resolved config) goes under
+``trainer.default_root_dir`` unless the config names another folder.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+
+import torch
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
+
+import mme5.cli.parsing  # noqa: F401 - jsonargparse's settings (attribute docstrings in --help)
+from mme5.errors import ConfigError
+
+# Lightning 2.6 still builds torch's deprecated LeafSpec on every batch transfer (harmless; a line per rank).
+warnings.filterwarnings(
+    "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+)
+
+#: The LightningCLI subcommands mme5 offers (``test`` / ``predict`` have nothing to run here).
+SUBCOMMANDS = ("fit", "validate")
+
+
+class MME5CLI(LightningCLI):
+    """LightningCLI with the encoder's model linked into the DataModule (it builds the collator), only
+    ``fit`` / ``validate``, and loggers that write under ``trainer.default_root_dir`` by default."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {name: keys for name, keys in LightningCLI.subcommands().items() if name in SUBCOMMANDS}
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("model.encoder.model", "data.model")
+        parser.link_arguments("model.encoder.max_length", "data.max_length")
+
+    def after_fit(self) -> None:
+        """Save the end-of-training state as ``last.ckpt`` and print the final evaluation tables."""
+        self._save_final_checkpoint()
+        if self.trainer.is_global_zero:
+            self._print_final_evaluation()
+
+    def _print_final_evaluation(self) -> None:
+        from mme5.eval import MMEBEvaluation, XTDEvaluation
+        from mme5.eval.report import markdown_report
+
+        found: dict[str, object] = {}
+        for cb in self.trainer.callbacks:
+            if isinstance(cb, (MMEBEvaluation, XTDEvaluation)) and cb.last_result is not None:
+                found[cb.benchmark] = cb.last_result
+        if found:
+            title = f"Evaluation after step {self.trainer.global_step}"
+            print("\n" + markdown_report(mmeb=found.get("mmeb"), xtd=found.get("xtd"), title=title))
+
+    def _save_final_checkpoint(self) -> None:
+        cb = self.trainer.checkpoint_callback
+        if cb is None or not getattr(cb, "save_last", False) or cb.dirpath is None:
+            return
+        last = os.path.join(cb.dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)
+        self.trainer.save_checkpoint(last, weights_only=False)  # the full state: --ckpt_path resumes from it
+        rank_zero_info(f"mme5: final checkpoint (step {self.trainer.global_step}) at {last}")
+
+    def before_instantiate_classes(self) -> None:
+        """Loggers without a ``save_dir`` get ``trainer.default_root_dir``; GPU-only settings on a machine
+        without a visible CUDA GPU are one line that says what to do."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        trainer = config.get("trainer") if config is not None else None
+        if trainer is None:
+            return
+        self._loggers_under_root_dir(trainer)
+        if torch.cuda.is_available():
+            return
+        accelerator, strategy = str(trainer.get("accelerator")), trainer.get("strategy")
+        if accelerator in ("gpu", "cuda"):
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ConfigError(
+                f"trainer.accelerator: {accelerator}, but no CUDA GPU is visible (torch "
+                f"{torch.__version__} is {build}); run on a GPU machine or set trainer.accelerator: cpu"
+            )
+        if isinstance(strategy, str) and strategy.startswith(("fsdp", "deepspeed")) and strategy != "fsdp2":
+            raise ConfigError(
+                f"trainer.strategy: {strategy} needs CUDA GPUs (Lightning runs it on nothing "
+                f"else); on CPU use trainer.strategy: ddp or fsdp2"
+            )
+
+    @staticmethod
+    def _loggers_under_root_dir(trainer) -> None:
+        """A logger configured without ``save_dir`` (CSVLogger, TensorBoardLogger) writes under the
+        trainer's root dir, as Lightning's default logger does; its checkpoints and the evaluation
+        reports follow its ``log_dir``."""
+        loggers = trainer.get("logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init_args = logger.get("init_args") if hasattr(logger, "get") else None
+            if init_args is not None and "save_dir" in init_args and init_args.get("save_dir") is None:
+                init_args["save_dir"] = trainer.get("default_root_dir") or os.getcwd()
+
+    def before_fit(self) -> None:
+        """On CPU, leave the data workers their cores: intra-op threads that compete with worker
+        processes for the same cores spin in OpenMP barriers and make a step several times slower."""
+        if os.environ.get("OMP_NUM_THREADS") or not isinstance(self.trainer.accelerator, CPUAccelerator):
+            return
+        processes = max(1, self.trainer.num_devices)
+        workers = getattr(self.datamodule, "num_workers", 0) or 0
+        threads = max(1, (os.cpu_count() or 1) // processes - workers)
+        if threads < torch.get_num_threads():
+            torch.set_num_threads(threads)
+            rank_zero_info(
+                f"mme5: {threads} intra-op thread(s) per process ({workers} data worker(s) per process)"
+            )
+
+
+def fit_cli(args: Sequence[str] | None = None, run: bool = True) -> MME5CLI:
+    """Build (and by default run) the LightningCLI over EmbeddingModule and ShardDataModule."""
+    from mme5.data import ShardDataModule
+    from mme5.training.module import EmbeddingModule
+
+    return MME5CLI(
+        EmbeddingModule,
+        ShardDataModule,
+        args=list(args) if args is not None else None,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "mme5"},
+        auto_configure_optimizers=False,
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    """``mme5 fit [--config X.yaml] [--section.option value ...]``."""
+    fit_cli(["fit", *argv])
+    return 0
