@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Carry tmp/whl (git-ignored) holding the jsonargparse wheel and its docstring-parser and typeshed-client
+# (GPU images lack them and have no network; scripts/gpu_env.sh installs them, see there how to fetch):
+# tools/bench_kernels.py parses its arguments with jsonargparse and there is no fallback.
 # GPU check of the fused InfoNCE kernels (mme5 issue 3), unattended, from the repository root:
 #   1. pytest tests/kernels with CUDA (gpu-marked tests included, no Triton interpreter), among them
 #      the one-pass path (kernels/triton_onepass.py) against the oracle in every dtype, its allocation
@@ -11,11 +14,12 @@
 # Writes pytest.log, bench.log, kernels_gpu.csv and PNG plots under $OUT (default benchmarks/results/gpu).
 # Estimated 4-6 minutes on an H100 (not yet timed; pytest is capped at TEST_TIMEOUT=300 s).
 # Needs python3 with CUDA torch + triton (+ pytest, matplotlib); mme5 is staged from this tree when it is
-# not installed. jsonargparse is optional: installed from tmp/whl/*.whl when missing and present (no
-# network needed), else tools/bench_kernels.py reads its --name value pairs itself.
+# not installed; jsonargparse comes from tmp/whl (above).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/gpu_env.sh || exit 1  # sets OUT (default benchmarks/results/gpu) and PY
+$PY -c 'import jsonargparse, docstring_parser' 2>/dev/null \
+  || { echo "gpu_kernels_check: jsonargparse is missing: carry tmp/whl with its wheels (see scripts/gpu_env.sh)"; exit 1; }
 
 status=0
 timeout "${TEST_TIMEOUT:-300}" $PY -m pytest tests/kernels -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" || status=1

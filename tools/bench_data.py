@@ -24,8 +24,6 @@ import statistics
 import time
 from pathlib import Path
 
-from jsonargparse import auto_cli
-
 
 def _cpu_name() -> str:
     try:
@@ -203,4 +201,9 @@ def main(out_dir: str = "benchmarks/results", work_dir: str = ".mme5-cache/bench
 
 
 if __name__ == "__main__":
-    auto_cli(main)
+    import sys
+
+    from mme5.cli.parsing import run_function
+    from mme5.errors import run_command
+
+    sys.exit(run_command("bench_data", lambda: run_function(main, sys.argv[1:], "bench_data.py")))

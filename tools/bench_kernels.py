@@ -403,29 +403,10 @@ def plot_results(csv_path: Path) -> list[Path]:
     return written
 
 
-def _plain_args(argv: Sequence[str]) -> dict:
-    """``--name value`` pairs for main() without jsonargparse (bare GPU images): values are JSON,
-    ``[a, b]`` lists of bare words, or plain strings; ``--out`` becomes a Path."""
-    if len(argv) % 2 or not all(a.startswith("--") for a in argv[::2]):
-        raise SystemExit("bench_kernels: without jsonargparse, arguments must be --name value pairs")
-    kwargs = {}
-    for flag, raw in zip(argv[::2], argv[1::2]):
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            inner = raw.strip()
-            value = [w.strip() for w in inner[1:-1].split(",") if w.strip()] if inner.startswith("[") else raw
-        kwargs[flag[2:]] = Path(value) if flag == "--out" else value
-    return kwargs
-
-
 if __name__ == "__main__":
     import sys
 
-    try:
-        from jsonargparse import CLI
-    except ImportError:
-        print("bench_kernels: jsonargparse is not installed; reading --name value pairs directly")
-        main(**_plain_args(sys.argv[1:]))
-    else:
-        CLI(main, as_positional=False)
+    from mme5.cli.parsing import run_function
+    from mme5.errors import run_command
+
+    sys.exit(run_command("bench_kernels", lambda: run_function(main, sys.argv[1:], prog="bench_kernels.py")))

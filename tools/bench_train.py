@@ -284,6 +284,9 @@ def replot(csv_path: str = "benchmarks/results/train_step.csv") -> None:
 
 
 if __name__ == "__main__":
-    from jsonargparse import CLI
+    from mme5.cli.parsing import run_function
+    from mme5.errors import run_command
 
-    CLI([main, run_one, replot])
+    functions = [main, run_one, replot]
+    sys.exit(run_command("bench_train", lambda: run_function(functions, sys.argv[1:], "bench_train.py",
+                                                             positional=True)))

@@ -61,35 +61,6 @@ def test_unknown_onepass_field_is_one_clear_error(bench, tmp_path):
         bench.main(providers=["chunked"], sizes=[8], dims=[8], onepass={"block_q": 2}, out=tmp_path / "k.csv")
 
 
-def test_plain_arguments_without_jsonargparse(bench):
-    got = bench._plain_args(
-        [
-            "--sizes",
-            "[4096, 16384]",
-            "--providers",
-            "[reference, compile]",
-            "--onepass",
-            '{"block_m": 2}',
-            "--plot",
-            "false",
-            "--dtype",
-            "bfloat16",
-            "--out",
-            "x/k.csv",
-        ]
-    )
-    assert got == {
-        "sizes": [4096, 16384],
-        "providers": ["reference", "compile"],
-        "onepass": {"block_m": 2},
-        "plot": False,
-        "dtype": "bfloat16",
-        "out": Path("x/k.csv"),
-    }
-    with pytest.raises(SystemExit, match="--name value pairs"):
-        bench._plain_args(["--sizes"])
-
-
 def test_peer_check_measures_agreement_with_the_reference(bench):
     # chunked computes the same loss: agreement to fp32 rounding; a peer is only timed below 2e-2
     assert bench.peer_disagreement("chunked", torch.device("cpu"), torch.float32, size=40, dim=24) < 1e-5
