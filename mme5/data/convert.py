@@ -38,6 +38,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from PIL import Image
 
+from mme5.errors import Mme5Error
 from mme5.records import IMAGE_EXTENSIONS, PUBLIC_IMAGE_TOKEN, Example, RecordError, ShardSetWriter, Side
 
 log = logging.getLogger("mme5.data.convert")
@@ -89,8 +90,8 @@ TASK_OF_SOURCE = {
 }
 
 
-class ConvertError(ValueError):
-    """A conversion that cannot start (missing input, wrong columns)."""
+class ConvertError(Mme5Error, ValueError):
+    """A conversion that cannot start (missing input, wrong columns): a user error, reported as one line."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mme5.errors import ConfigError, MissingPathError
 from mme5.records import Example, Side
 
 from .backends.base import Backend, Generation, GenerationRequest
@@ -75,14 +76,14 @@ class SynthConfig:
 
 def load_pool(src: ImageSource) -> ImagePool:
     if bool(src.folder) == bool(src.shards):
-        raise ValueError("images: set exactly one of 'folder' or 'shards'")
+        raise ConfigError("images: set exactly one of 'folder' or 'shards'")
     if src.folder:
         return ImagePool.from_folder(src.folder, src.limit, src.max_side)
     paths: list[str] = []
     for pattern in src.shards:
         found = sorted(glob.glob(pattern))
         if not found:
-            raise FileNotFoundError(f"images.shards: no file matches '{pattern}'")
+            raise MissingPathError(f"images.shards: no file matches '{pattern}'")
         paths += found
     return ImagePool.from_shards(paths, src.limit, src.max_side)
 
@@ -95,7 +96,7 @@ def make_embedder(spec: str):
         return ModelEmbedder(spec[len("model:"):])
     if ":" in spec:
         return CallableEmbedder(spec)
-    raise ValueError(f"images.embedder '{spec}': expected 'histogram', 'model:<folder>' or 'module:callable'")
+    raise ConfigError(f"images.embedder '{spec}': expected 'histogram', 'model:<folder>' or 'module:callable'")
 
 
 @dataclass
@@ -111,11 +112,11 @@ class Synthesizer:
 
     def __init__(self, config: SynthConfig, backend: Backend):
         if config.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {config.num_samples}")
+            raise ConfigError(f"num_samples must be >= 1, got {config.num_samples}")
         if config.indices_per_shard < 1:
-            raise ValueError(f"indices_per_shard must be >= 1, got {config.indices_per_shard}")
+            raise ConfigError(f"indices_per_shard must be >= 1, got {config.indices_per_shard}")
         if config.images.negative_rank < 1:
-            raise ValueError("images.negative_rank must be >= 1 (rank 0 is the positive image)")
+            raise ConfigError("images.negative_rank must be >= 1 (rank 0 is the positive image)")
         self.config, self.backend = config, backend
         self.output = ShardOutput(config.output_dir)
         self.pool = load_pool(config.images)
