@@ -92,6 +92,15 @@ class BackboneAdapter:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(path={self.path!r})"
 
+    @property
+    def source(self) -> str:
+        """Where the processor and the model load from (set by :func:`mme5.backbones.get_adapter`)."""
+        if self.path is None:
+            raise BackboneError(
+                f"{type(self).__name__} has no model path; get it from mme5.backbones.get_adapter"
+            )
+        return self.path
+
     # ---- formatting -------------------------------------------------------------------------------
     def format_text(self, side: Side) -> str:
         """The prompt for one side: ``<|image_1|>`` rewritten to the family's image token.

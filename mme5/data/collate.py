@@ -44,8 +44,14 @@ class Collator:
         max_side: downscale images whose longest side exceeds this (None: keep the size).
     """
 
-    def __init__(self, model: str, max_length: int = 256, max_negatives: int | None = None,
-                 max_pixels: int | None = MAX_IMAGE_PIXELS, max_side: int | None = None):
+    def __init__(
+        self,
+        model: str,
+        max_length: int = 256,
+        max_negatives: int | None = None,
+        max_pixels: int | None = MAX_IMAGE_PIXELS,
+        max_side: int | None = None,
+    ):
         if max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         if max_negatives is not None and max_negatives < 0:
@@ -73,7 +79,7 @@ class Collator:
     @property
     def processor(self) -> Any:
         if self._processor is None:
-            self._processor = self.adapter.load_processor(self.adapter.path)
+            self._processor = self.adapter.load_processor(self.adapter.source)
         return self._processor
 
     def num_negatives(self, examples: list[Example]) -> int:
@@ -102,7 +108,7 @@ class Collator:
         for ex in examples:
             cands = [self._decoded(s, ex) for s in ex.candidate_sides()]
             positives.append(cands[0])
-            negs = cands[1:1 + k]
+            negs = cands[1 : 1 + k]
             negs += [negs[-1]] * (k - len(negs)) if negs else []
             negatives.extend(negs)
         candidates = positives + negatives

@@ -68,14 +68,28 @@ class ShardDataModule(L.LightningDataModule):
         warn_interval_s: at most one warning per skip reason and worker in this many seconds.
     """
 
-    def __init__(self, model: str = "tiny-mllama", train: list[ShardSet] | None = None, batch_size: int = 32,
-                 num_workers: int = 2, max_length: int = 256, max_negatives: int | None = None,
-                 shuffle_buffer: int = 1000, shuffle_shards: int = 4, seed: int = 0, resampled: bool = False,
-                 epoch_samples: int | None = None, max_image_pixels: int = MAX_IMAGE_PIXELS,
-                 max_image_side: int = 1024, demo: DemoSettings | None = None,
-                 collate_fn: Callable[[list[Example]], Any] | None = None, prefetch_factor: int = 2,
-                 pin_memory: bool = False,
-                 max_consecutive_skips: int = 1000, warn_interval_s: float = 30.0):
+    def __init__(
+        self,
+        model: str = "tiny-mllama",
+        train: list[ShardSet] | None = None,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        max_length: int = 256,
+        max_negatives: int | None = None,
+        shuffle_buffer: int = 1000,
+        shuffle_shards: int = 4,
+        seed: int = 0,
+        resampled: bool = False,
+        epoch_samples: int | None = None,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
+        max_image_side: int = 1024,
+        demo: DemoSettings | None = None,
+        collate_fn: Callable[[list[Example]], Any] | None = None,
+        prefetch_factor: int = 2,
+        pin_memory: bool = False,
+        max_consecutive_skips: int = 1000,
+        warn_interval_s: float = 30.0,
+    ):
         super().__init__()
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
@@ -114,8 +128,10 @@ class ShardDataModule(L.LightningDataModule):
         from mme5.demo import ensure_demo_corpus  # lazy: the demo generator is not needed for real data
 
         assert self.demo is not None
-        extra = {"train_samples": self.demo.train_samples} if self.demo.train_samples is not None else {}
-        paths = ensure_demo_corpus(self.demo.root, self.demo.seed, **extra)
+        if self.demo.train_samples is not None:
+            paths = ensure_demo_corpus(self.demo.root, self.demo.seed, train_samples=self.demo.train_samples)
+        else:
+            paths = ensure_demo_corpus(self.demo.root, self.demo.seed)
         return [ShardSet(paths.train_pattern, 1.0, "demo")]
 
     def prepare_data(self) -> None:
@@ -137,8 +153,13 @@ class ShardDataModule(L.LightningDataModule):
         if self.collate_fn is None:
             from mme5.data.collate import Collator
 
-            self.collate_fn = Collator(self.model, self.max_length, self.max_negatives,
-                                       max_pixels=self.max_image_pixels, max_side=self.max_image_side)
+            self.collate_fn = Collator(
+                self.model,
+                self.max_length,
+                self.max_negatives,
+                max_pixels=self.max_image_pixels,
+                max_side=self.max_image_side,
+            )
         log.info("data: %s", self.describe())
 
     # ---- sizes --------------------------------------------------------------------------------------
@@ -159,14 +180,20 @@ class ShardDataModule(L.LightningDataModule):
         world = world_size or self._distributed()[1]
         n = self.samples_per_epoch // (world * self.batch_size)
         if n < 1:
-            raise DataError(f"an epoch of {self.samples_per_epoch} samples is less than one batch of "
-                            f"{self.batch_size} on each of {world} rank(s): lower batch_size or raise epoch_samples")
+            raise DataError(
+                f"an epoch of {self.samples_per_epoch} samples is less than one batch of "
+                f"{self.batch_size} on each of {world} rank(s): lower batch_size or raise epoch_samples"
+            )
         return n
 
     def describe(self) -> str:
-        parts = [f"'{s.label}' {len(s.urls)} shards {s.samples} samples weight {s.weight:g}" for s in self.sets]
-        return (f"{'; '.join(parts)}; {'resampled' if self.resampled else 'epoch'} mode, "
-                f"{self.samples_per_epoch} samples per epoch")
+        parts = [
+            f"'{s.label}' {len(s.urls)} shards {s.samples} samples weight {s.weight:g}" for s in self.sets
+        ]
+        return (
+            f"{'; '.join(parts)}; {'resampled' if self.resampled else 'epoch'} mode, "
+            f"{self.samples_per_epoch} samples per epoch"
+        )
 
     # ---- loaders ----------------------------------------------------------------------------------
 
@@ -174,11 +201,19 @@ class ShardDataModule(L.LightningDataModule):
         if not self.sets:
             self.setup("fit")
         assert self.collate_fn is not None
-        return MixtureDataset(self.sets, self.batch_size, self.collate_fn, seed=self.seed, resampled=self.resampled,
-                              shuffle_buffer=self.shuffle_buffer, shuffle_shards=self.shuffle_shards,
-                              max_image_pixels=self.max_image_pixels, max_image_side=self.max_image_side,
-                              max_consecutive_skips=self.max_consecutive_skips,
-                              warn_interval_s=self.warn_interval_s)
+        return MixtureDataset(
+            self.sets,
+            self.batch_size,
+            self.collate_fn,
+            seed=self.seed,
+            resampled=self.resampled,
+            shuffle_buffer=self.shuffle_buffer,
+            shuffle_shards=self.shuffle_shards,
+            max_image_pixels=self.max_image_pixels,
+            max_image_side=self.max_image_side,
+            max_consecutive_skips=self.max_consecutive_skips,
+            warn_interval_s=self.warn_interval_s,
+        )
 
     def loader(self, rank: int | None = None, world_size: int | None = None) -> ResumableLoader:
         """The train loader for one rank (``rank``/``world_size`` override the trainer's, for tests)."""
@@ -192,9 +227,15 @@ class ShardDataModule(L.LightningDataModule):
 
             for i, s in enumerate(self.sets):
                 deal_shards(s, world * max(1, self.num_workers), self.seed, 0, i)
-        return ResumableLoader(dataset, functools.partial(self._next_plan, rank=rank, world=world), self.tracker,
-                               self.batches_per_rank(world),
-                               self.num_workers, self.prefetch_factor, self.pin_memory)
+        return ResumableLoader(
+            dataset,
+            functools.partial(self._next_plan, rank=rank, world=world),
+            self.tracker,
+            self.batches_per_rank(world),
+            self.num_workers,
+            self.prefetch_factor,
+            self.pin_memory,
+        )
 
     def train_dataloader(self) -> ResumableLoader:
         return self.loader()
@@ -229,7 +270,8 @@ class ShardDataModule(L.LightningDataModule):
     def _consumed_batches(self) -> int:
         trainer = self.trainer
         if trainer is not None:
-            return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+            progress: Any = trainer.fit_loop.epoch_loop.batch_progress.current
+            return int(progress.processed)
         return self.tracker.yielded
 
     def state_dict(self) -> dict[str, Any]:
@@ -242,29 +284,49 @@ class ShardDataModule(L.LightningDataModule):
         if world > 1 and is_distributed():
             ranks = [None] * world
             dist.all_gather_object(ranks, local)
-        return {"version": STATE_VERSION, "seed": self.seed, "num_workers": max(1, self.num_workers),
-                "world_size": world, "batch_size": self.batch_size, "resampled": self.resampled,
-                "samples_per_epoch": self.samples_per_epoch, "fingerprint": fingerprint(self.sets), "ranks": ranks}
+        return {
+            "version": STATE_VERSION,
+            "seed": self.seed,
+            "num_workers": max(1, self.num_workers),
+            "world_size": world,
+            "batch_size": self.batch_size,
+            "resampled": self.resampled,
+            "samples_per_epoch": self.samples_per_epoch,
+            "fingerprint": fingerprint(self.sets),
+            "ranks": ranks,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the data position saved by :meth:`state_dict`; the next epoch started resumes from it."""
         if not state_dict:
             return
         if state_dict.get("version") != STATE_VERSION:
-            raise DataError(f"checkpoint data state has version {state_dict.get('version')}, expected {STATE_VERSION}")
+            raise DataError(
+                f"checkpoint data state has version {state_dict.get('version')}, expected {STATE_VERSION}"
+            )
         if not self.sets:
             self.setup("fit")
         _, world = self._distributed()
-        now = {"num_workers": max(1, self.num_workers), "world_size": world, "batch_size": self.batch_size,
-               "seed": self.seed, "resampled": self.resampled, "samples_per_epoch": self.samples_per_epoch}
+        now = {
+            "num_workers": max(1, self.num_workers),
+            "world_size": world,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "resampled": self.resampled,
+            "samples_per_epoch": self.samples_per_epoch,
+        }
         diff = [f"{k} {state_dict.get(k)} -> {v}" for k, v in now.items() if state_dict.get(k) != v]
         if diff:
-            raise DataError("cannot resume the data position exactly: the checkpoint was written with other data "
-                            f"settings ({', '.join(diff)}); use the same settings, or resume from an end-of-epoch "
-                            "checkpoint")
+            raise DataError(
+                "cannot resume the data position exactly: the checkpoint was written with other data "
+                f"settings ({', '.join(diff)}); use the same settings, or resume from an end-of-epoch "
+                "checkpoint"
+            )
         if state_dict.get("fingerprint") != fingerprint(self.sets):
-            log.warning("data: the shard lists or sizes changed since the checkpoint; the resumed order is not "
-                        "the uninterrupted one")
+            log.warning(
+                "data: the shard lists or sizes changed since the checkpoint; the resumed order is not "
+                "the uninterrupted one"
+            )
         self._resume_state = state_dict
 
     # ---- skips ------------------------------------------------------------------------------------
@@ -279,6 +341,10 @@ class ShardDataModule(L.LightningDataModule):
     def teardown(self, stage: str) -> None:
         counts = self.skip_counts()
         if self.sets:
-            log.log(logging.WARNING if any(counts.values()) else logging.INFO,
-                    "data summary (rank %d): %d batches in the last epoch; skipped: %s",
-                    self._distributed()[0], self.tracker.yielded, format_counts(counts))
+            log.log(
+                logging.WARNING if any(counts.values()) else logging.INFO,
+                "data summary (rank %d): %d batches in the last epoch; skipped: %s",
+                self._distributed()[0],
+                self.tracker.yielded,
+                format_counts(counts),
+            )

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import torch
 from typing_extensions import Self
@@ -32,8 +32,9 @@ from mme5.errors import ConfigError
 from mme5.eval.datasets import XTD_LANGUAGES
 from mme5.eval.models import load_model, pick_device
 from mme5.eval.runner import EvalResult, evaluate_mmeb, evaluate_xtd
+from mme5.model.settings import QUANTIZATIONS, DType, Quantization
 
-SETTINGS = ("full", "int8", "nf4", "fp4")
+SETTINGS = ("full", *QUANTIZATIONS)
 MMEB_GROUPS = ("Classification", "VQA", "Retrieval", "Grounding", "IND", "OOD", "Overall")
 
 
@@ -96,7 +97,7 @@ def headline_scores(mmeb: EvalResult | None, xtd: EvalResult | None) -> dict[str
 def evaluate_setting(
     model: str,
     setting: str,
-    dtype: str,
+    dtype: DType,
     device: str,
     mmeb_dir: str | None,
     xtd_dir: str | None,
@@ -120,7 +121,7 @@ def evaluate_setting(
         t0 = time.perf_counter()
         loaded = load_model(
             model,
-            quantization=None if setting == "full" else setting,
+            quantization=None if setting == "full" else cast(Quantization, setting),
             device=device,
             dtype=dtype,
             batch_size=batch_size,
@@ -194,7 +195,7 @@ def compare_quantized(
     languages: Sequence[str] = XTD_LANGUAGES,
     max_rows: int | None = None,
     batch_size: int = 64,
-    dtype: str = "auto",
+    dtype: DType | Literal["auto"] = "auto",
     device: str = "auto",
     output_dir: str | None = None,
     isolate: bool = False,
@@ -211,7 +212,7 @@ def compare_quantized(
         raise ConfigError("nothing to evaluate: give mmeb_dir and/or xtd_dir")
     if dtype == "auto":
         dtype = "bfloat16" if pick_device(device).type == "cuda" else "float32"
-    jobs = [
+    jobs: list[tuple[Any, ...]] = [
         (model, s, dtype, device, mmeb_dir, xtd_dir, image_root, datasets, languages, max_rows, batch_size)
         for s in settings
     ]

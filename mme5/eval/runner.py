@@ -110,18 +110,26 @@ class EvalResult:
 
 def _validate(out: object, n: int) -> Tensor:
     if not isinstance(out, Tensor):
-        raise EmbeddingError(f"the embedding function returned {type(out).__name__}, expected a Tensor [n, D]")
+        raise EmbeddingError(
+            f"the embedding function returned {type(out).__name__}, expected a Tensor [n, D]"
+        )
     if out.ndim != 2 or out.shape[0] != n:
-        raise EmbeddingError(f"the embedding function returned shape {tuple(out.shape)} for {n} sides, "
-                             f"expected [{n}, D]")
+        raise EmbeddingError(
+            f"the embedding function returned shape {tuple(out.shape)} for {n} sides, expected [{n}, D]"
+        )
     out = out.detach().float()
     if not torch.isfinite(out).all():
         raise EmbeddingError("the embedding function returned non-finite values")
     return F.normalize(out, dim=-1)
 
 
-def encode_local(embed: EmbedFn, items: Sequence[Item], image_root: str | os.PathLike | None,
-                 batch_size: int, loader_threads: int = 4) -> Tensor | None:
+def encode_local(
+    embed: EmbedFn,
+    items: Sequence[Item],
+    image_root: str | os.PathLike | None,
+    batch_size: int,
+    loader_threads: int = 4,
+) -> Tensor | None:
     """Embed ``items`` in batches; images of the next batch decode in threads while one encodes."""
     if not items:
         return None
@@ -146,9 +154,15 @@ def _encode_order(items: Sequence[Item], todo: list[int]) -> list[int]:
     return sorted(todo, key=lambda i: (bool(items[i].image_path), len(items[i].text), i))
 
 
-def encode_items(embed: EmbedFn, items: Sequence[Item], image_root: str | os.PathLike | None,
-                 batch_size: int = 64, cache: EmbeddingCache | None = None, fingerprint: str | None = None,
-                 ctx: DistContext | None = None) -> tuple[Tensor, EncodeStats]:
+def encode_items(
+    embed: EmbedFn,
+    items: Sequence[Item],
+    image_root: str | os.PathLike | None,
+    batch_size: int = 64,
+    cache: EmbeddingCache | None = None,
+    fingerprint: str | None = None,
+    ctx: DistContext | None = None,
+) -> tuple[Tensor, EncodeStats]:
     """Embeddings [len(items), D] (float32, L2-normalised) of every item, on every rank.
 
     Items found in ``cache`` under ``fingerprint`` are not encoded; the others are sorted (text-only
@@ -250,10 +264,18 @@ def summarize_xtd(scores: list[DatasetScore]) -> dict[str, float]:
     return out
 
 
-def run_benchmark(benchmark: str, embed: EmbedFn, bench: Benchmark, image_root: str | os.PathLike | None,
-                  batch_size: int = 64, cache: EmbeddingCache | None = None, fingerprint: str | None = None,
-                  ctx: DistContext | None = None, score_budget: int = SCORE_BUDGET,
-                  step: int | None = None) -> EvalResult:
+def run_benchmark(
+    benchmark: str,
+    embed: EmbedFn,
+    bench: Benchmark,
+    image_root: str | os.PathLike | None,
+    batch_size: int = 64,
+    cache: EmbeddingCache | None = None,
+    fingerprint: str | None = None,
+    ctx: DistContext | None = None,
+    score_budget: int = SCORE_BUDGET,
+    step: int | None = None,
+) -> EvalResult:
     """Encode the benchmark's distinct items once, score every dataset, summarise."""
     ctx = ctx or DistContext.current()
     t0 = time.perf_counter()
@@ -264,39 +286,62 @@ def run_benchmark(benchmark: str, embed: EmbedFn, bench: Benchmark, image_root: 
     for rset in bench.sets:
         metric = RankingMetrics(ks=KS, ndcg_k=NDCG_K).to(emb.device)
         metric.update(torch.zeros(0))
-        score_rows(rset, emb, metric, rows_for_rank(len(rset.queries), ctx.rank, ctx.world_size), score_budget,
-                   canon)
+        score_rows(
+            rset, emb, metric, rows_for_rank(len(rset.queries), ctx.rank, ctx.world_size), score_budget, canon
+        )
         values = {k: float(v) for k, v in metric.compute().items()}
         rows = int(values.pop("rows"))
         info = rset.meta
-        scores.append(DatasetScore(
-            name=rset.name, meta_task=info.meta_task if info else "", ood=bool(info and info.ood), rows=rows,
-            total_rows=rset.total_rows, candidates=rset.num_pairs,
-            metrics={k: 100.0 * v for k, v in values.items()},
-            chance_p1=None if info is None or info.chance_p1 is None else 100.0 * info.chance_p1))
+        scores.append(
+            DatasetScore(
+                name=rset.name,
+                meta_task=info.meta_task if info else "",
+                ood=bool(info and info.ood),
+                rows=rows,
+                total_rows=rset.total_rows,
+                candidates=rset.num_pairs,
+                metrics={k: 100.0 * v for k, v in values.items()},
+                chance_p1=None if info is None or info.chance_p1 is None else 100.0 * info.chance_p1,
+            )
+        )
         log.info("%s %s: P@1 %.2f over %d rows", benchmark, rset.name, scores[-1].precision_at_1, rows)
     summary = summarize_mmeb(scores) if benchmark == "mmeb" else summarize_xtd(scores)
     if bench.missing:
-        log.warning("%s: %d requested dataset(s) are not in the folder: %s", benchmark, len(bench.missing),
-                    ", ".join(bench.missing))
+        log.warning(
+            "%s: %d requested dataset(s) are not in the folder: %s",
+            benchmark,
+            len(bench.missing),
+            ", ".join(bench.missing),
+        )
     return EvalResult(
-        benchmark=benchmark, datasets=scores, missing=list(bench.missing), summary=summary,
-        rows=sum(len(s.queries) for s in bench.sets), rows_x_candidates=sum(s.num_pairs for s in bench.sets),
-        encode=stats, seconds=time.perf_counter() - t0, step=step)
+        benchmark=benchmark,
+        datasets=scores,
+        missing=list(bench.missing),
+        summary=summary,
+        rows=sum(len(s.queries) for s in bench.sets),
+        rows_x_candidates=sum(s.num_pairs for s in bench.sets),
+        encode=stats,
+        seconds=time.perf_counter() - t0,
+        step=step,
+    )
 
 
-def load_mmeb(mmeb_dir: str | os.PathLike, datasets: Sequence[str] | None = None,
-              max_rows: int | None = None) -> Benchmark:
+def load_mmeb(
+    mmeb_dir: str | os.PathLike, datasets: Sequence[str] | None = None, max_rows: int | None = None
+) -> Benchmark:
     """Read the requested MMEB datasets (all 36 + ``datasets.json`` extras by default)."""
     found, missing = resolve_mmeb(mmeb_dir, datasets)
     if not found:
-        raise ConfigError(f"none of the requested MMEB datasets is in '{mmeb_dir}' "
-                          f"(looked for {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+        raise ConfigError(
+            f"none of the requested MMEB datasets is in '{mmeb_dir}' "
+            f"(looked for {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})"
+        )
     return load_benchmark(found, missing, max_rows)
 
 
-def load_xtd(xtd_dir: str | os.PathLike, languages: Sequence[str] = XTD_LANGUAGES,
-             max_rows: int | None = None) -> Benchmark:
+def load_xtd(
+    xtd_dir: str | os.PathLike, languages: Sequence[str] = XTD_LANGUAGES, max_rows: int | None = None
+) -> Benchmark:
     """Read the requested XTD languages."""
     found, missing = resolve_xtd(xtd_dir, languages)
     if not found:
@@ -304,10 +349,17 @@ def load_xtd(xtd_dir: str | os.PathLike, languages: Sequence[str] = XTD_LANGUAGE
     return load_benchmark(found, missing, max_rows)
 
 
-def evaluate_mmeb(embed: EmbedFn, mmeb_dir: str | os.PathLike, image_root: str | os.PathLike | None,
-                  datasets: Sequence[str] | None = None, max_rows: int | None = None, batch_size: int = 64,
-                  cache_dir: str | os.PathLike | None = None, fingerprint: str | None = None,
-                  ctx: DistContext | None = None) -> EvalResult:
+def evaluate_mmeb(
+    embed: EmbedFn,
+    mmeb_dir: str | os.PathLike,
+    image_root: str | os.PathLike | None,
+    datasets: Sequence[str] | None = None,
+    max_rows: int | None = None,
+    batch_size: int = 64,
+    cache_dir: str | os.PathLike | None = None,
+    fingerprint: str | None = None,
+    ctx: DistContext | None = None,
+) -> EvalResult:
     """MMEB: per-dataset Precision@1 (+ hit@k, MRR, nDCG@10), meta-task / IND / OOD / overall means.
 
     ``cache_dir`` with a ``fingerprint`` of the model enables the on-disk embedding cache.
@@ -317,12 +369,18 @@ def evaluate_mmeb(embed: EmbedFn, mmeb_dir: str | os.PathLike, image_root: str |
     return run_benchmark("mmeb", embed, bench, image_root, batch_size, cache, fingerprint, ctx)
 
 
-def evaluate_xtd(embed: EmbedFn, xtd_dir: str | os.PathLike, image_root: str | os.PathLike | None,
-                 languages: Sequence[str] = XTD_LANGUAGES, max_rows: int | None = None, batch_size: int = 64,
-                 cache_dir: str | os.PathLike | None = None, fingerprint: str | None = None,
-                 ctx: DistContext | None = None) -> EvalResult:
+def evaluate_xtd(
+    embed: EmbedFn,
+    xtd_dir: str | os.PathLike,
+    image_root: str | os.PathLike | None,
+    languages: Sequence[str] = XTD_LANGUAGES,
+    max_rows: int | None = None,
+    batch_size: int = 64,
+    cache_dir: str | os.PathLike | None = None,
+    fingerprint: str | None = None,
+    ctx: DistContext | None = None,
+) -> EvalResult:
     """XTD text -> image retrieval: per-language Recall@1/5/10 and their mean Recall@10."""
     bench = load_xtd(xtd_dir, languages, max_rows)
     cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
     return run_benchmark("xtd", embed, bench, image_root, batch_size, cache, fingerprint, ctx)
-

@@ -65,9 +65,9 @@ class Encoder(nn.Module):
             settings = replace(settings, **overrides)
         self.settings = settings
         self.adapter: BackboneAdapter = get_adapter(settings.model)
-        self.processor = self.adapter.load_processor(self.adapter.path)
-        base = self.adapter.load_model(
-            self.adapter.path, dtype=DTYPES[settings.dtype], quantization=settings.quantization
+        self.processor = self.adapter.load_processor(self.adapter.source)
+        base: Any = self.adapter.load_model(
+            self.adapter.source, dtype=DTYPES[settings.dtype], quantization=settings.quantization
         )
         base.config.use_cache = False
         head = base.get_output_embeddings()
@@ -78,7 +78,7 @@ class Encoder(nn.Module):
                 base.activation_checkpointing_enable({"use_reentrant": False})
             else:
                 base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.model: nn.Module = self._add_lora(base, settings.lora) if settings.lora is not None else base
+        self.model: Any = self._add_lora(base, settings.lora) if settings.lora is not None else base
         # Sharded training (FSDP, ZeRO-3) sets this: every forward then runs the same modules in the same
         # order on every rank (see BackboneAdapter.last_hidden_state_lockstep).
         self.lockstep = False
@@ -144,7 +144,7 @@ class Encoder(nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def base_model(self) -> nn.Module:
+    def base_model(self) -> Any:
         """The transformers model (inside the peft wrapper when LoRA is on)."""
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -64,8 +64,8 @@ def merged_model(encoder: Encoder) -> nn.Module:
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
     dtype = DTYPES[encoder.dtype_name]
-    base = encoder.adapter.load_model(encoder.adapter.path, dtype=dtype)
-    source = encoder.model
+    base = encoder.adapter.load_model(encoder.adapter.source, dtype=dtype)
+    source: Any = encoder.model
     config = source.peft_config["default"]
     fresh = get_peft_model(base, config)
     state = {k: v.detach().to("cpu", dtype) for k, v in get_peft_model_state_dict(source).items()}
@@ -91,7 +91,7 @@ def export(
     encoder = _encoder_of(module_or_encoder)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = merged_model(encoder)
+    model: Any = merged_model(encoder)
     model.save_pretrained(out)
     encoder.adapter.save_processor(encoder.processor, out)
     config = {

@@ -48,7 +48,7 @@ def fingerprint(model: nn.Module, settings: dict[str, Any] | str = "") -> str:
             if not isinstance(value, torch.Tensor):  # e.g. extra state of a quantized layer
                 h.update(f"{name}={value!r}".encode())
                 continue
-            t = value.detach()
+            t: Any = value.detach()
             if hasattr(t, "full_tensor"):  # sharded (FSDP2): every rank gathers each weight, in this order
                 t = t.full_tensor()
             h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())

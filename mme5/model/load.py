@@ -20,7 +20,7 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image
@@ -103,11 +103,13 @@ class EmbeddingModel(nn.Module):
             progress: show a progress bar (None: only for more than a few batches).
         """
         text_list = [texts] if isinstance(texts, str) else (list(texts) if texts is not None else None)
-        image_list = (
-            [images]
-            if images is not None and not isinstance(images, (list, tuple))
-            else (list(images) if images is not None else None)
-        )
+        image_list: list[ImageLike] | None
+        if images is None:
+            image_list = None
+        elif isinstance(images, (list, tuple)):
+            image_list = list(images)
+        else:
+            image_list = [cast(ImageLike, images)]
         if text_list is None and image_list is None:
             raise ValueError("encode needs texts, images, or both")
         n = len(text_list) if text_list is not None else len(image_list)  # type: ignore[arg-type]
@@ -116,7 +118,8 @@ class EmbeddingModel(nn.Module):
                 f"encode got {n} texts but {len(image_list)} images; pass one image (or None) per text"
             )
         text_list = text_list if text_list is not None else [None] * n
-        image_list = image_list if image_list is not None else [None] * n
+        if image_list is None:
+            image_list = [None for _ in range(n)]
         prompt = self.resolve_instruction(instruction)
         sides = [_as_side(t, im, prompt) for t, im in zip(text_list, image_list, strict=True)]
         for i, side in enumerate(sides):

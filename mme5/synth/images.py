@@ -182,7 +182,8 @@ class HistogramEmbedder:
 
 
 class CallableEmbedder:
-    """Loads an embedder given as ``"package.module:attribute"`` (a function, or a class built without arguments)."""
+    """Loads an embedder given as ``"package.module:attribute"`` (a function, or a class built without
+    arguments)."""
 
     def __init__(self, target: str):
         module, _, attr = target.partition(":")

@@ -105,11 +105,16 @@ class EmbeddingModule(L.LightningModule):
             raise ConfigError(f"model.grad_cache_chunk must be >= 1 or null, got {grad_cache_chunk}")
         if schedule.warmup < 0:
             raise ConfigError(f"model.schedule.warmup must be >= 0, got {schedule.warmup}")
-        self.save_hyperparameters({
-            "encoder": asdict(encoder), "loss": asdict(loss), "optimizer": asdict(optimizer),
-            "schedule": asdict(schedule), "grad_cache_chunk": grad_cache_chunk,
-            "log_every_n_steps_skips": log_every_n_steps_skips,
-        })
+        self.save_hyperparameters(
+            {
+                "encoder": asdict(encoder),
+                "loss": asdict(loss),
+                "optimizer": asdict(optimizer),
+                "schedule": asdict(schedule),
+                "grad_cache_chunk": grad_cache_chunk,
+                "log_every_n_steps_skips": log_every_n_steps_skips,
+            }
+        )
         self.encoder_settings, self.loss_settings = encoder, loss
         self.optimizer_settings, self.schedule_settings = optimizer, schedule
         self.grad_cache_chunk = grad_cache_chunk
@@ -189,17 +194,22 @@ class EmbeddingModule(L.LightningModule):
         """
         trainer, strategy = self.trainer, self.trainer.strategy
         accumulate = trainer.accumulate_grad_batches
-        window_ends = ((batch_idx + 1) % accumulate == 0 or trainer.is_last_batch
-                       or batch_idx + 1 == trainer.num_training_batches)
+        window_ends = (
+            (batch_idx + 1) % accumulate == 0
+            or trainer.is_last_batch
+            or batch_idx + 1 == trainer.num_training_batches
+        )
         chunk = int(self.grad_cache_chunk)  # type: ignore[arg-type]
         step = grad_cache_step(
-            encode=self.encoder, loss_fn=loss_fn,
+            encode=self.encoder,
+            loss_fn=loss_fn,
             query_chunks=split_rows(batch["query"], chunk, self.encoder.select_rows),
             candidate_chunks=split_rows(batch["candidates"], chunk, self.encoder.select_rows),
             loss_params=[p for p in self.loss.parameters() if p.requires_grad],
             backward=lambda loss: self.manual_backward(loss / accumulate),
             no_sync=lambda: strategies.gradient_sync_off(strategy, (self.encoder, self.loss)),
-            sync=window_ends, touch=strategies.parameters_to_touch(strategy, self.encoder),
+            sync=window_ends,
+            touch=strategies.parameters_to_touch(strategy, self.encoder),
             device=self.encoder.device,
         )
         if window_ends:
@@ -252,15 +262,21 @@ class EmbeddingModule(L.LightningModule):
         if not decay and not no_decay:
             raise ConfigError("nothing to train: every parameter of the model is frozen")
         o = self.optimizer_settings
-        groups = [{"params": decay, "weight_decay": o.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+        groups = [
+            {"params": decay, "weight_decay": o.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        opt = torch.optim.AdamW(
+            [g for g in groups if g["params"]], lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps
+        )
         total = 1
         if self._trainer is not None:
             estimated = self.trainer.estimated_stepping_batches
             if not math.isfinite(estimated):
-                raise ConfigError("the learning-rate schedule needs a known length: set trainer.max_steps "
-                                  "(the training data has no known number of batches)")
+                raise ConfigError(
+                    "the learning-rate schedule needs a known length: set trainer.max_steps "
+                    "(the training data has no known number of batches)"
+                )
             total = max(1, int(estimated))
         w = self.schedule_settings.warmup
         warmup = math.ceil(w * total) if w < 1 else int(w)

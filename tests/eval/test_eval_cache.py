@@ -6,10 +6,10 @@ import os
 
 import pytest
 import torch
-from tests.helpers.evalfixtures import HashEmbedder
 
 from mme5.errors import ConfigError
 from mme5.eval import EmbeddingCache, evaluate_mmeb, evaluate_xtd, model_fingerprint
+from tests.helpers.evalfixtures import HashEmbedder
 
 
 def test_rerun_hits_and_model_change_misses(fixture_folders, tmp_path):
@@ -35,12 +35,16 @@ def test_rerun_hits_and_model_change_misses(fixture_folders, tmp_path):
     # XTD shares the cache: only the items MMEB did not have are encoded
     xtd_model = HashEmbedder()
     xtd = evaluate_xtd(xtd_model, fx.xtd_dir, fx.image_root, cache_dir=cache, fingerprint="model-a")
-    assert xtd.encode.from_cache > 0 and xtd_model.sides_seen == xtd.encode.encoded < xtd.encode.distinct_items
+    assert (
+        xtd.encode.from_cache > 0 and xtd_model.sides_seen == xtd.encode.encoded < xtd.encode.distinct_items
+    )
 
 
 def test_changed_image_file_is_re_encoded(fixture_folders, tmp_path):
     fx, cache = fixture_folders, tmp_path / "cache"
-    evaluate_xtd(HashEmbedder(), fx.xtd_dir, fx.image_root, languages=["it"], cache_dir=cache, fingerprint="m")
+    evaluate_xtd(
+        HashEmbedder(), fx.xtd_dir, fx.image_root, languages=["it"], cache_dir=cache, fingerprint="m"
+    )
     img = fx.image_root / "photos/coffee_1.png"
     st = img.stat()
     os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))

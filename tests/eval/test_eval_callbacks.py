@@ -9,12 +9,12 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.helpers.evalfixtures import HashEmbedder
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from mme5.errors import ConfigError
 from mme5.eval import MMEBEvaluation, XTDEvaluation, evaluate_mmeb
+from tests.helpers.evalfixtures import HashEmbedder
 
 
 class ProjectedHashModel(pl.LightningModule):
@@ -43,9 +43,18 @@ class ProjectedHashModel(pl.LightningModule):
 
 def _fit(tmp_path, callbacks, steps=4):
     data = DataLoader(TensorDataset(torch.randn(steps * 2, 96 + 48)), batch_size=2)
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=CSVLogger(tmp_path, name="run"),
-                         callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, log_every_n_steps=1, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        logger=CSVLogger(tmp_path, name="run"),
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        default_root_dir=tmp_path,
+    )
     model = ProjectedHashModel()
     trainer.fit(model, data)
     return trainer, model
@@ -53,10 +62,21 @@ def _fit(tmp_path, callbacks, steps=4):
 
 def test_callbacks_evaluate_during_fit(fixture_folders, tmp_path):
     fx = fixture_folders
-    mmeb = MMEBEvaluation(str(fx.mmeb_dir), str(fx.image_root), datasets=["ImageNet-1K", "OVEN", "CIRR"],
-                          every_n_steps=2, max_rows=8, batch_size=16)
-    xtd = XTDEvaluation(str(fx.xtd_dir), str(fx.image_root), languages=["it", "es"], on_fit_end=True,
-                        output_dir=str(tmp_path / "xtd_reports"))
+    mmeb = MMEBEvaluation(
+        str(fx.mmeb_dir),
+        str(fx.image_root),
+        datasets=["ImageNet-1K", "OVEN", "CIRR"],
+        every_n_steps=2,
+        max_rows=8,
+        batch_size=16,
+    )
+    xtd = XTDEvaluation(
+        str(fx.xtd_dir),
+        str(fx.image_root),
+        languages=["it", "es"],
+        on_fit_end=True,
+        output_dir=str(tmp_path / "xtd_reports"),
+    )
     trainer, model = _fit(tmp_path, [mmeb, xtd])
     assert [h["step"] for h in mmeb.history] == [2, 4]  # the end of training is step 4: not evaluated twice
     assert [h["step"] for h in xtd.history] == [4]
@@ -64,8 +84,13 @@ def test_callbacks_evaluate_during_fit(fixture_folders, tmp_path):
     # scores moved with training, and equal a standalone evaluation of the trained module
     model.eval()
     with torch.no_grad():
-        standalone = evaluate_mmeb(lambda s: model.embed_sides(s, 16), fx.mmeb_dir, fx.image_root,
-                                   datasets=["ImageNet-1K", "OVEN"], max_rows=8)
+        standalone = evaluate_mmeb(
+            lambda s: model.embed_sides(s, 16),
+            fx.mmeb_dir,
+            fx.image_root,
+            datasets=["ImageNet-1K", "OVEN"],
+            max_rows=8,
+        )
     assert mmeb.last_result.summary == standalone.summary
     out = tmp_path / "run" / "version_0" / "eval"
     assert (out / "mmeb_scores.png").stat().st_size > 1000
@@ -95,9 +120,15 @@ def test_callback_needs_embed_sides(fixture_folders, tmp_path):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         callbacks=[MMEBEvaluation(str(fixture_folders.mmeb_dir), str(fixture_folders.image_root))],
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[MMEBEvaluation(str(fixture_folders.mmeb_dir), str(fixture_folders.image_root))],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     with pytest.raises(ConfigError, match="embed_sides"):
         trainer.fit(Plain(), DataLoader(TensorDataset(torch.randn(2, 2)), batch_size=2))
     with pytest.raises(ConfigError, match="every_n_steps"):

@@ -1,4 +1,5 @@
-"""Encoder: pooling, LoRA/DoRA, gradient checkpointing, dtypes, quantized loading, encode_sides, fingerprint."""
+"""Encoder: pooling, LoRA/DoRA, gradient checkpointing, dtypes, quantized loading, encode_sides,
+fingerprint."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ def sides() -> list[Side]:
     return [
         Side(f"{PUBLIC_IMAGE_TOKEN}\nRepresent the given image.", photo("astronaut")),
         Side("A short text."),
-        Side("Una frase più lunga con parecchie parole, per avere padding diversi nel batch.", photo("coffee")),
+        Side(
+            "Una frase più lunga con parecchie parole, per avere padding diversi nel batch.", photo("coffee")
+        ),
         Side("Короткий текст"),
         Side(None, photo("chelsea")),
     ]
@@ -34,10 +37,16 @@ def test_pool_hidden_last_and_mean_match_hand_computation():
     hidden = torch.randn(3, 7, 5)
     right = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0, 0]])
     left = torch.tensor([[0, 0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 1]])
-    torch.testing.assert_close(pool_hidden(hidden, right, "last"), torch.stack([hidden[0, 2], hidden[1, 6], hidden[2, 0]]))
-    torch.testing.assert_close(pool_hidden(hidden, left, "last"), torch.stack([hidden[0, 6], hidden[1, 6], hidden[2, 6]]))
-    torch.testing.assert_close(pool_hidden(hidden, right, "mean"),
-                               torch.stack([hidden[0, :3].mean(0), hidden[1].mean(0), hidden[2, 0]]))
+    torch.testing.assert_close(
+        pool_hidden(hidden, right, "last"), torch.stack([hidden[0, 2], hidden[1, 6], hidden[2, 0]])
+    )
+    torch.testing.assert_close(
+        pool_hidden(hidden, left, "last"), torch.stack([hidden[0, 6], hidden[1, 6], hidden[2, 6]])
+    )
+    torch.testing.assert_close(
+        pool_hidden(hidden, right, "mean"),
+        torch.stack([hidden[0, :3].mean(0), hidden[1].mean(0), hidden[2, 0]]),
+    )
     with pytest.raises(ValueError, match="no attended token"):
         pool_hidden(hidden, torch.zeros_like(right), "last")
 
@@ -99,8 +108,11 @@ def test_gradient_checkpointing_gives_the_same_embeddings_and_gradients():
     torch.manual_seed(0)
     ckpt = Encoder("tiny-mllama", lora=LoraSettings(dropout=0.0), gradient_checkpointing=True)
     base = ckpt.base_model()
-    assert base.is_activation_checkpointing if hasattr(base, "is_activation_checkpointing") \
+    assert (
+        base.is_activation_checkpointing
+        if hasattr(base, "is_activation_checkpointing")
         else base.is_gradient_checkpointing
+    )
     inputs = plain.build_inputs(sides())
     outs = []
     for enc in (plain, ckpt):
@@ -186,7 +198,9 @@ def test_encoder_is_built_from_its_settings_whole():
     settings = EncoderSettings("tiny-llava", pooling="mean", max_length=40, lora=LoraSettings(rank=2))
     enc = Encoder(settings)
     assert enc.settings == settings and enc.pooling == "mean" and enc.max_length == 40 and enc.lora.rank == 2
-    assert Encoder("tiny-llava", pooling="mean", max_length=40, lora=LoraSettings(rank=2)).settings == settings
+    assert (
+        Encoder("tiny-llava", pooling="mean", max_length=40, lora=LoraSettings(rank=2)).settings == settings
+    )
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -197,7 +211,9 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.mark.parametrize("model", ["tiny-mllama", "tiny-llava", "tiny-llava-next", "tiny-qwen2-vl"])
 def test_cuda_bfloat16_lora_matches_cpu_float32(model: str):
     reference = Encoder(model).encode_sides(sides())
-    enc = Encoder(model, dtype="bfloat16", lora=LoraSettings(use_dora=True), gradient_checkpointing=True).cuda()
+    enc = Encoder(
+        model, dtype="bfloat16", lora=LoraSettings(use_dora=True), gradient_checkpointing=True
+    ).cuda()
     enc.train()
     emb = enc(enc.build_inputs(sides()))  # CPU inputs are moved to the encoder's device
     assert emb.device.type == "cuda" and emb.dtype == torch.bfloat16
@@ -230,8 +246,11 @@ def test_lockstep_forwards_embed_like_plain_ones_and_reach_every_adapter(model: 
     torch.manual_seed(0)
     enc = Encoder(model, lora=LoraSettings(rank=4, alpha=8, dropout=0.0, init="gaussian"))
     enc.eval()
-    batches = {"mixed": sides(), "text-only": [s for s in sides() if not s.has_image],
-               "image-only": [s for s in sides() if s.has_image]}
+    batches = {
+        "mixed": sides(),
+        "text-only": [s for s in sides() if not s.has_image],
+        "image-only": [s for s in sides() if s.has_image],
+    }
     trainable = [n for n, p in enc.named_parameters() if p.requires_grad]
     for kind, batch in batches.items():
         inputs = enc.build_inputs(batch)

@@ -35,17 +35,21 @@ def perturb_adapters(encoder: Encoder, seed: int = 0) -> None:
                 p.add_(0.2 * torch.randn(p.shape, generator=gen))
 
 
-@pytest.mark.parametrize("model,lora", [
-    ("tiny-llava", None),
-    ("tiny-mllama", LoraSettings(rank=4, alpha=16, dropout=0.1)),
-    ("tiny-qwen2-vl", LoraSettings(rank=4, alpha=16, use_dora=True)),
-], ids=["llava-plain", "mllama-lora", "qwen2vl-dora"])
+@pytest.mark.parametrize(
+    "model,lora",
+    [
+        ("tiny-llava", None),
+        ("tiny-mllama", LoraSettings(rank=4, alpha=16, dropout=0.1)),
+        ("tiny-qwen2-vl", LoraSettings(rank=4, alpha=16, use_dora=True)),
+    ],
+    ids=["llava-plain", "mllama-lora", "qwen2vl-dora"],
+)
 def test_export_load_encode_round_trip(tmp_path, model, lora):
     encoder = Encoder(model, lora=lora, max_length=48)
     if lora is not None:
         perturb_adapters(encoder)
     instruction = "Find me an everyday image that matches the given caption:"
-    sides = [Side(compose_text(instruction, t), im) for t, im in zip(TEXTS, IMAGES)]
+    sides = [Side(compose_text(instruction, t), im) for t, im in zip(TEXTS, IMAGES, strict=False)]
     expected = encoder.encode_sides(sides)
     if lora is not None:  # the adapters really change the embeddings
         base = Encoder(model, max_length=48).encode_sides(sides)
@@ -86,7 +90,7 @@ def test_encode_inputs_and_errors(tmp_path):
         model.encode(texts=["a", "b"], images=[photo("coffee")])
     with pytest.raises(ValueError, match="needs texts, images"):
         model.encode()
-    with pytest.raises(MissingPathError, match="nope.png"):
+    with pytest.raises(MissingPathError, match=r"nope\.png"):
         model.encode(images=[str(tmp_path / "nope.png")])
 
 
@@ -102,7 +106,7 @@ def test_load_errors_name_the_folder(tmp_path):
 def test_export_on_cpu_load_on_cuda(tmp_path):
     encoder = Encoder("tiny-mllama", lora=LoraSettings(rank=4, use_dora=True))
     perturb_adapters(encoder)
-    expected = encoder.encode_sides([Side(t, im) for t, im in zip(TEXTS, IMAGES)])
+    expected = encoder.encode_sides([Side(t, im) for t, im in zip(TEXTS, IMAGES, strict=False)])
     loaded = load(export(encoder, tmp_path / "e"), device="cuda")
     assert loaded.encoder.device.type == "cuda"
     torch.testing.assert_close(loaded.encode(texts=TEXTS, images=IMAGES), expected, atol=1e-4, rtol=1e-3)
@@ -117,17 +121,35 @@ def test_mme5_export_command_on_a_training_checkpoint(tmp_path, capsys):
     module = EmbeddingModule(encoder=EncoderSettings(model="tiny-llava", lora=LoraSettings(rank=4)))
     perturb_adapters(module.encoder)
     ckpt = tmp_path / "last.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-                "pytorch-lightning_version": L.__version__}, ckpt)
-    sides = [Side(t, im) for t, im in zip(TEXTS, IMAGES)]
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": L.__version__,
+        },
+        ckpt,
+    )
+    sides = [Side(t, im) for t, im in zip(TEXTS, IMAGES, strict=False)]
     expected = module.embed_sides(sides)
-    assert mme5_main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "out"),
-                     "--instructions", '{"retrieval": "Find it:"}']) == 0
+    assert (
+        mme5_main(
+            [
+                "export",
+                "--ckpt",
+                str(ckpt),
+                "--out",
+                str(tmp_path / "out"),
+                "--instructions",
+                '{"retrieval": "Find it:"}',
+            ]
+        )
+        == 0
+    )
     loaded = load(tmp_path / "out")
     assert loaded.instructions["retrieval"] == "Find it:"
     torch.testing.assert_close(loaded.encode_sides(sides), expected, atol=3e-4, rtol=1e-3)
     capsys.readouterr()
     assert mme5_main(["export", "--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "x")]) == 2
     assert re.search(r"checkpoint .* does not exist", capsys.readouterr().err)
-    with pytest.raises(MissingPathError, match="checkpoint .* does not exist"):
+    with pytest.raises(MissingPathError, match=r"checkpoint .* does not exist"):
         export_checkpoint(str(tmp_path / "none.ckpt"), str(tmp_path / "x"))
