@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from mme5.errors import Mme5Error
+from mme5.mmeb import MMEB_META_TASK
 from mme5.records import IMAGE_EXTENSIONS, PUBLIC_IMAGE_TOKEN, Example, RecordError, ShardSetWriter, Side
 
 log = logging.getLogger("mme5.data.convert")
@@ -48,45 +49,12 @@ STATE_FILE = "convert_state.json"
 REPORT_FILE = "convert_report.json"
 _SHARDED_STEM = re.compile(r"^(?:[A-Za-z_]+-)?\d{5}-of-\d{5}$")
 
-#: MMEB training subsets by meta-task (names as in the public data); others default to retrieval.
-TASK_OF_SOURCE = {
-    **{
-        n.lower(): "classification"
-        for n in (
-            "ImageNet_1K",
-            "ImageNet-1K",
-            "N24News",
-            "HatefulMemes",
-            "VOC2007",
-            "SUN397",
-            "Place365",
-            "ImageNet-A",
-            "ImageNet-R",
-            "ObjectNet",
-            "Country211",
-            "classification",
-        )
-    },
-    **{
-        n.lower(): "vqa"
-        for n in (
-            "OK-VQA",
-            "A-OKVQA",
-            "DocVQA",
-            "InfographicsVQA",
-            "ChartQA",
-            "Visual7W",
-            "ScienceQA",
-            "VizWiz",
-            "GQA",
-            "TextVQA",
-            "vqa",
-        )
-    },
-    **{
-        n.lower(): "grounding"
-        for n in ("MSCOCO", "RefCOCO", "RefCOCO-Matching", "Visual7W-Pointing", "grounding")
-    },
+#: Training subset name (lower case) -> task; MMEB's own names, the training set's ``ImageNet_1K``
+#: spelling, and the task names themselves. Other sources default to retrieval.
+TASK_OF_SOURCE: dict[str, str] = {
+    **{name.lower(): meta.lower() for name, meta in MMEB_META_TASK.items()},
+    "imagenet_1k": "classification",
+    **{task: task for task in ("classification", "vqa", "retrieval", "grounding")},
 }
 
 
@@ -169,7 +137,8 @@ def modality_of(query: Side, positive: Side) -> str:
 
 
 class ImageLoader:
-    """Reads image files under a root (each file once per source, cached by path) and checks they are images."""
+    """Reads image files under a root (each file once per source, cached by path) and checks that they
+    are images."""
 
     def __init__(self, root: str | os.PathLike | None, cache_size: int = 4096):
         self.root = Path(root) if root is not None else None

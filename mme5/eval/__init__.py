@@ -11,9 +11,6 @@ Quick use with any embedding function ``embed(sides: list[Side]) -> Tensor[n, D]
 from mme5.distributed import DistContext
 from mme5.eval.cache import EmbeddingCache, model_fingerprint
 from mme5.eval.datasets import (
-    MMEB_DATASETS,
-    MMEB_META_TASK,
-    MMEB_OOD,
     XTD_LANGUAGES,
     DatasetInfo,
     EvalDataError,
@@ -33,8 +30,10 @@ from mme5.eval.runner import (
     load_xtd,
     run_benchmark,
 )
+from mme5.mmeb import META_TASKS, MMEB_DATASETS, MMEB_META_TASK, MMEB_OOD
 
 __all__ = [
+    "META_TASKS",
     "MMEB_DATASETS",
     "MMEB_META_TASK",
     "MMEB_OOD",

@@ -24,82 +24,8 @@ import pyarrow.parquet as pq
 
 from mme5.errors import ConfigError, MissingPathError, Mme5Error
 from mme5.eval.items import Item, ItemTable
+from mme5.mmeb import MMEB_DATASETS, MMEB_META_TASK, MMEB_OOD
 
-META_TASKS = ("Classification", "VQA", "Retrieval", "Grounding")
-
-#: The 36 MMEB datasets in the paper's order, with their meta-task.
-MMEB_META_TASK: dict[str, str] = {
-    **dict.fromkeys(
-        [
-            "ImageNet-1K",
-            "N24News",
-            "HatefulMemes",
-            "VOC2007",
-            "SUN397",
-            "Place365",
-            "ImageNet-A",
-            "ImageNet-R",
-            "ObjectNet",
-            "Country211",
-        ],
-        "Classification",
-    ),
-    **dict.fromkeys(
-        [
-            "OK-VQA",
-            "A-OKVQA",
-            "DocVQA",
-            "InfographicsVQA",
-            "ChartQA",
-            "Visual7W",
-            "ScienceQA",
-            "VizWiz",
-            "GQA",
-            "TextVQA",
-        ],
-        "VQA",
-    ),
-    **dict.fromkeys(
-        [
-            "VisDial",
-            "CIRR",
-            "VisualNews_t2i",
-            "VisualNews_i2t",
-            "MSCOCO_t2i",
-            "MSCOCO_i2t",
-            "NIGHTS",
-            "WebQA",
-            "FashionIQ",
-            "Wiki-SS-NQ",
-            "OVEN",
-            "EDIS",
-        ],
-        "Retrieval",
-    ),
-    **dict.fromkeys(["MSCOCO", "RefCOCO", "RefCOCO-Matching", "Visual7W-Pointing"], "Grounding"),
-}
-#: The 16 out-of-distribution datasets (not in MMEB-train); the other 20 are in-distribution.
-MMEB_OOD = frozenset(
-    [
-        "Place365",
-        "ImageNet-A",
-        "ImageNet-R",
-        "ObjectNet",
-        "Country211",
-        "ScienceQA",
-        "VizWiz",
-        "GQA",
-        "TextVQA",
-        "OVEN",
-        "FashionIQ",
-        "EDIS",
-        "Wiki-SS-NQ",
-        "Visual7W-Pointing",
-        "RefCOCO",
-        "RefCOCO-Matching",
-    ]
-)
-MMEB_DATASETS: tuple[str, ...] = tuple(MMEB_META_TASK)
 XTD_LANGUAGES: tuple[str, ...] = ("it", "es", "ru", "zh", "pl", "tr", "ko")
 EXTRA_TABLE = "datasets.json"
 COLUMNS = ("qry_text", "qry_img_path", "tgt_text", "tgt_img_path")

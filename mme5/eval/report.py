@@ -8,8 +8,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from mme5.eval.datasets import META_TASKS, XTD_LANGUAGES
+from mme5.eval.datasets import XTD_LANGUAGES
 from mme5.eval.runner import EvalResult
+from mme5.mmeb import META_TASKS
 
 MMEB_COLUMNS = ("Classification", "VQA", "Retrieval", "Grounding", "IND", "OOD", "Overall")
 SHORT = {"Classification": "Class", "Retrieval": "Retr", "Grounding": "Ground"}

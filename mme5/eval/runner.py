@@ -24,7 +24,6 @@ from mme5.distributed import DistContext
 from mme5.errors import ConfigError, Mme5Error
 from mme5.eval.cache import EmbeddingCache
 from mme5.eval.datasets import (
-    META_TASKS,
     XTD_LANGUAGES,
     Benchmark,
     load_benchmark,
@@ -34,6 +33,7 @@ from mme5.eval.datasets import (
 from mme5.eval.items import Item, check_images, image_signature, load_side
 from mme5.eval.metrics import RankingMetrics
 from mme5.eval.scoring import SCORE_BUDGET, canonical_ids, rows_for_rank, score_rows
+from mme5.mmeb import META_TASKS
 from mme5.records import Side
 
 log = logging.getLogger("mme5.eval")
