@@ -31,8 +31,8 @@ SUBCOMMANDS = ("fit", "validate")
 
 
 class MME5CLI(LightningCLI):
-    """LightningCLI with the encoder's model linked into the DataModule (it builds the collator), only
-    ``fit`` / ``validate``, and loggers that write under ``trainer.default_root_dir`` by default."""
+    """LightningCLI with the encoder's model linked into the DataModule (it builds the collator), and only
+    the ``fit`` / ``validate`` subcommands."""
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -69,14 +69,10 @@ class MME5CLI(LightningCLI):
         rank_zero_info(f"mme5: final checkpoint (step {self.trainer.global_step}) at {last}")
 
     def before_instantiate_classes(self) -> None:
-        """Loggers without a ``save_dir`` get ``trainer.default_root_dir``; GPU-only settings on a machine
-        without a visible CUDA GPU are one line that says what to do."""
+        """GPU-only settings on a machine without a visible CUDA GPU, as one line that says what to do."""
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         trainer = config.get("trainer") if config is not None else None
-        if trainer is None:
-            return
-        self._loggers_under_root_dir(trainer)
-        if torch.cuda.is_available():
+        if trainer is None or torch.cuda.is_available():
             return
         accelerator, strategy = str(trainer.get("accelerator")), trainer.get("strategy")
         if accelerator in ("gpu", "cuda"):
@@ -90,17 +86,6 @@ class MME5CLI(LightningCLI):
                 f"trainer.strategy: {strategy} needs CUDA GPUs (Lightning runs it on nothing "
                 f"else); on CPU use trainer.strategy: ddp or fsdp2"
             )
-
-    @staticmethod
-    def _loggers_under_root_dir(trainer) -> None:
-        """A logger configured without ``save_dir`` (CSVLogger, TensorBoardLogger) writes under the
-        trainer's root dir, as Lightning's default logger does; its checkpoints and the evaluation
-        reports follow its ``log_dir``."""
-        loggers = trainer.get("logger")
-        for logger in loggers if isinstance(loggers, list) else [loggers]:
-            init_args = logger.get("init_args") if hasattr(logger, "get") else None
-            if init_args is not None and "save_dir" in init_args and init_args.get("save_dir") is None:
-                init_args["save_dir"] = trainer.get("default_root_dir") or os.getcwd()
 
     def before_fit(self) -> None:
         """On CPU, leave the data workers their cores: intra-op threads that compete with worker

@@ -41,16 +41,19 @@ def test_unknown_key_is_one_clear_error(tmp_path, capsys, monkeypatch):
     assert "not_a_setting" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag,value,expected", [
-    ("--trainer.strategy", "fsdp", "needs CUDA GPUs"),
-    ("--trainer.strategy", "deepspeed_stage_2", "needs CUDA GPUs"),
-    ("--trainer.accelerator", "gpu", "no CUDA GPU is visible"),  # a GPU recipe on a CPU-only machine
-])
+@pytest.mark.parametrize(
+    "flag,value,expected",
+    [
+        ("--trainer.strategy", "fsdp", "needs CUDA GPUs"),
+        ("--trainer.strategy", "deepspeed_stage_2", "needs CUDA GPUs"),
+        ("--trainer.accelerator", "gpu", "no CUDA GPU is visible"),  # a GPU recipe on a CPU-only machine
+    ],
+)
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only refusals")
 def test_gpu_only_settings_on_cpu_are_one_clear_error(flag, value, expected, capsys, monkeypatch):
     monkeypatch.setattr("sys.argv", ["mme5"])
     demo = Path(__file__).parents[2] / "configs" / "demo.yaml"
     code = main(["fit", "--config", str(demo), flag, value, "--trainer.max_steps", "1"])
     assert code == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mme5: error:")]
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mme5 fit: error:")]
     assert len(err) == 1 and expected in err[0]

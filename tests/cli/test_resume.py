@@ -23,7 +23,6 @@ def _config(tmp_path: Path, name: str, demo_root: Path) -> Path:
     trainer.update(
         max_steps=18, max_epochs=-1, log_every_n_steps=1, default_root_dir=str(run), enable_progress_bar=False
     )
-    trainer["logger"]["init_args"]["save_dir"] = str(run)
     trainer["callbacks"] = [
         {
             "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
