@@ -1,6 +1,6 @@
 """``mme5 export``: a training checkpoint of ``mme5 fit`` as a Hugging Face-style model folder.
 
-mme5 export --ckpt runs/demo/logs/version_0/checkpoints/last.ckpt --out exported/demo
+mme5 export --ckpt runs/demo/lightning_logs/version_0/checkpoints/last.ckpt --out exported/demo
 """
 
 from __future__ import annotations

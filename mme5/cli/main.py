@@ -2,7 +2,7 @@
 
     mme5 demo --root .mme5-demo
     mme5 fit --config configs/demo.yaml
-    mme5 export --ckpt runs/demo/logs/version_0/checkpoints/last.ckpt --out exported/demo
+    mme5 export --ckpt runs/demo/lightning_logs/version_0/checkpoints/last.ckpt --out exported/demo
     mme5 evaluate --model exported/demo --demo_root .mme5-demo
     mme5 <verb> --help
 

@@ -1,6 +1,6 @@
 """``mme5 validate``: run the validation loop of a config (LightningCLI), e.g. on a checkpoint.
 
-mme5 validate --config configs/demo.yaml --ckpt_path runs/demo/logs/version_0/checkpoints/last.ckpt
+mme5 validate --config configs/demo.yaml --ckpt_path runs/demo/lightning_logs/version_0/checkpoints/last.ckpt
 """
 
 from __future__ import annotations
