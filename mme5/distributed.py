@@ -16,11 +16,14 @@ first, rows are padded to the largest size, gathered, and the padding is cut out
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as fcol
 from torch import Tensor
+
+T = TypeVar("T")
 
 
 def is_distributed() -> bool:
@@ -109,7 +112,7 @@ class DistContext:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def broadcast_object(self, obj: object) -> object:
+    def broadcast_object(self, obj: T) -> T:
         """Rank 0's ``obj`` on every rank."""
         if not self.distributed:
             return obj

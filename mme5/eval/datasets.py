@@ -15,6 +15,7 @@ root. XTD uses the same columns with one entry per language (``<xtd_dir>/<lang>.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +111,9 @@ def discover_datasets(root: str | Path) -> list[str]:
     return known + sorted(present - set(known))
 
 
-def resolve_mmeb(root: str | Path, names: Iterable[str] | None = None) -> tuple[list[DatasetInfo], list[str]]:
+def resolve_mmeb(
+    root: str | os.PathLike, names: Iterable[str] | None = None
+) -> tuple[list[DatasetInfo], list[str]]:
     """Find the requested MMEB datasets in ``root``; returns (found, missing).
 
     ``names=None`` means the 36 official datasets plus any listed in ``datasets.json`` (only the
@@ -149,7 +152,7 @@ def resolve_mmeb(root: str | Path, names: Iterable[str] | None = None) -> tuple[
 
 
 def resolve_xtd(
-    root: str | Path, languages: Iterable[str] = XTD_LANGUAGES
+    root: str | os.PathLike, languages: Iterable[str] = XTD_LANGUAGES
 ) -> tuple[list[DatasetInfo], list[str]]:
     """Find the per-language XTD entries in ``root``; returns (found, missing)."""
     root = Path(root)
