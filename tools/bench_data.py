@@ -68,8 +68,11 @@ def _epoch_rate(dm, batch_size: int, warmup: int) -> tuple[float, float, float]:
     if not batches or last is None or first is None or last <= first:
         raise RuntimeError("epoch too short to time: raise --samples")
     total = batches + warmup
-    return (batches * batch_size / (last - first), 1000 * worker_cpu / (total * batch_size),
-            1000 * main_cpu / total)
+    return (
+        batches * batch_size / (last - first),
+        1000 * worker_cpu / (total * batch_size),
+        1000 * main_cpu / total,
+    )
 
 
 def _train_step_rate(model: str, batch, repeats: int) -> float | None:
@@ -89,14 +92,22 @@ def _train_step_rate(model: str, batch, repeats: int) -> float | None:
             if i >= 2:
                 times.append(time.perf_counter() - t)
         return len(batch["ids"]) / statistics.median(times)
-    except Exception as exc:  # noqa: BLE001 - the ratio is optional; say why it is missing
+    except Exception as exc:
         print(f"bench_data: training step not timed ({type(exc).__name__}: {exc})")
         return None
 
 
-def main(out_dir: str = "benchmarks/results", work_dir: str = ".mme5-cache/bench-data", samples: int = 2400,
-         samples_512: int = 640, batch_size: int = 8, workers: tuple[int, ...] = (1, 2), repeats: int = 3,
-         model: str = "tiny-mllama", max_length: int = 64) -> None:
+def main(
+    out_dir: str = "benchmarks/results",
+    work_dir: str = ".mme5-cache/bench-data",
+    samples: int = 2400,
+    samples_512: int = 640,
+    batch_size: int = 8,
+    workers: tuple[int, ...] = (1, 2),
+    repeats: int = 3,
+    model: str = "tiny-mllama",
+    max_length: int = 64,
+) -> None:
     """Measure read + decode + collate throughput of the data path and write CSV + plot.
 
     Args:
@@ -142,8 +153,14 @@ def main(out_dir: str = "benchmarks/results", work_dir: str = ".mme5-cache/bench
         for w in workers:
             values, worker_ms, main_ms = [], [], []
             for r in range(repeats):
-                dm = ShardDataModule(model=model, train=[ShardSet(paths.train_pattern, name=label)],
-                                     batch_size=batch_size, num_workers=w, max_length=max_length, seed=r)
+                dm = ShardDataModule(
+                    model=model,
+                    train=[ShardSet(paths.train_pattern, name=label)],
+                    batch_size=batch_size,
+                    num_workers=w,
+                    max_length=max_length,
+                    seed=r,
+                )
                 dm.setup("fit")
                 rate, wcpu, mcpu = _epoch_rate(dm, batch_size, warmup=max(1, w))
                 values.append(rate)
@@ -154,24 +171,50 @@ def main(out_dir: str = "benchmarks/results", work_dir: str = ".mme5-cache/bench
             med, p20, p80 = _quantiles(values)
             rates[(label, w)] = med
             spread[(label, w)] = (med - p20, p80 - med)
-            rows.append({"what": "data read+decode+collate", "provider": f"{w} worker{'s' * (w > 1)}",
-                         "size": label, "unit": "samples/s", "median": round(med, 1), "p20": round(p20, 1),
-                         "p80": round(p80, 1), "worker_cpu_ms_per_sample": round(statistics.median(worker_ms), 2),
-                         "main_cpu_ms_per_batch": round(statistics.median(main_ms), 2),
-                         "load_avg_1min": round(os.getloadavg()[0], 1), "device": device,
-                         "version": f"lightning {lightning.__version__}"})
-            print(f"{label} workers={w}: {med:.1f} samples/s (p20 {p20:.1f}, p80 {p80:.1f}); worker CPU "
-                  f"{statistics.median(worker_ms):.2f} ms/sample, main CPU {statistics.median(main_ms):.2f} ms/batch, "
-                  f"load average {os.getloadavg()[0]:.1f}")
+            rows.append(
+                {
+                    "what": "data read+decode+collate",
+                    "provider": f"{w} worker{'s' * (w > 1)}",
+                    "size": label,
+                    "unit": "samples/s",
+                    "median": round(med, 1),
+                    "p20": round(p20, 1),
+                    "p80": round(p80, 1),
+                    "worker_cpu_ms_per_sample": round(statistics.median(worker_ms), 2),
+                    "main_cpu_ms_per_batch": round(statistics.median(main_ms), 2),
+                    "load_avg_1min": round(os.getloadavg()[0], 1),
+                    "device": device,
+                    "version": f"lightning {lightning.__version__}",
+                }
+            )
+            print(
+                f"{label} workers={w}: {med:.1f} samples/s (p20 {p20:.1f}, p80 {p80:.1f}); worker CPU "
+                f"{statistics.median(worker_ms):.2f} ms/sample, "
+                f"main CPU {statistics.median(main_ms):.2f} ms/batch, "
+                f"load average {os.getloadavg()[0]:.1f}"
+            )
     step = _train_step_rate(model, first_batch, repeats=8) if first_batch is not None else None
     if step is not None:
-        rows.append({"what": "demo training step (fwd+bwd)", "provider": "EmbeddingModule", "size": "demo 64px",
-                     "unit": "samples/s", "median": round(step, 1), "p20": "", "p80": "",
-                     "worker_cpu_ms_per_sample": "", "main_cpu_ms_per_batch": "",
-                     "load_avg_1min": round(os.getloadavg()[0], 1), "device": device,
-                     "version": f"lightning {lightning.__version__}"})
-        print(f"demo training step: {step:.1f} samples/s; data/step ratio with 2 workers: "
-              f"{rates.get(('demo 64px', max(workers)), float('nan')) / step:.1f}x")
+        rows.append(
+            {
+                "what": "demo training step (fwd+bwd)",
+                "provider": "EmbeddingModule",
+                "size": "demo 64px",
+                "unit": "samples/s",
+                "median": round(step, 1),
+                "p20": "",
+                "p80": "",
+                "worker_cpu_ms_per_sample": "",
+                "main_cpu_ms_per_batch": "",
+                "load_avg_1min": round(os.getloadavg()[0], 1),
+                "device": device,
+                "version": f"lightning {lightning.__version__}",
+            }
+        )
+        print(
+            f"demo training step: {step:.1f} samples/s; data/step ratio with 2 workers: "
+            f"{rates.get(('demo 64px', max(workers)), float('nan')) / step:.1f}x"
+        )
     for label in sets:
         if (label, 1) in rates and (label, 2) in rates:
             print(f"{label}: 2 workers / 1 worker = {rates[(label, 2)] / rates[(label, 1)]:.2f}x")
@@ -187,8 +230,14 @@ def main(out_dir: str = "benchmarks/results", work_dir: str = ".mme5-cache/bench
     for j, w in enumerate(workers):
         xs = [i + j * width for i in range(len(sets))]
         err = [[spread[(label, w)][0] for label in sets], [spread[(label, w)][1] for label in sets]]
-        ax.bar(xs, [rates[(label, w)] for label in sets], width, yerr=err, capsize=3,
-               label=f"{w} worker{'s' * (w > 1)}")
+        ax.bar(
+            xs,
+            [rates[(label, w)] for label in sets],
+            width,
+            yerr=err,
+            capsize=3,
+            label=f"{w} worker{'s' * (w > 1)}",
+        )
     if step is not None:
         ax.axhline(step, color="k", ls="--", lw=1, label="demo training step")
     ax.set_xticks([i + width * (len(workers) - 1) / 2 for i in range(len(sets))], list(sets))

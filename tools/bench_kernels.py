@@ -1,7 +1,9 @@
 """Speed and memory of the InfoNCE implementations: CSV rows + PNG plots under benchmarks/results/.
 
-Example (CPU target):  python tools/bench_kernels.py --sizes '[8192]' --dims '[1024]' --dtype float32
-Example (GPU):         python tools/bench_kernels.py --sizes '[4096, 16384, 32768]' --dims '[4096]' --dtype bfloat16
+Example (CPU target):
+    python tools/bench_kernels.py --sizes '[8192]' --dims '[1024]' --dtype float32
+Example (GPU):
+    python tools/bench_kernels.py --sizes '[4096, 16384, 32768]' --dims '[4096]' --dtype bfloat16
 
 Every provider gets fresh inputs; time is the median (and 20th/80th percentiles) of ``repeats`` runs
 after ``warmup`` runs; peak memory is the most memory allocated beyond the inputs during one run
@@ -28,8 +30,25 @@ from mme5.kernels import InfoNCEConfig, infonce
 from mme5.kernels.config import default_config, resolve_config, with_overrides
 
 KERNEL = "infonce"
-FIELDS = ["kernel", "provider", "mode", "metric", "unit", "x_name", "x", "values", "dtype", "B", "N", "D",
-          "symmetric", "device", "torch", "triton", "timestamp"]
+FIELDS = [
+    "kernel",
+    "provider",
+    "mode",
+    "metric",
+    "unit",
+    "x_name",
+    "x",
+    "values",
+    "dtype",
+    "B",
+    "N",
+    "D",
+    "symmetric",
+    "device",
+    "torch",
+    "triton",
+    "timestamp",
+]
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 NOMINAL_FLOPS = {"forward": 2, "backward": 6, "full": 8}  # times B*N*D
 PROVIDERS = ("reference", "compile", "chunked", "triton", "triton-recompute", "triton-fp32", "inf_cl")
@@ -74,7 +93,10 @@ def _loss_fn(provider: str, config: InfoNCEConfig | None = None) -> Callable:
 
         def inf_cl_loss(q, c, labels, t, symmetric):
             if symmetric:
-                return 0.5 * (cal_inf_loss(q, c, labels=labels, scale=1.0 / t) + cal_inf_loss(c, q, labels=labels, scale=1.0 / t))
+                return 0.5 * (
+                    cal_inf_loss(q, c, labels=labels, scale=1.0 / t)
+                    + cal_inf_loss(c, q, labels=labels, scale=1.0 / t)
+                )
             return cal_inf_loss(q, c, labels=labels, scale=1.0 / t).mean()
 
         return inf_cl_loss
@@ -95,8 +117,9 @@ def _provider_runs_here(provider: str, device: torch.device) -> str | None:
     return None
 
 
-def peer_disagreement(provider: str, device: torch.device, dtype: torch.dtype, size: int = 512, dim: int = 256
-                      ) -> float:
+def peer_disagreement(
+    provider: str, device: torch.device, dtype: torch.dtype, size: int = 512, dim: int = 256
+) -> float:
     """Relative difference of a provider's loss and gradients from the reference's on small random inputs
     (a peer's time only compares if it computes the same loss)."""
     g = torch.Generator(device=device).manual_seed(1)
@@ -110,7 +133,7 @@ def peer_disagreement(provider: str, device: torch.device, dtype: torch.dtype, s
         loss = fn(q, c, labels, t, False)
         loss.backward()
         results.append((loss.detach().float(), q.grad.float(), c.grad.float()))
-    return max(float((a - b).norm() / b.norm().clamp_min(1e-12)) for a, b in zip(*results))
+    return max(float((a - b).norm() / b.norm().clamp_min(1e-12)) for a, b in zip(*results, strict=False))
 
 
 class _Timer:
@@ -137,8 +160,10 @@ def _cpu_peak_bytes(fn: Callable[[], None]) -> int:
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+        key=lambda e: e.start_ns(),
+    )
     live = peak = 0
     for e in events:
         live += e.nbytes()  # > 0 for an allocation, < 0 for a free
@@ -157,8 +182,17 @@ def _peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
     return _cpu_peak_bytes(fn)
 
 
-def _make_step(provider: str, mode: str, B: int, N: int, D: int, dtype: torch.dtype, device: torch.device,
-               symmetric: bool, config: InfoNCEConfig | None = None) -> Callable[[], None]:
+def _make_step(
+    provider: str,
+    mode: str,
+    B: int,
+    N: int,
+    D: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    symmetric: bool,
+    config: InfoNCEConfig | None = None,
+) -> Callable[[], None]:
     g = torch.Generator(device=device).manual_seed(0)
     q = torch.nn.functional.normalize(torch.randn(B, D, device=device, generator=g), dim=1).to(dtype)
     c = torch.nn.functional.normalize(torch.randn(N, D, device=device, generator=g), dim=1).to(dtype)
@@ -168,14 +202,18 @@ def _make_step(provider: str, mode: str, B: int, N: int, D: int, dtype: torch.dt
     t = torch.tensor(0.02, device=device)
     loss_fn = _loss_fn(provider, config)
     if mode == "forward":
+
         def step():
             with torch.no_grad():
                 loss_fn(q, c, labels, t, symmetric)
+
         return step
     if mode == "full":
+
         def step():
             loss_fn(q, c, labels, t, symmetric).backward()
             q.grad = c.grad = None
+
         return step
     # backward only: the forward runs untimed before each measured call
     state = {}
@@ -186,12 +224,14 @@ def _make_step(provider: str, mode: str, B: int, N: int, D: int, dtype: torch.dt
     def step():
         state.pop("loss").backward()
         q.grad = c.grad = None
+
     step.prepare = prepare
     return step
 
 
-def provider_runs(providers: Sequence[str], onepass: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
-                  ) -> list[tuple[str, str, InfoNCEConfig | None]]:
+def provider_runs(
+    providers: Sequence[str], onepass: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+) -> list[tuple[str, str, InfoNCEConfig | None]]:
     """(label, provider, config) per timed provider. ``onepass`` holds overrides of the default
     OnePassConfig, one mapping or a list of candidates to sweep; triton and triton-fp32 run once per
     candidate, labelled with it ("triton[block_m=8,block_n=2048]"), the other providers once with the
@@ -233,7 +273,9 @@ def _quantile(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(p * 100) - 1]
 
 
-def measure_matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 8192, repeats: int = 20) -> float:
+def measure_matmul_rate(
+    device: torch.device, dtype: torch.dtype, size: int = 8192, repeats: int = 20
+) -> float:
     """Measured dense matmul rate (TFLOP/s, median) for square products of this size and dtype."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
@@ -295,21 +337,42 @@ def main(
     """
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     torch_dtype = DTYPES[dtype]
     import triton
 
     runs = provider_runs(providers, onepass)
-    common = {"kernel": KERNEL, "dtype": dtype, "symmetric": symmetric, "device": _device_name(dev),
-              "torch": torch.__version__, "triton": triton.__version__,
-              "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    common = {
+        "kernel": KERNEL,
+        "dtype": dtype,
+        "symmetric": symmetric,
+        "device": _device_name(dev),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     rows: list[dict] = []
     peer_checked: dict[str, float] = {}
     if matmul_rate:
         rate = measure_matmul_rate(dev, torch_dtype)
         print(f"matmul {dtype} 8192^3: {rate:.1f} TFLOP/s on {common['device']}")
-        rows.append(dict(common, provider="torch.mm", mode="matmul", metric="tflops", unit="TFLOP/s",
-                         x_name="M=N=K", x=8192, values=json.dumps([rate]), B=8192, N=8192, D=8192))
+        rows.append(
+            dict(
+                common,
+                provider="torch.mm",
+                mode="matmul",
+                metric="tflops",
+                unit="TFLOP/s",
+                x_name="M=N=K",
+                x=8192,
+                values=json.dumps([rate]),
+                B=8192,
+                N=8192,
+                D=8192,
+            )
+        )
     for D in dims:
         for size in sizes:
             for mode in modes:
@@ -320,10 +383,14 @@ def main(
                     if why is None and provider == "inf_cl":
                         if provider not in peer_checked:
                             peer_checked[provider] = peer_disagreement(provider, dev, torch_dtype)
-                            print(f"{provider}: loss and gradients differ from the reference by "
-                                  f"{peer_checked[provider]:.2e} (relative)")
+                            print(
+                                f"{provider}: loss and gradients differ from the reference by "
+                                f"{peer_checked[provider]:.2e} (relative)"
+                            )
                         if peer_checked[provider] > 2e-2:
-                            why = f"it computes another loss (relative difference {peer_checked[provider]:.2e})"
+                            why = (
+                                f"it computes another loss (relative difference {peer_checked[provider]:.2e})"
+                            )
                     if why:
                         print(f"skip {name} {mode} B=N={size} D={D}: {why}")
                         continue
@@ -342,10 +409,14 @@ def main(
                     tflops = NOMINAL_FLOPS[mode] * size * size * D / (med * 1e-3) / 1e12
                     point = dict(common, provider=name, mode=mode, x_name="B=N", x=size, B=size, N=size, D=D)
                     rows.append(dict(point, metric="time", unit="ms", values=json.dumps([med, p20, p80])))
-                    rows.append(dict(point, metric="peak_memory", unit="MiB", values=json.dumps([peak / 2**20])))
+                    rows.append(
+                        dict(point, metric="peak_memory", unit="MiB", values=json.dumps([peak / 2**20]))
+                    )
                     rows.append(dict(point, metric="tflops", unit="TFLOP/s", values=json.dumps([tflops])))
-                    print(f"{name:16s} {mode:8s} B=N={size:6d} D={D:5d} {dtype}: {med:9.2f} ms "
-                          f"[{p20:.2f}, {p80:.2f}]  peak +{peak / 2**20:9.1f} MiB  {tflops:7.2f} TFLOP/s")
+                    print(
+                        f"{name:16s} {mode:8s} B=N={size:6d} D={D:5d} {dtype}: {med:9.2f} ms "
+                        f"[{p20:.2f}, {p80:.2f}]  peak +{peak / 2**20:9.1f} MiB  {tflops:7.2f} TFLOP/s"
+                    )
     out.parent.mkdir(parents=True, exist_ok=True)
     new_file = not out.exists()
     with out.open("a", newline="") as f:
@@ -375,7 +446,7 @@ def plot_results(csv_path: Path) -> list[Path]:
     written = []
     for (device, dtype, D, mode, symmetric), items in sorted(groups.items()):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for ax, metric in zip(axes, ("time", "peak_memory")):
+        for ax, metric in zip(axes, ("time", "peak_memory"), strict=False):
             latest: dict[tuple, dict] = {}
             for r in items:
                 if r["metric"] == metric:
@@ -396,7 +467,10 @@ def plot_results(csv_path: Path) -> list[Path]:
         fig.suptitle(f"InfoNCE {mode}, {dtype}, D={D}{sym} on {device}", fontsize=10)
         fig.tight_layout()
         slug = "".join(ch if ch.isalnum() else "-" for ch in device.split("(")[0].strip().lower()).strip("-")
-        path = csv_path.parent / f"{KERNEL}_{slug}_{dtype}_D{D}_{mode}{'_sym' if symmetric == 'True' else ''}.png"
+        path = (
+            csv_path.parent
+            / f"{KERNEL}_{slug}_{dtype}_D{D}_{mode}{'_sym' if symmetric == 'True' else ''}.png"
+        )
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)

@@ -2,10 +2,11 @@
 
 Compares the plain step with GradCache (same global batch) on the tiny twins, with 1 and 2 processes
 (Lightning DDP, gloo on CPU). Each configuration runs in its own process (so peak memory is its own),
-times steady-state steps with a callback (after ``warmup_steps``) and measures peak memory of a step above what was allocated when it began:
-on CPU from the allocation and free events of one extra step run under ``torch.profiler``
-(``profile_memory=True``; that step is not timed), on CUDA with ``torch.cuda.max_memory_allocated``. Rows go to a CSV,
-plots to a PNG, both under ``out_dir``; the device that produced them is in every row.
+times steady-state steps with a callback (after ``warmup_steps``) and measures peak memory of a step
+above what was allocated when it began: on CPU from the allocation and free events of one extra step
+run under ``torch.profiler`` (``profile_memory=True``; that step is not timed), on CUDA with
+``torch.cuda.max_memory_allocated``. Rows go to a CSV, plots to a PNG, both under ``out_dir``; the
+device that produced them is in every row.
 
     python tools/bench_train.py main --batch_sizes '[8, 32, 64]' --chunks '[null, 4]' --processes '[1, 2]'
 """
@@ -26,16 +27,32 @@ from pathlib import Path
 import torch
 
 RESULT_FIELDS = [
-    "model", "mode", "chunk", "processes", "batch_per_process", "global_batch", "negatives", "steps",
-    "step_ms_median", "step_ms_p20", "step_ms_p80", "samples_per_s", "peak_mem_mb", "device",
-    "torch", "lightning", "threads",
+    "model",
+    "mode",
+    "chunk",
+    "processes",
+    "batch_per_process",
+    "global_batch",
+    "negatives",
+    "steps",
+    "step_ms_median",
+    "step_ms_p20",
+    "step_ms_p80",
+    "samples_per_s",
+    "peak_mem_mb",
+    "device",
+    "torch",
+    "lightning",
+    "threads",
 ]
 
 
 def _profiled_peak_bytes(prof: torch.profiler.profile) -> int:
     """Peak of the running sum of CPU allocations (+) and frees (-) the profiler recorded in a step."""
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+        key=lambda e: e.start_ns(),
+    )
     current = peak = 0
     for e in events:
         current += e.nbytes()
@@ -101,8 +118,9 @@ def run_one(
                 torch.cuda.reset_peak_memory_stats()
                 self.base = torch.cuda.memory_allocated()
             elif batch_idx == memory_step:
-                self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                                   profile_memory=True)
+                self.prof = torch.profiler.profile(
+                    activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+                )
                 self.prof.__enter__()
             self.t0 = time.perf_counter()
 
@@ -122,29 +140,51 @@ def run_one(
 
     L.seed_everything(0, verbose=False)
     module = EmbeddingModule(
-        encoder=EncoderSettings(model=model, max_length=max_length,
-                                lora=LoraSettings(rank=8, alpha=64, dropout=0.1) if lora else None),
-        optimizer=OptimizerSettings(lr=1e-5), schedule=ScheduleSettings(warmup=0), grad_cache_chunk=chunk,
+        encoder=EncoderSettings(
+            model=model,
+            max_length=max_length,
+            lora=LoraSettings(rank=8, alpha=64, dropout=0.1) if lora else None,
+        ),
+        optimizer=OptimizerSettings(lr=1e-5),
+        schedule=ScheduleSettings(warmup=0),
+        grad_cache_chunk=chunk,
     )
     total = warmup_steps + steps + 1
     examples = make_examples(batch_per_process * processes * total, negatives=negatives)
-    data = DataLoader(examples, batch_size=batch_per_process, collate_fn=Collator(model, max_length=max_length))
+    data = DataLoader(
+        examples, batch_size=batch_per_process, collate_fn=Collator(model, max_length=max_length)
+    )
     meter = StepMeter()
-    trainer = L.Trainer(accelerator="gpu" if cuda else "cpu", devices=processes,
-                        strategy="ddp" if processes > 1 else "auto", max_steps=total, callbacks=[meter],
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="gpu" if cuda else "cpu",
+        devices=processes,
+        strategy="ddp" if processes > 1 else "auto",
+        max_steps=total,
+        callbacks=[meter],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, data)
     row = {
-        "model": model, "mode": "gradcache" if chunk else "plain", "chunk": chunk or "", "processes": processes,
-        "batch_per_process": batch_per_process, "global_batch": batch_per_process * processes,
-        "negatives": negatives, "steps": len(meter.times),
+        "model": model,
+        "mode": "gradcache" if chunk else "plain",
+        "chunk": chunk or "",
+        "processes": processes,
+        "batch_per_process": batch_per_process,
+        "global_batch": batch_per_process * processes,
+        "negatives": negatives,
+        "steps": len(meter.times),
         "step_ms_median": 1e3 * statistics.median(meter.times),
-        "step_ms_p20": 1e3 * _quantile(meter.times, 0.2), "step_ms_p80": 1e3 * _quantile(meter.times, 0.8),
+        "step_ms_p20": 1e3 * _quantile(meter.times, 0.2),
+        "step_ms_p80": 1e3 * _quantile(meter.times, 0.8),
         "samples_per_s": batch_per_process * processes / statistics.median(meter.times),
         "peak_mem_mb": statistics.median(meter.peaks),
         "device": torch.cuda.get_device_name() if cuda else f"{_cpu_name()} ({os.cpu_count()} cores)",
-        "torch": torch.__version__, "lightning": L.__version__, "threads": threads,
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "threads": threads,
     }
     Path(f"{out}.rank{trainer.global_rank}.json").write_text(json.dumps(row))
 
@@ -192,27 +232,55 @@ def main(
                         continue
                     for chunk in chunks:
                         stem = os.path.join(tmp, f"{model}-{global_batch}-{procs}-{chunk}")
-                        cmd = [sys.executable, __file__, "run_one", stem, "--model", model,
-                               "--batch_per_process", str(global_batch // procs), "--processes", str(procs),
-                               "--negatives", str(negatives), "--steps", str(steps),
-                               "--warmup_steps", str(warmup_steps), "--max_length", str(max_length),
-                               "--accelerator", accelerator, "--lora", str(lora).lower(),
-                               "--threads", str(threads)]
+                        cmd = [
+                            sys.executable,
+                            __file__,
+                            "run_one",
+                            stem,
+                            "--model",
+                            model,
+                            "--batch_per_process",
+                            str(global_batch // procs),
+                            "--processes",
+                            str(procs),
+                            "--negatives",
+                            str(negatives),
+                            "--steps",
+                            str(steps),
+                            "--warmup_steps",
+                            str(warmup_steps),
+                            "--max_length",
+                            str(max_length),
+                            "--accelerator",
+                            accelerator,
+                            "--lora",
+                            str(lora).lower(),
+                            "--threads",
+                            str(threads),
+                        ]
                         if chunk is not None:
                             cmd += ["--chunk", str(chunk)]
                         proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
                         if proc.returncode != 0:
-                            print(f"FAILED {model} batch={global_batch} procs={procs} chunk={chunk}:\n"
-                                  f"{proc.stderr[-3000:]}", file=sys.stderr)
+                            print(
+                                f"FAILED {model} batch={global_batch} procs={procs} chunk={chunk}:\n"
+                                f"{proc.stderr[-3000:]}",
+                                file=sys.stderr,
+                            )
                             continue
-                        per_rank = [json.loads(p.read_text()) for p in sorted(Path(tmp).glob(
-                            Path(stem).name + ".rank*.json"))]
+                        per_rank = [
+                            json.loads(p.read_text())
+                            for p in sorted(Path(tmp).glob(Path(stem).name + ".rank*.json"))
+                        ]
                         row = dict(per_rank[0])
                         row["peak_mem_mb"] = max(r["peak_mem_mb"] for r in per_rank)
                         rows.append(row)
-                        print(f"{model} batch={global_batch} procs={procs} chunk={chunk}: "
-                              f"{row['step_ms_median']:.0f} ms/step, {row['samples_per_s']:.1f} samples/s, "
-                              f"peak +{row['peak_mem_mb']:.1f} MiB", flush=True)
+                        print(
+                            f"{model} batch={global_batch} procs={procs} chunk={chunk}: "
+                            f"{row['step_ms_median']:.0f} ms/step, {row['samples_per_s']:.1f} samples/s, "
+                            f"peak +{row['peak_mem_mb']:.1f} MiB",
+                            flush=True,
+                        )
     csv_path = out / f"{name}.csv"
     with csv_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=RESULT_FIELDS)
@@ -235,15 +303,24 @@ def _plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     keys = sorted({(r["model"], r["mode"], str(r["chunk"]), r["processes"]) for r in rows})
     for model, mode, chunk, procs in keys:
-        sel = sorted((r for r in rows if (r["model"], r["mode"], str(r["chunk"]), r["processes"])
-                      == (model, mode, chunk, procs)), key=lambda r: r["global_batch"])
+        sel = sorted(
+            (
+                r
+                for r in rows
+                if (r["model"], r["mode"], str(r["chunk"]), r["processes"]) == (model, mode, chunk, procs)
+            ),
+            key=lambda r: r["global_batch"],
+        )
         label = f"{model} {mode}{'/' + chunk if chunk else ''} x{procs}"
         xs = [r["global_batch"] for r in sel]
         axes[0].plot(xs, [r["samples_per_s"] for r in sel], marker="o", label=label)
         axes[1].plot(xs, [r["peak_mem_mb"] for r in sel], marker="o", label=label)
     axes[0].set(xlabel="global batch (queries)", ylabel="samples / s", title="throughput")
-    axes[1].set(xlabel="global batch (queries)", ylabel="MiB above the step's start",
-                title="peak memory per step (max over ranks)")
+    axes[1].set(
+        xlabel="global batch (queries)",
+        ylabel="MiB above the step's start",
+        title="peak memory per step (max over ranks)",
+    )
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.grid(alpha=0.3)
@@ -258,14 +335,22 @@ def _summary(rows: list[dict]) -> None:
     for r in rows:
         if r["mode"] != "gradcache":
             continue
-        base = [p for p in rows if p["mode"] == "plain" and p["model"] == r["model"]
-                and p["global_batch"] == r["global_batch"] and p["processes"] == r["processes"]]
+        base = [
+            p
+            for p in rows
+            if p["mode"] == "plain"
+            and p["model"] == r["model"]
+            and p["global_batch"] == r["global_batch"]
+            and p["processes"] == r["processes"]
+        ]
         if base:
             ratio = r["step_ms_median"] / base[0]["step_ms_median"]
             mem = (r["peak_mem_mb"], base[0]["peak_mem_mb"])
-            print(f"  {r['model']} batch={r['global_batch']} x{r['processes']} chunk={r['chunk']}: "
-                  f"time ratio gradcache/plain = {ratio:.2f} (target <= 1.5); "
-                  f"peak MiB gradcache {mem[0]:.1f} vs plain {mem[1]:.1f}")
+            print(
+                f"  {r['model']} batch={r['global_batch']} x{r['processes']} chunk={r['chunk']}: "
+                f"time ratio gradcache/plain = {ratio:.2f} (target <= 1.5); "
+                f"peak MiB gradcache {mem[0]:.1f} vs plain {mem[1]:.1f}"
+            )
 
 
 def replot(csv_path: str = "benchmarks/results/train_step.csv") -> None:
@@ -288,5 +373,8 @@ if __name__ == "__main__":
     from mme5.errors import run_command
 
     functions = [main, run_one, replot]
-    sys.exit(run_command("bench_train", lambda: run_function(functions, sys.argv[1:], "bench_train.py",
-                                                             positional=True)))
+    sys.exit(
+        run_command(
+            "bench_train", lambda: run_function(functions, sys.argv[1:], "bench_train.py", positional=True)
+        )
+    )

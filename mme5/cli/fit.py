@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
@@ -49,11 +50,13 @@ class MME5CLI(LightningCLI):
             self._print_final_evaluation()
 
     def _print_final_evaluation(self) -> None:
-        from mme5.eval import MMEBEvaluation, XTDEvaluation
+        from mme5.eval.callbacks import MMEBEvaluation, XTDEvaluation
         from mme5.eval.report import markdown_report
+        from mme5.eval.runner import EvalResult
 
-        found: dict[str, object] = {}
-        for cb in self.trainer.callbacks:
+        found: dict[str, EvalResult] = {}
+        trainer: Any = self.trainer
+        for cb in trainer.callbacks:
             if isinstance(cb, (MMEBEvaluation, XTDEvaluation)) and cb.last_result is not None:
                 found[cb.benchmark] = cb.last_result
         if found:
@@ -61,7 +64,7 @@ class MME5CLI(LightningCLI):
             print("\n" + markdown_report(mmeb=found.get("mmeb"), xtd=found.get("xtd"), title=title))
 
     def _save_final_checkpoint(self) -> None:
-        cb = self.trainer.checkpoint_callback
+        cb: Any = self.trainer.checkpoint_callback
         if cb is None or not getattr(cb, "save_last", False) or cb.dirpath is None:
             return
         last = os.path.join(cb.dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)

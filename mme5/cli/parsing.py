@@ -88,4 +88,4 @@ def _run_one_of(fns: list[Callable[..., Any]], argv: list[str], prog: str, posit
         print(f"usage: {prog} {{{','.join(by_name)}}} [--help] ...\n\n{listing}")
         raise SystemExit(0)
     got = f"'{argv[0]}'" if argv else "nothing"
-    raise ArgumentError(f"expected one of {', '.join(by_name)} as the first argument, got {got}")
+    raise ArgumentError(None, f"expected one of {', '.join(by_name)} as the first argument, got {got}")

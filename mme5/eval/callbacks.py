@@ -35,10 +35,20 @@ log = logging.getLogger("mme5.eval")
 class _BenchmarkEvaluation(Callback):
     benchmark = ""
 
-    def __init__(self, image_root: str | None, every_n_steps: int | None, on_fit_end: bool, max_rows: int | None,
-                 batch_size: int, output_dir: str | None, cache_dir: str | None) -> None:
+    def __init__(
+        self,
+        image_root: str | None,
+        every_n_steps: int | None,
+        on_fit_end: bool,
+        max_rows: int | None,
+        batch_size: int,
+        output_dir: str | None,
+        cache_dir: str | None,
+    ) -> None:
         if every_n_steps is not None and every_n_steps < 1:
-            raise ConfigError(f"{type(self).__name__}: every_n_steps must be >= 1 or None, got {every_n_steps}")
+            raise ConfigError(
+                f"{type(self).__name__}: every_n_steps must be >= 1 or None, got {every_n_steps}"
+            )
         if batch_size < 1:
             raise ConfigError(f"{type(self).__name__}: batch_size must be >= 1, got {batch_size}")
         self.image_root = image_root
@@ -60,13 +70,16 @@ class _BenchmarkEvaluation(Callback):
     # ---- hooks -----------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and not callable(getattr(pl_module, "embed_sides", None)):
-            raise ConfigError(f"{type(self).__name__} needs a LightningModule with embed_sides(sides, batch_size) "
-                              f"(mme5.training.module.EmbeddingModule); got {type(pl_module).__name__}")
+            raise ConfigError(
+                f"{type(self).__name__} needs a LightningModule with embed_sides(sides, batch_size) "
+                f"(mme5.training.module.EmbeddingModule); got {type(pl_module).__name__}"
+            )
         if self._bench is None:
             self._bench = self._load()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
             self.evaluate(trainer, pl_module)
@@ -100,17 +113,30 @@ class _BenchmarkEvaluation(Callback):
         pl_module.eval()
 
         def embed(sides: list[Side]) -> torch.Tensor:
-            return pl_module.embed_sides(sides, self.batch_size)
+            embed_sides: Any = pl_module.embed_sides
+            return embed_sides(sides, self.batch_size)
 
         cache, fingerprint = None, None
         if self.cache_dir is not None:
             cache = EmbeddingCache(self.cache_dir)
-            encoder = getattr(pl_module, "encoder", None)
-            fingerprint = encoder.fingerprint() if callable(getattr(encoder, "fingerprint", None)) \
+            encoder: Any = getattr(pl_module, "encoder", None)
+            fingerprint = (
+                encoder.fingerprint()
+                if callable(getattr(encoder, "fingerprint", None))
                 else model_fingerprint(pl_module)
+            )
         try:
-            result = run_benchmark(self.benchmark, embed, self._bench, self.image_root, self.batch_size, cache,
-                                   fingerprint, DistContext.current(), step=step)
+            result = run_benchmark(
+                self.benchmark,
+                embed,
+                self._bench,
+                self.image_root,
+                self.batch_size,
+                cache,
+                fingerprint,
+                DistContext.current(),
+                step=step,
+            )
         finally:
             pl_module.train(was_training)
         self._last_step = step
@@ -130,13 +156,18 @@ class _BenchmarkEvaluation(Callback):
         name = self.benchmark
         write_json(out / f"{name}_step{result.step}.json", **{name: result})
         (out / f"{name}_step{result.step}.md").write_text(
-            markdown_report(**{name: result}, title=f"{name.upper()} at step {result.step}"))
+            markdown_report(**{name: result}, title=f"{name.upper()} at step {result.step}")
+        )
         tmp = out / f"{name}_history.json.tmp"
         tmp.write_text(json.dumps(self.history, indent=1))
         os.replace(tmp, out / f"{name}_history.json")
         plot_history(self.history, out / f"{name}_scores.png", title=f"{name.upper()} during training")
-        log.info("%s at step %d: %s", name, result.step,
-                 ", ".join(f"{k} {v:.1f}" for k, v in headline(**{name: result}).items()))
+        log.info(
+            "%s at step %d: %s",
+            name,
+            result.step,
+            ", ".join(f"{k} {v:.1f}" for k, v in headline(**{name: result}).items()),
+        )
 
 
 class MMEBEvaluation(_BenchmarkEvaluation):
@@ -157,9 +188,18 @@ class MMEBEvaluation(_BenchmarkEvaluation):
 
     benchmark = "mmeb"
 
-    def __init__(self, mmeb_dir: str, image_root: str | None = None, datasets: Sequence[str] | None = None,
-                 every_n_steps: int | None = None, on_fit_end: bool = True, max_rows: int | None = None,
-                 batch_size: int = 64, output_dir: str | None = None, cache_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        mmeb_dir: str,
+        image_root: str | None = None,
+        datasets: Sequence[str] | None = None,
+        every_n_steps: int | None = None,
+        on_fit_end: bool = True,
+        max_rows: int | None = None,
+        batch_size: int = 64,
+        output_dir: str | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
         super().__init__(image_root, every_n_steps, on_fit_end, max_rows, batch_size, output_dir, cache_dir)
         self.mmeb_dir = mmeb_dir
         self.datasets = list(datasets) if datasets is not None else None
@@ -189,9 +229,18 @@ class XTDEvaluation(_BenchmarkEvaluation):
 
     benchmark = "xtd"
 
-    def __init__(self, xtd_dir: str, image_root: str | None = None, languages: Sequence[str] = XTD_LANGUAGES,
-                 every_n_steps: int | None = None, on_fit_end: bool = True, max_rows: int | None = None,
-                 batch_size: int = 64, output_dir: str | None = None, cache_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        xtd_dir: str,
+        image_root: str | None = None,
+        languages: Sequence[str] = XTD_LANGUAGES,
+        every_n_steps: int | None = None,
+        on_fit_end: bool = True,
+        max_rows: int | None = None,
+        batch_size: int = 64,
+        output_dir: str | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
         super().__init__(image_root, every_n_steps, on_fit_end, max_rows, batch_size, output_dir, cache_dir)
         self.xtd_dir = xtd_dir
         self.languages = list(languages)

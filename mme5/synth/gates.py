@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from mme5.errors import ConfigError
+
 from .languages import scripts_of
 from .schema import SCORE_KEYS
 
@@ -73,7 +75,7 @@ class NearDuplicateIndex:
 
     def __init__(self, threshold: float = 0.85, num_perm: int = 64, bands: int = 16, shingle: int = 5):
         if num_perm % bands:
-            raise ValueError("num_perm must be a multiple of bands")
+            raise ConfigError("num_perm must be a multiple of bands")
         self.threshold, self.num_perm, self.bands, self.shingle = threshold, num_perm, bands, shingle
         rng = np.random.default_rng(20250213)
         self._a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | np.uint64(1)
@@ -139,7 +141,7 @@ class QualityGates:
             try:
                 self._detector = getattr(importlib.import_module(module), attr)
             except (ImportError, AttributeError, ValueError) as exc:
-                raise ValueError(
+                raise ConfigError(
                     f"language_detector '{config.language_detector}': cannot import it "
                     f"(expected 'module:function'): {exc}"
                 ) from None

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mme5.errors import ConfigError, MissingPathError
 from mme5.records import IMAGE_EXTENSIONS, ROLE_PATTERN, decode_image, iter_shard
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class ImagePool:
         """Every image file under ``folder`` (recursive, sorted by path; first ``limit`` if given)."""
         root = Path(folder)
         if not root.is_dir():
-            raise FileNotFoundError(f"image folder '{root}' does not exist or is not a folder")
+            raise MissingPathError(f"image folder '{root}' does not exist or is not a folder")
         files = sorted(
             p for p in root.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS
         )
@@ -82,7 +83,7 @@ class ImagePool:
         candidates: list[PoolImage] = []
         for shard in shards:
             if not Path(shard).is_file():
-                raise FileNotFoundError(f"image shard '{shard}' does not exist")
+                raise MissingPathError(f"image shard '{shard}' does not exist")
             for sample in iter_shard(shard):
                 for name, value in sample.items():
                     m = ROLE_PATTERN.match(name)
@@ -120,7 +121,7 @@ class ImagePool:
         if skipped:
             log.warning("image pool from %s: kept %d, skipped %s", what, len(kept), dict(skipped))
         if not kept:
-            raise ValueError(
+            raise ConfigError(
                 f"no readable image in {what} (expected files with extensions {', '.join(IMAGE_EXTENSIONS)})"
             )
         return cls(kept, skipped, max_side)
@@ -188,11 +189,11 @@ class CallableEmbedder:
     def __init__(self, target: str):
         module, _, attr = target.partition(":")
         if not module or not attr:
-            raise ValueError(f"embedder '{target}': expected 'package.module:callable'")
+            raise ConfigError(f"embedder '{target}': expected 'package.module:callable'")
         try:
             obj = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
-            raise ValueError(f"embedder '{target}': cannot import it ({exc})") from None
+            raise ConfigError(f"embedder '{target}': cannot import it ({exc})") from None
         self.fn = obj() if isinstance(obj, type) else obj
         self.name = target
 
@@ -242,10 +243,10 @@ def embed_pool(
         chunks.append(np.asarray(embedder(imgs), dtype=np.float32))
     emb = np.concatenate(chunks)
     if emb.ndim != 2 or emb.shape[0] != len(pool):
-        raise ValueError(f"embedder {name} returned shape {emb.shape}; expected [{len(pool)}, D]")
+        raise ConfigError(f"embedder {name} returned shape {emb.shape}; expected [{len(pool)}, D]")
     norms = np.linalg.norm(emb, axis=1)
     if not np.allclose(norms, 1.0, atol=1e-3):
-        raise ValueError(
+        raise ConfigError(
             f"embedder {name} returned rows with norms in [{norms.min():.3f}, {norms.max():.3f}]; "
             "expected L2-normalised rows"
         )
@@ -270,7 +271,7 @@ class NeighbourIndex:
         """For each pool index, the ``k`` most similar other images (one matrix product per chunk)."""
         n = len(self.emb)
         if k + 1 > n:
-            raise ValueError(f"the image pool has {n} image(s); retrieval needs at least {k + 1}")
+            raise ConfigError(f"the image pool has {n} image(s); retrieval needs at least {k + 1}")
         out: list[list[int]] = []
         take = min(k + 1, n)  # the image itself is among its own top k + 1
         for start in range(0, len(indices), chunk):

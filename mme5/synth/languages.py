@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from mme5.errors import ConfigError
+
 #: ISO 639-1 code -> (English name, approximate CC-100 GiB, script(s) its texts are written in).
 LANGUAGES: dict[str, tuple[str, float, tuple[str, ...]]] = {
     "af": ("Afrikaans", 1.3, ("LATIN",)),
@@ -129,7 +131,7 @@ def check_languages(codes: object) -> None:
     """Raise one clear ``ValueError`` for codes outside the 93 XLM-R languages."""
     unknown = [c for c in codes if c not in LANGUAGES]  # type: ignore[union-attr]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown language code(s) {unknown}; expected ISO 639-1 codes of the 93 XLM-R "
             f"languages: {', '.join(XLMR_LANGUAGES)}"
         )
@@ -144,7 +146,7 @@ def language_weights(
     to the listed codes; an override of 0 removes a language.
     """
     if alpha < 0:
-        raise ValueError(f"language alpha must be >= 0, got {alpha}")
+        raise ConfigError(f"language alpha must be >= 0, got {alpha}")
     codes = list(only) if only else list(XLMR_LANGUAGES)
     check_languages(codes)
     weights = {c: LANGUAGES[c][1] ** alpha for c in codes}
@@ -152,10 +154,10 @@ def language_weights(
         check_languages(list(overrides))
         for code, w in overrides.items():
             if w < 0:
-                raise ValueError(f"language weight for '{code}' must be >= 0, got {w}")
+                raise ConfigError(f"language weight for '{code}' must be >= 0, got {w}")
             weights[code] = float(w)
     weights = {c: w for c, w in weights.items() if w > 0}
     total = sum(weights.values())
     if total <= 0:
-        raise ValueError("language weights are all zero; keep at least one language")
+        raise ConfigError("language weights are all zero; keep at least one language")
     return {c: w / total for c, w in sorted(weights.items())}

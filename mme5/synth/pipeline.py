@@ -46,9 +46,10 @@ class ImageSource:
     max_side: int = 1024
     """Images shown to the generator are downscaled to this longest side (shards keep the originals)."""
     embedder: str = "histogram"
-    """``histogram`` (weight-free colour layout), ``model:<folder>`` (an mme5 / VLM model) or ``module:callable``."""
+    """``histogram`` (weight-free colour layout), ``model:<folder>`` (an mme5 / VLM model) or
+    ``module:callable``."""
     negative_rank: int = 1
-    """The hard-negative image is the query image's neighbour at this rank (0 = nearest, which is the positive)."""
+    """The hard-negative image is the query image's neighbour at this rank (0 = nearest: the positive)."""
 
 
 @dataclass
@@ -65,7 +66,8 @@ class SynthConfig:
     indices_per_shard: int = 256
     """Planned samples per unit; each unit's accepted samples make one shard."""
     max_attempts: int | None = None
-    """Stop after this many planned samples even if ``num_samples`` is not reached (default 4 x num_samples)."""
+    """Stop after this many planned samples even if ``num_samples`` is not reached (default: 4 x
+    num_samples)."""
     plan: PlanConfig = field(default_factory=PlanConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     strings: StringLimits = field(default_factory=StringLimits)
@@ -93,10 +95,12 @@ def make_embedder(spec: str):
     if spec == "histogram":
         return HistogramEmbedder()
     if spec.startswith("model:"):
-        return ModelEmbedder(spec[len("model:"):])
+        return ModelEmbedder(spec[len("model:") :])
     if ":" in spec:
         return CallableEmbedder(spec)
-    raise ConfigError(f"images.embedder '{spec}': expected 'histogram', 'model:<folder>' or 'module:callable'")
+    raise ConfigError(
+        f"images.embedder '{spec}': expected 'histogram', 'model:<folder>' or 'module:callable'"
+    )
 
 
 @dataclass
@@ -132,7 +136,7 @@ class Synthesizer:
             settings["images"].pop(key)
         flat: dict[str, Any] = {}
         for key, value in settings.items():  # one level: "seed", "plan.languages", "gates.min_score", ...
-            for sub, v in (value.items() if isinstance(value, dict) else [(None, value)]):
+            for sub, v in value.items() if isinstance(value, dict) else [(None, value)]:
                 flat[f"{key}.{sub}" if sub else key] = json.loads(json.dumps(v, default=str))
         # Where the backend runs (URL, device, engine sizes) may change on resume; what it samples may not.
         described = self.backend.describe()
@@ -143,8 +147,11 @@ class Synthesizer:
 
     def neighbours(self) -> NeighbourIndex:
         if self._index is None:
-            emb = embed_pool(self.pool, make_embedder(self.config.images.embedder),
-                             cache_dir=Path(self.config.output_dir) / "_cache")
+            emb = embed_pool(
+                self.pool,
+                make_embedder(self.config.images.embedder),
+                cache_dir=Path(self.config.output_dir) / "_cache",
+            )
             self._index = NeighbourIndex(emb)
         return self._index
 
@@ -152,7 +159,11 @@ class Synthesizer:
         """Assign pool images to the roles each modality needs (document images by retrieval)."""
         rank = self.config.images.negative_rank
         retrieving = sorted({p.anchor for p in plans if "I" in split_modality(p.modality)[1]})
-        nn = dict(zip(retrieving, self.neighbours().top_k(retrieving, rank + 1))) if retrieving else {}
+        nn = (
+            dict(zip(retrieving, self.neighbours().top_k(retrieving, rank + 1), strict=False))
+            if retrieving
+            else {}
+        )
         out = []
         for plan in plans:
             q, d = split_modality(plan.modality)
@@ -200,34 +211,63 @@ class Synthesizer:
             record, examples = self.run_unit(unit, start, stop, gates, c.num_samples - accepted)
             self.output.commit(record, examples)
             accepted += record.accepted
-            log.info("unit %d [%d, %d): accepted %d / %d (total %d / %d) in %.1f s, rejects %s", unit, start, stop,
-                     record.accepted, record.attempted, accepted, c.num_samples, record.seconds, record.rejects)
+            log.info(
+                "unit %d [%d, %d): accepted %d / %d (total %d / %d) in %.1f s, rejects %s",
+                unit,
+                start,
+                stop,
+                record.accepted,
+                record.attempted,
+                accepted,
+                c.num_samples,
+                record.seconds,
+                record.rejects,
+            )
             unit += 1
         if accepted < c.num_samples:
-            log.warning("stopped at max_attempts=%d with %d of %d samples accepted", max_attempts, accepted,
-                        c.num_samples)
-        return self.output.report({"target": c.num_samples, "backend": self.backend.describe(),
-                                   "backend_start_seconds": round(start_seconds, 3),
-                                   "pool_images": len(self.pool), "pool_skipped": dict(self.pool.skipped)})
+            log.warning(
+                "stopped at max_attempts=%d with %d of %d samples accepted",
+                max_attempts,
+                accepted,
+                c.num_samples,
+            )
+        return self.output.report(
+            {
+                "target": c.num_samples,
+                "backend": self.backend.describe(),
+                "backend_start_seconds": round(start_seconds, 3),
+                "pool_images": len(self.pool),
+                "pool_skipped": dict(self.pool.skipped),
+            }
+        )
 
-    def run_unit(self, unit: int, start: int, stop: int, gates: QualityGates,
-                 needed: int) -> tuple[UnitRecord, list[Example]]:
+    def run_unit(
+        self, unit: int, start: int, stop: int, gates: QualityGates, needed: int
+    ) -> tuple[UnitRecord, list[Example]]:
         c = self.config
         t0 = time.perf_counter()
         resolved = self.resolve(self.planner.plans(start, stop))
         requests = []
         for r in resolved:
             imgs = {role: self.pool.load(i) for role, i in r.images.items()}
-            requests.append(GenerationRequest(r.plan.id, build_prompt(r.plan, imgs, c.prompt),
-                                              generation_schema(r.plan.modality, c.strings), r.plan.seed))
+            requests.append(
+                GenerationRequest(
+                    r.plan.id,
+                    build_prompt(r.plan, imgs, c.prompt),
+                    generation_schema(r.plan.modality, c.strings),
+                    r.plan.seed,
+                )
+            )
         generations = self.backend.generate(requests)
         if len(generations) != len(requests):
-            raise RuntimeError(f"backend {self.backend.name} returned {len(generations)} answers for "
-                               f"{len(requests)} requests")
+            raise RuntimeError(
+                f"backend {self.backend.name} returned {len(generations)} answers for "
+                f"{len(requests)} requests"
+            )
         record = UnitRecord(unit, start, stop)
         rejects: Counter = Counter()
         examples: list[Example] = []
-        for r, gen in zip(resolved, generations):
+        for r, gen in zip(resolved, generations, strict=False):
             record.prompt_tokens += gen.prompt_tokens
             record.completion_tokens += gen.completion_tokens
             if len(examples) >= needed:
@@ -242,7 +282,11 @@ class Synthesizer:
             examples.append(example)
             record.ids.append(example.id)
             record.dedup_texts.append(text)
-            for key, value in (("by_task", example.task), ("by_modality", example.modality), ("by_lang", example.lang)):
+            for key, value in (
+                ("by_task", example.task),
+                ("by_modality", example.modality),
+                ("by_lang", example.lang),
+            ):
                 counts = getattr(record, key)
                 counts[value] = counts.get(value, 0) + 1
         record.accepted = len(examples)
@@ -250,7 +294,9 @@ class Synthesizer:
         record.seconds = time.perf_counter() - t0
         return record, examples
 
-    def accept(self, r: Resolved, gen: Generation, gates: QualityGates) -> tuple[str | None, Example | None, str]:
+    def accept(
+        self, r: Resolved, gen: Generation, gates: QualityGates
+    ) -> tuple[str | None, Example | None, str]:
         """(reject reason, example, dedup text) of one generation."""
         plan = r.plan
         if gen.text is None:
@@ -288,12 +334,19 @@ class Synthesizer:
             positive=side(s.get("positive"), "positive"),
             negatives=[side(s.get("hard_negative"), "negative")],
             instruction=s["instruction"].strip(),
-            task=plan.task, modality=plan.modality,
-            lang=plan.lang if has_text else "en",  # image-only sides: the English instruction is the only text
+            task=plan.task,
+            modality=plan.modality,
+            lang=plan.lang
+            if has_text
+            else "en",  # image-only sides: the English instruction is the only text
             source=SOURCE,
-            meta={"index": plan.index, "seed": self.config.seed, "scores": obj["self_evaluation"],
-                  "images": {role: self.pool.images[i].key for role, i in r.images.items()},
-                  "drawn_lang": plan.lang},
+            meta={
+                "index": plan.index,
+                "seed": self.config.seed,
+                "scores": obj["self_evaluation"],
+                "images": {role: self.pool.images[i].key for role, i in r.images.items()},
+                "drawn_lang": plan.lang,
+            },
         )
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mme5.errors import ConfigError
+
 from .languages import language_weights
 from .schema import SYNTH_MODALITIES
 
@@ -67,12 +69,12 @@ def _normalise(
 ) -> tuple[list[str], np.ndarray]:
     unknown = [k for k in weights if k not in allowed]
     if unknown:
-        raise ValueError(f"unknown {what}(s) {unknown} in weights; expected keys from {', '.join(allowed)}")
+        raise ConfigError(f"unknown {what}(s) {unknown} in weights; expected keys from {', '.join(allowed)}")
     if any(w < 0 for w in weights.values()):
-        raise ValueError(f"{what} weights must be >= 0, got {weights}")
+        raise ConfigError(f"{what} weights must be >= 0, got {weights}")
     keys = [k for k in allowed if weights.get(k, 0) > 0]
     if not keys:
-        raise ValueError(f"all {what} weights are zero; give at least one a positive weight")
+        raise ConfigError(f"all {what} weights are zero; give at least one a positive weight")
     p = np.array([weights[k] for k in keys], dtype=np.float64)
     return keys, p / p.sum()
 
@@ -82,7 +84,7 @@ class Planner:
 
     def __init__(self, config: PlanConfig, seed: int, pool_size: int):
         if pool_size < 1:
-            raise ValueError("the image pool is empty; the synthesis needs at least one image")
+            raise ConfigError("the image pool is empty; the synthesis needs at least one image")
         self.config = config
         self.seed = seed
         self.pool_size = pool_size

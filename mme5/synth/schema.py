@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from mme5.errors import ConfigError
+
 SYNTH_MODALITIES = ("IT2I", "T2IT", "IT2IT", "I2I", "I2T", "IT2T", "T2I")
 SCORE_KEYS = ("relevance", "negative_plausibility", "clarity", "diversity")
 INTERPRETATION_KEYS = ("description", "objects", "context", "relation")
@@ -28,7 +30,7 @@ INTERPRETATION_KEYS = ("description", "objects", "context", "relation")
 def split_modality(modality: str) -> tuple[str, str]:
     """``"IT2I"`` -> (``"IT"``, ``"I"``): what the query side and the document sides carry."""
     if modality not in SYNTH_MODALITIES:
-        raise ValueError(
+        raise ConfigError(
             f"unknown modality combination '{modality}'; expected one of {', '.join(SYNTH_MODALITIES)}"
         )
     q, d = modality.split("2")

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mme5.errors import ConfigError
 from mme5.records import Example, write_shard, write_sizes
 
 PROGRESS_DIR = "_progress"
@@ -70,7 +71,7 @@ class ShardOutput:
             old = json.loads(path.read_text())
             diff = sorted(k for k in set(old) | set(run) if old.get(k) != run.get(k))
             if diff:
-                raise ValueError(
+                raise ConfigError(
                     f"output folder '{self.folder}' holds a run with a different configuration "
                     f"({', '.join(diff)} differ); use a new output_dir or set overwrite"
                 )

@@ -64,8 +64,11 @@ def _tree_digest(root: Path) -> dict[str, str]:
 
 def _shard_contents(train_dir: Path) -> list[dict]:
     """The samples of every shard, without ``__url__`` (where the shard lies, not what it holds)."""
-    return [{k: v for k, v in sample.items() if k != "__url__"}
-            for shard in sorted(train_dir.glob("*.tar")) for sample in iter_shard(shard)]
+    return [
+        {k: v for k, v in sample.items() if k != "__url__"}
+        for shard in sorted(train_dir.glob("*.tar"))
+        for sample in iter_shard(shard)
+    ]
 
 
 # ---- phrase tables --------------------------------------------------------------------------------
@@ -85,13 +88,17 @@ def test_phrases_agree_in_gender_and_resolve_particles():
     heart = DemoObject("heart", "red", "small", "top_left")
     star = DemoObject("star", "yellow", "large", "bottom_right")
     scene = Scene((heart, star), "black")
-    assert phrases("en").caption(scene) == ("a small red heart at the top left and a large yellow star at the "
-                                            "bottom right on a black background")
+    assert phrases("en").caption(scene) == (
+        "a small red heart at the top left and a large yellow star at the bottom right on a black background"
+    )
     assert phrases("it").describe_object(star) == "una grande stella gialla in basso a destra"
     assert phrases("es").refer_object(star) == "la estrella amarilla"
     assert phrases("ru").describe_object(heart) == "маленькое красное сердце вверху слева"
     assert phrases("pl").edit_colour(heart, "blue") == "serce jest teraz niebieskie"
-    assert phrases("ko").caption(scene) == "검은색 배경에 왼쪽 위에 작은 빨간색 하트와 오른쪽 아래에 큰 노란색 별이 있다."
+    assert (
+        phrases("ko").caption(scene)
+        == "검은색 배경에 왼쪽 위에 작은 빨간색 하트와 오른쪽 아래에 큰 노란색 별이 있다."
+    )
     circle = DemoObject("circle", "blue", "small", "top_left")
     assert phrases("ko").caption(Scene((circle,), "gray")) == "회색 배경에 왼쪽 위에 작은 파란색 원이 있다."
     assert phrases("es").question_colour(star) == "¿De qué color es la estrella?"
@@ -174,7 +181,7 @@ def test_killed_generation_is_redone_and_foreign_folders_refused(tmp_path):
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     for overwrite in (False, True):
-        with pytest.raises(DemoCorpusError, match="is not a demo corpus .found: notes.txt"):
+        with pytest.raises(DemoCorpusError, match=r"is not a demo corpus .found: notes\.txt"):
             ensure_demo_corpus(foreign, overwrite=overwrite, **SMALL)
     assert (foreign / "notes.txt").read_text() == "mine"
     with pytest.raises(DemoCorpusError, match="negatives between 1 and 3"):
@@ -208,7 +215,10 @@ def test_mmeb_layout_reads_back(corpus):
     for name, spec in table.items():
         t = pq.read_table(corpus.mmeb_dir / name / PARQUET)
         assert t.schema.names == ["qry_text", "qry_img_path", "tgt_text", "tgt_img_path"]
-        assert t.schema.field("qry_text").type == pa.string() and t.schema.field("qry_img_path").type == pa.string()
+        assert (
+            t.schema.field("qry_text").type == pa.string()
+            and t.schema.field("qry_img_path").type == pa.string()
+        )
         assert t.schema.field("tgt_text").type == pa.list_(pa.string())
         assert t.schema.field("tgt_img_path").type == pa.list_(pa.string())
         assert t.num_rows == SMALL["eval_rows"] and spec["ood"] is False
@@ -217,9 +227,9 @@ def test_mmeb_layout_reads_back(corpus):
         assert spec["chance_p1"] == pytest.approx(chance, abs=1e-6)
         for r in rows:
             assert len(r["tgt_text"]) == len(r["tgt_img_path"]) >= 4
-            assert len(set(zip(r["tgt_text"], r["tgt_img_path"]))) == len(r["tgt_text"]), name
+            assert len(set(zip(r["tgt_text"], r["tgt_img_path"], strict=False))) == len(r["tgt_text"]), name
             _check_side(r["qry_text"], r["qry_img_path"], corpus.image_root)
-            for text, path in zip(r["tgt_text"], r["tgt_img_path"]):
+            for text, path in zip(r["tgt_text"], r["tgt_img_path"], strict=False):
                 _check_side(text, path, corpus.image_root)
             if spec["meta_task"] in ("Retrieval", "Grounding") or name == "Demo-VQA-Object":
                 assert len(r["tgt_text"]) == 10
@@ -264,7 +274,7 @@ def test_xtd_layout_reads_back(corpus):
             assert r["qry_img_path"] == "" and PUBLIC_IMAGE_TOKEN not in r["qry_text"]
             assert len(r["tgt_img_path"]) == SMALL["xtd_pool"] == len(set(r["tgt_img_path"]))
             assert r["tgt_img_path"][0] == rows[0]["tgt_img_path"][i]  # row i: pool image i first
-            for text, path in zip(r["tgt_text"], r["tgt_img_path"]):
+            for text, path in zip(r["tgt_text"], r["tgt_img_path"], strict=False):
                 _check_side(text, path, corpus.image_root)
         pools.append([r["tgt_img_path"][0] for r in rows])
         assert len({r["qry_text"] for r in rows}) == len(rows)
@@ -298,14 +308,25 @@ def test_make_demo_cli(tmp_path):
     tool = ["-m", "mme5.cli", "demo"]
     args = ["--train_samples", "20", "--train_shards", "2", "--eval_rows", "2", "--xtd_pool", "10"]
     env = {**os.environ, "PYTHONHASHSEED": "123"}
-    done = subprocess.run([sys.executable, *tool, "--root", str(tmp_path / "c"), *args],
-                          capture_output=True, text=True, timeout=120, check=False, env=env)
+    done = subprocess.run(
+        [sys.executable, *tool, "--root", str(tmp_path / "c"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     assert "shard-{000000..000001}.tar" in done.stdout and "Demo-Ground-Object" in done.stdout
     # another process (its own string-hash seed) writes the same bytes as this one
     here = ensure_demo_corpus(tmp_path / "here", train_samples=20, train_shards=2, eval_rows=2, xtd_pool=10)
     assert _tree_digest(tmp_path / "c") == _tree_digest(here.root)
     assert _shard_contents(tmp_path / "c" / "train") == _shard_contents(here.train_dir)
-    bad = subprocess.run([sys.executable, *tool, "--root", str(tmp_path / "c"), "--seed", "4", *args],
-                         capture_output=True, text=True, timeout=120, check=False)
+    bad = subprocess.run(
+        [sys.executable, *tool, "--root", str(tmp_path / "c"), "--seed", "4", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "seed=0 (asked 4)" in bad.stderr

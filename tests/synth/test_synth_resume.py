@@ -1,4 +1,4 @@
-"""Kill-and-resume: a synthesis killed with SIGKILL and started again ends exactly like an uninterrupted one."""
+"""Kill-and-resume: a synthesis killed with SIGKILL and started again ends like an uninterrupted one."""
 
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from PIL import Image
 
+from mme5.errors import Mme5Error
+
 from ..prompts import Prompt
 
 
@@ -44,6 +46,10 @@ class SamplingConfig:
     """Nucleus sampling mass."""
     max_tokens: int = 1536
     """Most tokens one generation may write (a truncated generation fails schema validation)."""
+
+
+class BackendError(Mme5Error, RuntimeError):
+    """A backend that cannot start: its package is missing, or the model it names cannot be used."""
 
 
 class Backend(ABC):

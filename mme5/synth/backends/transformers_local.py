@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .base import Backend, Generation, GenerationRequest, SamplingConfig
+from .base import Backend, BackendError, Generation, GenerationRequest, SamplingConfig
 
 
 class TransformersBackend(Backend):
@@ -75,7 +75,7 @@ class TransformersBackend(Backend):
                 .eval()
             )
         except (OSError, ValueError) as exc:
-            raise RuntimeError(
+            raise BackendError(
                 f"transformers backend: cannot load model '{self.model_path}': {exc}"
             ) from None
         tokenizer = self._processor.tokenizer
@@ -83,7 +83,7 @@ class TransformersBackend(Backend):
         eos = [tokenizer.eos_token_id, self._model.generation_config.eos_token_id]
         stop = sorted({t for e in eos for t in (e if isinstance(e, list) else [e]) if isinstance(t, int)})
         if not stop:
-            raise RuntimeError(
+            raise BackendError(
                 f"transformers backend: model '{self.model_path}' has no end-of-sequence token"
             )
         self._stop_ids = stop

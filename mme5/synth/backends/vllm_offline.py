@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Backend, Generation, GenerationRequest, SamplingConfig
+from .base import Backend, BackendError, Generation, GenerationRequest, SamplingConfig
 
 
 class VLLMOfflineBackend(Backend):
@@ -71,7 +71,7 @@ class VLLMOfflineBackend(Backend):
             try:
                 from vllm import LLM  # pyright: ignore[reportMissingImports] (own environment)
             except ImportError as exc:
-                raise RuntimeError(
+                raise BackendError(
                     "the vllm backend needs vLLM: pip install 'mme5[synth]' "
                     f"(or scripts/make_vllm_env.sh for the CPU build): {exc}"
                 ) from None
