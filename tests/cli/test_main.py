@@ -43,6 +43,7 @@ def test_every_function_verb_has_help(verb, capsys):
     assert capsys.readouterr().out.startswith(f"usage: mme5 {verb} ")
 
 
+@pytest.mark.slow
 def test_fit_and_validate_help_through_the_console_script():
     for verb in ("fit", "validate"):
         proc = subprocess.run(

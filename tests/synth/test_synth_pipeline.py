@@ -88,6 +88,7 @@ def tiny_config(out: Path, photos: Path, **overrides) -> SynthConfig:
     return SynthConfig(**cfg)
 
 
+@pytest.mark.slow
 def test_pipeline_end_to_end(tiny_vlm, photo_folder, tmp_path):
     out = tmp_path / "synth"
     stats = synthesize(tiny_config(out, photo_folder), tiny_backend(tiny_vlm))

@@ -10,9 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mme5.records import decode_sample, iter_shard, read_sizes
+
+pytestmark = pytest.mark.slow  # kills and restarts a synthesis subprocess
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ["-m", "mme5.cli", "synthesize"]

@@ -31,6 +31,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mme5.training.losses import ContrastiveLoss
 
+pytestmark = pytest.mark.slow  # every test starts two processes
+
 B, K, D_IN, D = 8, 2, 10, 6
 LOSS_CASES = [(hn, sym) for hn in ("shared", "own") for sym in (False, True)]
 
