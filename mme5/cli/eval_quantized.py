@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Union
 
 from mme5.eval.datasets import XTD_LANGUAGES
+from mme5.model.settings import DType, Quantization
 
-Setting = Literal["full", "int8", "nf4", "fp4"]
+#: ``full`` (the saved dtype) or one of the bitsandbytes quantizations.
+Setting = Union[Literal["full"], Quantization]  # noqa: UP007 (a runtime alias that jsonargparse reads)
 
 
 def eval_quantized(
@@ -21,7 +23,7 @@ def eval_quantized(
     languages: Sequence[str] = XTD_LANGUAGES,
     max_rows: int | None = None,
     batch_size: int = 64,
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+    dtype: DType | Literal["auto"] = "auto",
     device: str = "auto",
     output_dir: str = "runs/quantized",
     isolate: bool = True,
