@@ -26,6 +26,11 @@ from mme5.errors import ConfigError
 warnings.filterwarnings(
     "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
 )
+# The verb registry hands LightningCLI its arguments explicitly (they are sys.argv minus the verb), which
+# Lightning warns about on every run as if they could disagree.
+warnings.filterwarnings(
+    "ignore", message=r"LightningCLI's args parameter is intended to run from within Python"
+)
 
 #: The LightningCLI subcommands mme5 offers (``test`` / ``predict`` have nothing to run here).
 SUBCOMMANDS = ("fit", "validate")
