@@ -178,8 +178,7 @@ def open_demo_corpus(root: str | os.PathLike, generate: bool = True) -> DemoPath
         if generate:
             return ensure_demo_corpus(root)
         raise DemoCorpusError(
-            f"no demo corpus in '{root}' (no {MANIFEST}); generate it with "
-            f"`python tools/make_demo.py --root {root}`"
+            f"no demo corpus in '{root}' (no {MANIFEST}); generate it with `mme5 demo --root {root}`"
         )
     try:
         found = json.loads(manifest.read_text())

@@ -1,5 +1,5 @@
 """Synthetic training data the mmE5 way: plan, retrieve images, one-pass deep-thinking generation
-under a JSON schema, quality gates, resumable shards. Entry point: ``tools/synthesize.py``."""
+under a JSON schema, quality gates, resumable shards. Entry point: ``mme5 synthesize``."""
 
 from .backends import Backend, OpenAIServerBackend, SamplingConfig, TransformersBackend, VLLMOfflineBackend
 from .gates import GateConfig
