@@ -1,5 +1,2 @@
-"""The `mme5` command line: one verb per module (see :mod:`mme5.cli.main`)."""
-
-from mme5.cli.main import main
-
-__all__ = ["main"]
+"""The `mme5` command line: one module per verb; the registry and the entry point are in
+:mod:`mme5.cli.main`."""

@@ -21,7 +21,7 @@ import yaml
 from PIL import Image
 from skimage import data as skdata
 
-from mme5.cli import main
+from mme5.cli.main import main
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "horse")
 LABELS = ("person", "cup", "cat", "rocket", "man", "horse")

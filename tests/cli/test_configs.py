@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from mme5.cli import main
+from mme5.cli.main import main
 
 CONFIGS = sorted(p for p in (Path(__file__).parents[2] / "configs").glob("*.yaml"))
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from mme5.cli import main
+from mme5.cli.main import main
 
 
 def _short_demo_config(

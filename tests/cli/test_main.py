@@ -11,8 +11,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 import mme5
 import mme5.cli.demo
-from mme5.cli import main
-from mme5.cli.main import VERBS
+from mme5.cli.main import VERBS, main
 from mme5.errors import ConfigError
 from tests.helpers import REPO
 
@@ -106,7 +105,7 @@ def test_a_bug_prints_its_traceback_from_the_command_line(tmp_path):
         "import functools, sys, mme5.cli.demo as d\n"
         "def bug(**kw): raise ValueError('an mme5 bug')\n"
         "d.make_demo = functools.wraps(d.make_demo)(bug)\n"
-        "from mme5.cli import main\n"
+        "from mme5.cli.main import main\n"
         "sys.exit(main(['demo', '--root', 'x']))\n"
     )
     proc = subprocess.run(

@@ -7,7 +7,7 @@ import json
 import lightning
 import torch
 
-from mme5.cli import main as mme5_main
+from mme5.cli.main import main as mme5_main
 
 
 def test_evaluate_prints_the_table_and_writes_json(fixture_folders, tmp_path, capsys):

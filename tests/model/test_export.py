@@ -115,7 +115,7 @@ def test_export_on_cpu_load_on_cuda(tmp_path):
 def test_mme5_export_command_on_a_training_checkpoint(tmp_path, capsys):
     import lightning as L
 
-    from mme5.cli import main as mme5_main
+    from mme5.cli.main import main as mme5_main
     from mme5.training.module import EmbeddingModule, EncoderSettings
 
     module = EmbeddingModule(encoder=EncoderSettings(model="tiny-llava", lora=LoraSettings(rank=4)))
