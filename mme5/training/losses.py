@@ -16,6 +16,11 @@ then the K hard negatives of query 0, of query 1, ... With ``gather=True`` under
 Hard negatives are either ``shared`` (every query sees every global positive and every global hard
 negative, like sentence-transformers' MultipleNegativesRankingLoss) or ``own`` (mmE5: every global
 positive plus only the query's own K negatives).
+
+Matryoshka (``matryoshka_dims``, as jina-embeddings-v4 and Qwen3-VL-Embedding train): the loss is the
+weighted sum of the InfoNCE at the full dimension and at each listed dimension ``d``, where queries and
+candidates are cut to their first ``d`` components and L2-normalised again. The candidates are
+gathered once, at the full dimension (normalising rows commutes with gathering them).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mme5.distributed import all_reduce_sum, gather_no_grad, gather_sizes, gather_with_grad, rank_and_world
@@ -52,6 +58,50 @@ class LossSettings:
     """InfoNCE implementation in ``mme5.kernels.infonce``: auto | reference | chunked | triton."""
     mask_duplicates: bool = True
     """Do not count a candidate with the same content id as the query's positive as a negative."""
+    matryoshka_dims: list[int] | None = None
+    """Matryoshka: also the InfoNCE at each of these leading dimensions (truncated, re-normalised), e.g.
+    ``[64, 256, 1024]``; the full dimension is always a term (list it to give it a weight)."""
+    matryoshka_weights: list[float] | None = None
+    """Weight of each ``matryoshka_dims`` term (default 1 each); the full dimension weighs 1 unless listed."""
+
+
+def matryoshka_terms(
+    dims: list[int] | None, weights: list[float] | None, full: int | None = None
+) -> list[tuple[int | None, float]]:
+    """The ``(dimension, weight)`` terms of the loss; ``None`` stands for the full dimension.
+
+    Validates the settings (``ConfigError`` naming the field); with ``full`` given, a listed dimension
+    equal to it is the full term and one larger than it is an error.
+    """
+    if weights is not None and dims is None:
+        raise ConfigError("loss.matryoshka_weights needs loss.matryoshka_dims")
+    dims = list(dims or [])
+    if weights is not None and len(weights) != len(dims):
+        raise ConfigError(
+            f"loss.matryoshka_weights has {len(weights)} entries for {len(dims)} matryoshka_dims"
+        )
+    ws = [float(w) for w in weights] if weights is not None else [1.0] * len(dims)
+    if any(int(d) != d or d < 1 for d in dims):
+        raise ConfigError(f"loss.matryoshka_dims must be positive integers, got {dims}")
+    if len(set(dims)) != len(dims):
+        raise ConfigError(f"loss.matryoshka_dims has a repeated dimension: {dims}")
+    if any(not (math.isfinite(w) and w >= 0) for w in ws):
+        raise ConfigError(f"loss.matryoshka_weights must be finite and >= 0, got {ws}")
+    if full is not None and dims and max(dims) > full:
+        raise ConfigError(f"loss.matryoshka_dims has {max(dims)}, larger than the embedding dimension {full}")
+    full_weight = 1.0
+    terms: list[tuple[int | None, float]] = []
+    for d, w in sorted(zip(dims, ws, strict=True)):
+        if full is not None and d == full:
+            full_weight = w
+        else:
+            terms.append((int(d), w))
+    return [(None, full_weight), *terms]
+
+
+def truncate(x: Tensor, dim: int | None) -> Tensor:
+    """The first ``dim`` components of each row, L2-normalised again (``x`` itself for None)."""
+    return x if dim is None else F.normalize(x[..., :dim], dim=-1)
 
 
 def _infonce():
@@ -74,10 +124,14 @@ class ContrastiveLoss(nn.Module):
         gather: gather across ranks when ``torch.distributed`` is initialised with >1 rank.
         impl: the ``mme5.kernels.infonce`` implementation.
         mask_duplicates: use ``candidate_ids`` to exclude false negatives (same content as the positive).
+        matryoshka_dims: also the loss at these truncated, re-normalised dimensions (module docstring).
+        matryoshka_weights: one weight per ``matryoshka_dims`` entry (default 1).
 
     ``forward(q, c, num_negatives, candidate_ids) -> (loss, stats)``; ``stats`` holds detached
     global values: ``loss`` (mean over the global batch), ``accuracy`` (top-1 of the query -> candidate
-    direction), ``temperature``, ``queries`` and ``candidates`` (per query, global).
+    direction), ``temperature``, ``queries`` and ``candidates`` (per query, global); with Matryoshka
+    also ``loss_dim<d>`` (each term's unweighted global mean, ``d`` the full dimension for the full one)
+    and ``loss`` is the weighted sum.
     """
 
     def __init__(
@@ -89,8 +143,11 @@ class ContrastiveLoss(nn.Module):
         gather: bool = True,
         impl: Impl = "auto",
         mask_duplicates: bool = True,
+        matryoshka_dims: list[int] | None = None,
+        matryoshka_weights: list[float] | None = None,
     ) -> None:
         super().__init__()
+        matryoshka_terms(matryoshka_dims, matryoshka_weights)  # validates
         if not temperature > 0:
             raise ConfigError(f"loss.temperature must be > 0, got {temperature}")
         if hard_negatives not in ("shared", "own"):
@@ -109,6 +166,8 @@ class ContrastiveLoss(nn.Module):
         self.gather = gather
         self.impl = impl
         self.mask_duplicates = mask_duplicates
+        self.matryoshka_dims = list(matryoshka_dims) if matryoshka_dims is not None else None
+        self.matryoshka_weights = list(matryoshka_weights) if matryoshka_weights is not None else None
 
     @classmethod
     def from_settings(cls, settings: LossSettings) -> ContrastiveLoss:
@@ -168,43 +227,66 @@ class ContrastiveLoss(nn.Module):
         pos_g = gather(pos, sizes)
         pos_ids_g = gather_ids(ids[:B], sizes) if ids is not None else None
         labels = torch.arange(offset, offset + B, device=q.device)
-        extra: Tensor | None = None
+        neg_g: Tensor | None = None
+        cand_ids = pos_ids_g
+        own = K > 0 and self.hard_negatives == "own"
         if self.hard_negatives == "shared" and K > 0:
             neg_sizes = [s * K for s in sizes]
-            cand = torch.cat([pos_g, gather(neg, neg_sizes)], dim=0)
-            cand_ids = (
-                torch.cat([pos_ids_g, gather_ids(ids[B:], neg_sizes)])
-                if ids is not None and pos_ids_g is not None
-                else None
-            )
-        else:
-            cand, cand_ids = pos_g, pos_ids_g
-            if K > 0:  # own hard negatives: [B, K] extra logits of each query against its K negatives
-                extra = torch.bmm(neg.reshape(B, K, -1), q.unsqueeze(-1)).squeeze(-1) / tau
-                if ids is not None:
-                    extra = extra.masked_fill(ids[B:].view(B, K) == ids[:B, None], float("-inf"))
+            neg_g = gather(neg, neg_sizes)
+            if ids is not None and pos_ids_g is not None:
+                cand_ids = torch.cat([pos_ids_g, gather_ids(ids[B:], neg_sizes)])
+        own_mask = ids[B:].view(B, K) == ids[:B, None] if own and ids is not None else None
+        q_g = gather(q, sizes) if self.symmetric else None
+        terms = matryoshka_terms(self.matryoshka_dims, self.matryoshka_weights, q.shape[1])
 
-        loss = infonce(q, cand, labels, tau, candidate_ids=cand_ids, extra_logits=extra, impl=self.impl)
-        if self.symmetric:
-            # candidate -> query direction: this rank's positives against every global query; a query
-            # whose positive has the positive's content id is not a negative.
-            q_g = gather(q, sizes)
-            back = infonce(pos, q_g, labels, tau, candidate_ids=pos_ids_g, impl=self.impl)
-            loss = (loss + back) / 2
+        def term(dim: int | None) -> tuple[Tensor, Tensor, Tensor | None]:
+            """The loss at one dimension, with the candidates and own-negative logits it used."""
+            qd, pos_d, pos_gd = truncate(q, dim), truncate(pos, dim), truncate(pos_g, dim)
+            cand = pos_gd if neg_g is None else torch.cat([pos_gd, truncate(neg_g, dim)], dim=0)
+            extra: Tensor | None = None
+            if own:  # own hard negatives: [B, K] extra logits of each query against its K negatives
+                negd = truncate(neg, dim)
+                extra = torch.bmm(negd.reshape(B, K, -1), qd.unsqueeze(-1)).squeeze(-1) / tau
+                if own_mask is not None:
+                    extra = extra.masked_fill(own_mask, float("-inf"))
+            loss = infonce(qd, cand, labels, tau, candidate_ids=cand_ids, extra_logits=extra, impl=self.impl)
+            if q_g is not None:
+                # candidate -> query direction: this rank's positives against every global query; a
+                # query whose positive has the positive's content id is not a negative.
+                back = infonce(
+                    pos_d, truncate(q_g, dim), labels, tau, candidate_ids=pos_ids_g, impl=self.impl
+                )
+                loss = (loss + back) / 2
+            return loss, cand, extra
+
+        loss, cand, extra = term(None)
+        parts = [loss]
+        if terms[0][1] != 1.0:
+            loss = loss * terms[0][1]
+        for dim, weight in terms[1:]:
+            part = term(dim)[0]
+            parts.append(part)
+            loss = loss + weight * part
 
         with torch.no_grad():
             correct = self._correct(q, cand, labels, tau, cand_ids, extra)
+            b_local = torch.tensor(float(B), device=q.device)
             totals = torch.stack(
-                [loss.detach().float() * B, correct.float(), torch.tensor(float(B), device=q.device)]
+                [loss.detach().float() * B, correct.float(), b_local]
+                + [p.detach().float() * B for p in parts]
             )
             totals = all_reduce_sum(totals) if distributed else totals
+        n = totals[2].clamp_min(1)
         stats = {
-            "loss": totals[0] / totals[2].clamp_min(1),
-            "accuracy": totals[1] / totals[2].clamp_min(1),
+            "loss": totals[0] / n,
+            "accuracy": totals[1] / n,
             "temperature": tau.detach(),
             "queries": torch.tensor(float(b_global)),
             "candidates": torch.tensor(float(cand.shape[0] + (K if extra is not None else 0))),
         }
+        if len(terms) > 1:
+            for (dim, _), total in zip(terms, totals[3:], strict=True):
+                stats[f"loss_dim{dim if dim is not None else q.shape[1]}"] = total / n
         if distributed:
             loss = loss * (B * world / b_global)
         return loss, stats

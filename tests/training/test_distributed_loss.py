@@ -22,6 +22,8 @@ from mme5.training.losses import ContrastiveLoss
 
 D, K, TAU = 12, 2, 0.05
 CASES = [(hn, sym, masked) for hn in ("shared", "own") for sym in (False, True) for masked in (False, True)]
+# Matryoshka: (hard negatives, symmetric, dims, weights); D = 12 is the full dimension
+MATRYOSHKA = [("shared", True, [3, 7], [0.5, 2.0]), ("own", False, [5, 12], None)]
 
 
 def free_port() -> int:
@@ -67,7 +69,7 @@ def oracle(q, pos, neg, ids, hard_negatives: str, symmetric: bool, masked: bool,
     s_neg = (
         (q @ neg.T / TAU)
         if hard_negatives == "shared"
-        else (q[:, None, :] * neg.view(bg, K, D)).sum(-1) / TAU
+        else (q[:, None, :] * neg.view(bg, K, -1)).sum(-1) / TAU
     )
     if masked:
         s_pos = s_pos.masked_fill(
@@ -107,6 +109,22 @@ def _worker(rank: int, world: int, port: int, sizes: list[int], out: str) -> Non
             loss, stats = fn(q, c, K, cid)
             loss.backward()
             results[(hn, sym, masked)] = (loss.detach(), q.grad, c.grad, fn.log_temperature.grad, stats)
+        for hn, sym, dims, weights in MATRYOSHKA:
+            q, c, cid = (t.clone() for t in local_slice(sizes, rank, *data))
+            q.requires_grad_(True)
+            c.requires_grad_(True)
+            fn = ContrastiveLoss(
+                temperature=TAU,
+                symmetric=sym,
+                hard_negatives=hn,
+                impl="chunked",
+                learnable_temperature=True,
+                matryoshka_dims=dims,
+                matryoshka_weights=weights,
+            )
+            loss, stats = fn(q, c, K, cid)
+            loss.backward()
+            results[("matryoshka", hn, sym)] = (loss.detach(), q.grad, c.grad, fn.log_temperature.grad, stats)
         torch.save(results, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -147,5 +165,36 @@ def test_gathered_loss_matches_global_oracle(ranked, hard_negatives, symmetric, 
         torch.testing.assert_close(stats["loss"], want.detach(), rtol=1e-5, atol=1e-5)
         assert stats["queries"].item() == sum(sizes)
     # the temperature gradient: DDP averages it over ranks
+    t_grad = sum(r[key][3] for r in results) / world
+    torch.testing.assert_close(t_grad, log_t.grad.reshape(1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("hard_negatives,symmetric,dims,weights", MATRYOSHKA)
+def test_gathered_matryoshka_matches_global_oracle(ranked, hard_negatives, symmetric, dims, weights):
+    """Across ranks the Matryoshka loss is the single-process sum of per-dimension global losses."""
+    sizes, results = ranked
+    world = len(sizes)
+    q, pos, neg, ids = (t.clone() for t in global_batch(sizes))
+    log_t = torch.tensor(TAU, dtype=torch.float32).log().requires_grad_(True)
+    for t in (q, pos, neg):
+        t.requires_grad_(True)
+    ws = weights if weights is not None else [1.0] * len(dims)
+    terms = [(d, w) for d, w in zip(dims, ws, strict=True) if d != D]
+    full_w = next((w for d, w in zip(dims, ws, strict=True) if d == D), 1.0)
+    want = full_w * oracle(q, pos, neg, ids, hard_negatives, symmetric, True, tau=log_t.exp())
+    for d, w in terms:
+        cut = [F.normalize(t[:, :d], dim=-1) for t in (q, pos, neg)]
+        want = want + w * oracle(*cut, ids, hard_negatives, symmetric, True, tau=log_t.exp())
+    want.backward()
+    key = ("matryoshka", hard_negatives, symmetric)
+    got = sum(r[key][0] for r in results)
+    torch.testing.assert_close(got, world * want.detach(), rtol=1e-5, atol=1e-5)
+    for rank, r in enumerate(results):
+        _, gq, gc, _, stats = r[key]
+        start, end = sum(sizes[:rank]), sum(sizes[: rank + 1])
+        want_c = torch.cat([pos.grad[start:end], neg.grad[start * K : end * K]])
+        torch.testing.assert_close(gq / world, q.grad[start:end], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(gc / world, want_c, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(stats["loss"], want.detach(), rtol=1e-5, atol=1e-5)
     t_grad = sum(r[key][3] for r in results) / world
     torch.testing.assert_close(t_grad, log_t.grad.reshape(1), rtol=1e-4, atol=1e-5)
