@@ -33,6 +33,7 @@ from typing import Any
 from PIL import Image
 from typing_extensions import Self
 
+from mme5.atomic import atomic_open, write_text
 from mme5.errors import Mme5Error
 
 TASKS = ("classification", "vqa", "retrieval", "grounding")
@@ -45,6 +46,11 @@ SCHEMA_VERSION = 1
 SIZES_FILE = "sizes.json"
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 ROLE_PATTERN = re.compile(r"^(qry|pos|neg\d+)\.(" + "|".join(IMAGE_EXTENSIONS) + r")$")
+#: The only formats :func:`decode_image` opens (PIL plugin names). Anything else, e.g. PostScript
+#: (which PIL would hand to Ghostscript), is refused as ``image_format`` without being parsed.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+#: Default cap on one tar member's bytes (:func:`iter_shard`); a larger member is never read.
+MAX_MEMBER_BYTES = 64 * 2**20
 
 
 class RecordError(Mme5Error, ValueError):
@@ -176,6 +182,17 @@ def encode_sample(example: Example) -> dict[str, Any]:
     return sample
 
 
+def _check_text(value: str, where: str, name: str) -> str:
+    """``value`` if it encodes as UTF-8 (a lone surrogate from a JSON escape does not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RecordError(
+            "bad_text", f"{where}: field '{name}' is not valid Unicode ({exc.reason} at {exc.start})"
+        ) from None
+    return value
+
+
 def _text_field(obj: dict[str, Any], name: str, where: str, required: bool = False) -> str | None:
     value = obj.get(name)
     if value is None:
@@ -184,7 +201,16 @@ def _text_field(obj: dict[str, Any], name: str, where: str, required: bool = Fal
         return None
     if not isinstance(value, str):
         raise RecordError("bad_type", f"{where}: field '{name}' must be a string, got {type(value).__name__}")
-    return value
+    return _check_text(value, where, name)
+
+
+def _parse_json(raw: Any, key: str) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw)
+    except RecursionError:
+        raise RecordError("bad_json", f"sample '{key}': JSON nested too deeply") from None
+    except (UnicodeDecodeError, ValueError, TypeError) as exc:  # ValueError: syntax, int digit limit
+        raise RecordError("bad_json", f"sample '{key}': {str(exc)[:200]}") from None
 
 
 def decode_sample(
@@ -195,17 +221,17 @@ def decode_sample(
 ) -> Example:
     """A WebDataset sample dict (raw bytes members) -> Example; raises :class:`RecordError`.
 
-    Images stay encoded (``Side.image_bytes``) unless ``decode_images`` is set, so that decoding
-    can happen later in a worker with its own limits.
+    Everything the collator relies on is checked here, so that a sample that decodes also collates:
+    JSON that parses (not nested too deeply, no integer beyond Python's digit limit), fields of the
+    right types, and strings that encode as UTF-8 (``bad_text``: a lone surrogate escape). Images
+    stay encoded (``Side.image_bytes``) unless ``decode_images`` is set, so that decoding can happen
+    later in a worker with its own limits.
     """
-    key = sample.get("__key__", "?")
+    key = _printable(str(sample.get("__key__", "?")))
     raw = sample.get("json")
     if raw is None:
         raise RecordError("missing_json", f"sample '{key}' has no .json member")
-    try:
-        meta = json.loads(raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RecordError("bad_json", f"sample '{key}': {exc}") from None
+    meta = _parse_json(raw, key)
     if not isinstance(meta, dict):
         raise RecordError(
             "bad_json", f"sample '{key}': top level is {type(meta).__name__}, expected an object"
@@ -250,6 +276,13 @@ def decode_sample(
     if not isinstance(negs, list):
         raise RecordError("bad_type", f"sample '{key}': field 'negs' must be a list")
     where = f"sample '{key}'"
+    extra = meta.get("meta")
+    extra = extra if isinstance(extra, dict) else {}
+    if extra:
+        try:
+            json.dumps(extra, ensure_ascii=False).encode("utf-8")
+        except (UnicodeEncodeError, ValueError, RecursionError) as exc:
+            raise RecordError("bad_text", f"{where}: field 'meta' cannot be written back: {exc}") from None
     return Example(
         id=_text_field(meta, "id", where, required=True),  # type: ignore[arg-type]
         query=side(meta["qry"], "qry"),
@@ -261,17 +294,37 @@ def decode_sample(
         modality=_text_field(meta, "modality", where) or "T2T",
         lang=_text_field(meta, "lang", where) or "en",
         source=_text_field(meta, "source", where) or "unknown",
-        meta=extra if isinstance(extra := meta.get("meta"), dict) else {},
+        meta=extra,
     )
 
 
-def decode_image(data: bytes, max_pixels: int | None = None, max_side: int | None = None) -> Image.Image:
-    """Bytes -> RGB image, refusing huge images before decoding and bounding the longest side.
+def _printable(text: str, limit: int = 200) -> str:
+    """``text`` safe to log: lone surrogates (from undecodable tar names) escaped, cut to ``limit``."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + "..."
 
-    Raises :class:`RecordError` (``image_decode`` or ``image_too_large``).
+
+def decode_image(data: bytes, max_pixels: int | None = None, max_side: int | None = None) -> Image.Image:
+    """Bytes (a shard member or an image file) -> RGB image, its longest side bounded by ``max_side``.
+
+    Only :data:`IMAGE_FORMATS` are opened (never PostScript, which PIL would run Ghostscript on); an
+    image of more than ``max_pixels`` pixels is refused from its header before decoding (a large JPEG
+    is DCT-downscaled instead). Raises :class:`RecordError` with reason ``image_format`` (not one of
+    the allowed formats), ``image_too_large`` or ``image_decode`` (anything that fails while decoding:
+    PIL raises many exception types on damaged data, and every one is a skip, not a crash).
     """
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise RecordError("image_too_large", f"refused before decoding: {exc}") from None
+    except Image.UnidentifiedImageError:
+        head = bytes(data[:8])
+        raise RecordError(
+            "image_format", f"not a {', '.join(IMAGE_FORMATS)} image (starts with {head!r})"
+        ) from None
+    except Exception as exc:  # damaged data inside a recognised header
+        raise RecordError("image_decode", f"cannot decode image: {type(exc).__name__}: {exc}") from None
+    try:
         w, h = img.size
         if max_pixels is not None and w * h > max_pixels:
             if img.format == "JPEG":
@@ -283,31 +336,28 @@ def decode_image(data: bytes, max_pixels: int | None = None, max_side: int | Non
             else:
                 raise RecordError("image_too_large", f"{w}x{h} image exceeds {max_pixels} pixels")
         img = img.convert("RGB")
+        if max_side is not None and max(img.size) > max_side:
+            img.thumbnail((max_side, max_side))
     except RecordError:
         raise
     except Image.DecompressionBombError as exc:
         raise RecordError("image_too_large", f"refused before decoding: {exc}") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise RecordError("image_decode", f"cannot decode image: {exc}") from None
-    if max_side is not None and max(img.size) > max_side:
-        img.thumbnail((max_side, max_side))
+    except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, struct.error, IndexError, ...
+        raise RecordError("image_decode", f"cannot decode image: {type(exc).__name__}: {exc}") from None
     return img
 
 
 def write_tar(path: str | os.PathLike, members: Iterable[tuple[str, bytes]]) -> None:
-    """Write a tar holding exactly ``members`` (name, bytes), atomically (``<path>.tmp`` then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    """Write a tar holding exactly ``members`` (name, bytes), atomically (:func:`mme5.atomic.atomic_open`:
+    a unique temp file beside ``path``, fsynced, then renamed; removed if writing fails)."""
     now = int(time.time())
-    with tarfile.open(tmp, "w") as tar:
+    with atomic_open(path, "wb") as handle, tarfile.open(fileobj=handle, mode="w") as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mtime = now
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
-    os.replace(tmp, path)
 
 
 def write_shard(path: str | os.PathLike, examples: Iterable[Example]) -> int:
@@ -327,20 +377,42 @@ def write_shard(path: str | os.PathLike, examples: Iterable[Example]) -> int:
     return n
 
 
+def parse_sizes(data: bytes | str, where: str) -> dict[str, int]:
+    """The ``{shard name: samples}`` mapping of a ``sizes.json``; :class:`ShardError` naming ``where``
+    when it is cut short, not JSON, or not an object of non-negative integers."""
+    try:
+        sizes = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError
+        raise ShardError(
+            "bad_sizes", f"{where} is not valid JSON ({str(exc)[:120]}); delete it to have the shards counted"
+        ) from None
+    if not isinstance(sizes, dict) or not all(
+        isinstance(k, str) and type(v) is int and v >= 0 for k, v in sizes.items()
+    ):
+        raise ShardError(
+            "bad_sizes",
+            f"{where} must map shard file names to sample counts (non-negative integers); "
+            "delete it to have the shards counted",
+        )
+    return sizes
+
+
 def read_sizes(folder: str | os.PathLike) -> dict[str, int]:
-    """``sizes.json`` of a shard folder (empty dict if absent)."""
+    """``sizes.json`` of a shard folder (empty dict if absent); :class:`ShardError` (one line naming
+    the file) when it exists but is damaged (see :func:`parse_sizes`)."""
     p = Path(folder) / SIZES_FILE
-    if not p.exists():
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
         return {}
-    return {str(k): int(v) for k, v in json.loads(p.read_text()).items()}
+    except OSError as exc:
+        raise ShardError("bad_sizes", f"cannot read {p}: {exc}") from None
+    return parse_sizes(data, str(p))
 
 
 def write_sizes(folder: str | os.PathLike, sizes: dict[str, int]) -> None:
-    """Write ``sizes.json`` atomically."""
-    p = Path(folder) / SIZES_FILE
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(dict(sorted(sizes.items())), indent=1))
-    os.replace(tmp, p)
+    """Write ``sizes.json`` atomically (a unique temp file, so concurrent writers never collide)."""
+    write_text(Path(folder) / SIZES_FILE, json.dumps(dict(sorted(sizes.items())), indent=1))
 
 
 class ShardSetWriter:
@@ -405,7 +477,13 @@ class ShardSetWriter:
 SHARD_OPEN = "shard_open"  # the shard could not be opened (missing file, failing pipe, HTTP error)
 TRUNCATED_TAR = "truncated_tar"  # the tar ended or broke mid-stream; the sample being read is lost
 EMPTY_SHARD = "empty_shard"  # the shard opened but held no sample
-STRAY_MEMBER = "stray_member"  # a tar member whose name has no ``<key>.<ext>`` form
+STRAY_MEMBER = "stray_member"  # a member not named ``<key>.<ext>``, or of a key without ``<key>.json``
+#: Sample-level problems :func:`iter_shard` finds in the tar itself (the sample is not yielded).
+DUPLICATE_KEY = "duplicate_key"  # a key seen before in the shard: the first sample is kept
+LINK_MEMBER = "link_member"  # a symlink or hardlink member (never followed)
+MEMBER_TOO_LARGE = "member_too_large"  # a member over ``max_member_bytes``: its sample is dropped unread
+#: Reasons that concern the whole shard (the others concern members or samples within it).
+SHARD_PROBLEMS = (SHARD_OPEN, TRUNCATED_TAR, EMPTY_SHARD)
 
 #: ``(reason, message, samples affected)``: where :func:`iter_shard` reports a problem.
 ProblemSink = Callable[[str, str, int], None]
@@ -435,11 +513,22 @@ def _raise(reason: str, message: str, n: int = 1) -> None:
     raise ShardError(reason, message)
 
 
+@dataclass
+class _Group:
+    """The members of one key while :func:`iter_shard` reads them."""
+
+    sample: dict[str, Any]
+    duplicate: bool
+    exts: list[str] = field(default_factory=list)
+    too_large: str | None = None
+
+
 def iter_shard(
     url: str | os.PathLike,
     problems: ProblemSink | None = None,
     expected: int | None = None,
     contents: bool = True,
+    max_member_bytes: int | None = MAX_MEMBER_BYTES,
 ) -> Iterator[dict[str, Any]]:
     """The raw samples of one shard, streamed: ``__key__``, ``__url__`` and member extension -> bytes.
 
@@ -450,9 +539,17 @@ def iter_shard(
     at a header boundary, which the tar reader takes for a normal end, and ``truncated_tar`` counts the
     samples lost (one when the expected count is unknown). ``contents=False`` yields keys only and, for
     a local file, reads the tar headers only (counting samples).
+
+    A sample is the consecutive members of one key that include ``<key>.json``; what is not part of
+    one is reported and never yielded, in both modes, so counting and reading agree: members of a key
+    without a ``.json`` and badly named members (``stray_member``), a key seen before in this shard,
+    twice in a row or far apart (``duplicate_key``: the first sample is kept, never overwritten), symlink
+    and hardlink members (``link_member``), and samples with a member over ``max_member_bytes``
+    (``member_too_large``: the member is skipped unread, None disables the cap).
     """
     report = problems or _raise
     label = os.fspath(url)
+    shown = _printable(label)
     local = not is_url(url)
     try:
         if local:
@@ -462,53 +559,89 @@ def iter_shard(
 
             stream = gopen(label, "rb")
     except Exception as exc:  # any opener failure (missing file, HTTP, pipe) is a problem
-        report(SHARD_OPEN, f"cannot open shard '{label}': {exc}", 1)
+        report(SHARD_OPEN, f"cannot open shard '{shown}': {exc}", 1)
         return
     n = 0
-    current: dict[str, Any] | None = None
+    group: _Group | None = None
+    seen: set[str] = set()
+
+    def finished(g: _Group) -> dict[str, Any] | None:
+        key = _printable(g.sample["__key__"])
+        if g.duplicate:
+            report(DUPLICATE_KEY, f"key '{key}' appears again in '{shown}'; its first sample is kept", 1)
+        elif g.too_large is not None:
+            report(MEMBER_TOO_LARGE, f"sample '{key}' of '{shown}' dropped: {g.too_large}", 1)
+        elif "json" not in g.exts:
+            names = ", ".join(f"{key}.{_printable(e, 40)}" for e in g.exts[:4])
+            report(STRAY_MEMBER, f"'{shown}': {names} belong to no sample (no {key}.json)", len(g.exts))
+        else:
+            return g.sample
+        return None
+
     clean = False  # read to the end without a reported problem (only then is a failing close news)
     try:
         mode = "r:*" if local and not contents else "r|*"  # random access skips the data of a local file
         with tarfile.open(fileobj=stream, mode=mode) as tar:
             for info in tar:
+                if info.issym() or info.islnk():
+                    report(LINK_MEMBER, f"link member '{_printable(info.name)}' of '{shown}' ignored", 1)
+                    continue
                 if not info.isfile():
+                    if not info.isdir():
+                        report(STRAY_MEMBER, f"member '{_printable(info.name)}' of '{shown}' is no file", 1)
                     continue
                 key, dot, ext = os.path.basename(info.name).partition(".")
                 if not dot or not key or not ext:
-                    report(STRAY_MEMBER, f"member '{info.name}' of '{label}' is not named <key>.<ext>", 1)
+                    report(
+                        STRAY_MEMBER,
+                        f"member '{_printable(info.name)}' of '{shown}' is not named <key>.<ext>",
+                        1,
+                    )
                     continue
-                if current is not None and current["__key__"] != key:
-                    n += 1
-                    yield current
-                    current = None
-                if current is None:
-                    current = {"__key__": key, "__url__": label}
+                if group is not None and (group.sample["__key__"] != key or ext in group.exts):
+                    done, group = finished(group), None
+                    if done is not None:
+                        n += 1
+                        yield done
+                if group is None:
+                    group = _Group({"__key__": key, "__url__": label}, duplicate=key in seen)
+                    seen.add(key)
+                group.exts.append(ext)
+                if group.duplicate or group.too_large is not None:
+                    continue
+                if max_member_bytes is not None and info.size > max_member_bytes:
+                    group.too_large = (
+                        f"member '{_printable(info.name)}' has {info.size} bytes, over the cap of "
+                        f"{max_member_bytes} (max_member_bytes)"
+                    )
+                    continue
                 if contents:
                     f = tar.extractfile(info)
-                    current[ext] = f.read() if f is not None else b""
-        if current is not None:
-            n += 1
-            yield current
-        elif n == 0 and not expected:
-            report(EMPTY_SHARD, f"shard '{label}' holds no sample", 1)
+                    group.sample[ext] = f.read() if f is not None else b""
+            last, group = group, None
+            if last is not None and (done := finished(last)) is not None:
+                n += 1
+                yield done
+        if n == 0 and not expected:
+            report(EMPTY_SHARD, f"shard '{shown}' holds no sample", 1)
         if expected is not None and n < expected:
             report(
                 TRUNCATED_TAR,
-                f"shard '{label}' ends after {n} of its {expected} samples ({SIZES_FILE})",
+                f"shard '{shown}' ends after {n} of its {expected} samples ({SIZES_FILE})",
                 expected - n,
             )
         else:
             clean = True
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+    except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as exc:
         if isinstance(exc, ShardError):
             raise
-        if n == 0 and current is None:
-            report(SHARD_OPEN, f"shard '{label}' is not a readable tar: {exc}", 1)
+        if n == 0 and group is None:
+            report(SHARD_OPEN, f"shard '{shown}' is not a readable tar: {exc}", 1)
         else:
-            lost = f" (sample '{current['__key__']}' lost)" if current is not None else ""
+            lost = f" (sample '{_printable(group.sample['__key__'])}' lost)" if group is not None else ""
             report(
                 TRUNCATED_TAR,
-                f"shard '{label}' is damaged after {n} sample(s){lost}: {exc}",
+                f"shard '{shown}' is damaged after {n} sample(s){lost}: {exc}",
                 max(1, expected - n) if expected is not None else 1,
             )
     finally:
@@ -516,4 +649,4 @@ def iter_shard(
             stream.close()
         except Exception as exc:  # a pipe's exit status surfaces here
             if clean:
-                report(SHARD_OPEN, f"closing shard '{label}' failed: {exc}", 1)
+                report(SHARD_OPEN, f"closing shard '{shown}' failed: {exc}", 1)

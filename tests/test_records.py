@@ -125,6 +125,11 @@ def test_undecodable_and_oversized_images():
     sample = _sample({**GOOD, "qry": {"text": "q", "image": True}}, **{"qry.jpg": b"not an image"})
     with pytest.raises(RecordError) as err:
         decode_sample(sample, decode_images=True)
+    assert err.value.reason == "image_format"
+    buf = io.BytesIO()
+    _image(1).save(buf, format="PNG")
+    with pytest.raises(RecordError) as err:
+        decode_image(buf.getvalue()[:60])  # a PNG header, then the data cut off
     assert err.value.reason == "image_decode"
     buf = io.BytesIO()
     Image.new("RGB", (3000, 2000)).save(buf, format="PNG")

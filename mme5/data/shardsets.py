@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import logging
 import os
 import random
@@ -23,11 +22,13 @@ from mme5.data.skips import DataError
 from mme5.records import (
     EMPTY_SHARD,
     SHARD_OPEN,
+    SHARD_PROBLEMS,
     SIZES_FILE,
-    STRAY_MEMBER,
+    ShardError,
     is_url,
     iter_shard,
     local_name,
+    parse_sizes,
     read_sizes,
     write_sizes,
 )
@@ -96,12 +97,14 @@ def count_samples(url: str) -> tuple[int, str | None]:
 
     Returns ``(count, problem)``: a damaged shard counts the samples readable before the damage
     (problem ``truncated_tar``), an unreadable one counts 0 (``shard_open``), an empty one 0
-    (``empty_shard``). Stray members are not samples and no problem here (reading counts them).
+    (``empty_shard``). Only complete samples count, exactly those reading yields (see
+    :func:`mme5.records.iter_shard`): stray members, duplicate keys, links and samples with an
+    oversized member are not samples, and no problem here (reading counts them).
     """
     found: list[str] = []
 
     def note(reason: str, message: str, n: int = 1) -> None:
-        if reason != STRAY_MEMBER:
+        if reason in SHARD_PROBLEMS:
             found.append(reason)
             log.warning("data: counting samples: %s", message)
 
@@ -112,15 +115,36 @@ def count_samples(url: str) -> tuple[int, str | None]:
 def _remote_sizes(folder_url: str) -> dict[str, int]:
     from webdataset.gopen import gopen
 
+    url = folder_url + "/" + SIZES_FILE
     try:
-        with gopen(folder_url + "/" + SIZES_FILE, "rb") as f:
-            return {str(k): int(v) for k, v in json.loads(f.read()).items()}
-    except Exception:
+        with gopen(url, "rb") as f:
+            data = f.read()
+    except Exception:  # no sizes.json there: the shards are counted
+        return {}
+    try:
+        return parse_sizes(data, url)
+    except ShardError as exc:
+        log.warning("data: %s; counting the shards instead", exc)
+        return {}
+
+
+def _local_sizes(folder: str, warn: bool = True) -> dict[str, int]:
+    """``read_sizes``, except that a damaged ``sizes.json`` is one warning and its shards are counted
+    (and the file rewritten by :func:`shard_sizes`): it is a cache of what counting gives."""
+    try:
+        return read_sizes(folder)
+    except ShardError as exc:
+        if warn:
+            log.warning("data: %s; counting the shards instead", exc)
         return {}
 
 
 def shard_sizes(urls: Sequence[str], write: bool = True) -> tuple[list[int], list[tuple[str, str]]]:
     """Samples per shard, from ``sizes.json`` next to the shards, else counted (and written when local).
+
+    A ``sizes.json`` that is cut short, not JSON or of the wrong types is a cache gone bad, not a
+    reason to stop: one warning names it, its shards are counted as if it were absent, and the local
+    file is rewritten with the counts.
 
     ``write`` adds the counted sizes to each local folder's ``sizes.json`` (done by the one process
     that prepares data; other ranks count in memory if the file is still missing). Also returns the
@@ -136,7 +160,7 @@ def shard_sizes(urls: Sequence[str], write: bool = True) -> tuple[list[int], lis
         )
         if folder not in by_folder:
             by_folder[folder] = (
-                read_sizes(folder or ".")
+                _local_sizes(folder or ".")
                 if is_local(url)
                 else (_remote_sizes(folder) if folder and not url.startswith("pipe:") else {})
             )
@@ -160,7 +184,7 @@ def shard_sizes(urls: Sequence[str], write: bool = True) -> tuple[list[int], lis
     if write:
         for folder, new in counted.items():
             try:
-                write_sizes(folder, {**read_sizes(folder), **new})
+                write_sizes(folder, {**_local_sizes(folder, warn=False), **new})
                 log.info("data: wrote %s with %d counted shard(s) in '%s'", SIZES_FILE, len(new), folder)
             except OSError as exc:
                 log.warning(

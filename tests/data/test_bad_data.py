@@ -39,13 +39,14 @@ def _bad_set(root) -> tuple[str, set[str]]:
     write_set(folder, "bad", 2, 5, image_every=2)
     good = {f"bad-{s}-{i}" for s in range(2) for i in range(5)}
     members = [("g1.json", _meta("g1"))]
-    members += [("nojson.qry.png", png_bytes(1))]  # missing_json
+    members += [("nojson.qry.png", png_bytes(1))]  # no nojson.json: a stray member, not a sample
     members += [("badjson.json", b"{not json")]  # bad_json
     members += [
         ("nofield.json", json.dumps({"qry": {"text": "q"}, "pos": {"text": "p"}}).encode())
     ]  # missing_field
     members += [("badtype.json", _meta("badtype", lang=5))]  # bad_type
     members += [("notimage.json", _image_meta("notimage")), ("notimage.qry.jpg", b"this is text, not a jpeg")]
+    # image_format: the text is no allowed format
     members += [("brokenimg.json", _image_meta("brokenimg")), ("brokenimg.qry.png", png_bytes(2)[:60])]
     members += [
         ("big.json", _image_meta("big")),
@@ -67,7 +68,7 @@ def _bad_set(root) -> tuple[str, set[str]]:
     good |= {"t0", "t1"}
     write_raw_shard(folder / "bad-000004.tar", [])  # empty shard
     sizes = json.loads((folder / "sizes.json").read_text())
-    sizes.update({"bad-000002.tar": 11, "bad-000003.tar": 3})  # sizes as written before the damage
+    sizes.update({"bad-000002.tar": 10, "bad-000003.tar": 3})  # sizes as written before the damage
     write_sizes(folder, sizes)
     return str(folder / "bad-{000000..000005}.tar"), good  # 000005 does not exist
 
@@ -96,11 +97,12 @@ def test_each_bad_kind_is_skipped_and_counted(tmp_path, caplog):
     assert seen == good
     counts = dm.skip_counts()
     for reason in (
-        "missing_json",
+        "stray_member",
         "bad_json",
         "missing_field",
         "bad_type",
         "image_decode",
+        "image_format",
         "image_too_large",
         "missing_image",
         "truncated_tar",
@@ -108,7 +110,7 @@ def test_each_bad_kind_is_skipped_and_counted(tmp_path, caplog):
         "shard_open",
     ):
         assert counts.get(reason, 0) >= 1, (reason, counts)
-    assert counts["image_decode"] >= 3  # the text posing as a jpeg, the cut png, PIL's bomb guard on 20000^2
+    assert counts["image_too_large"] >= 2  # 9000^2 refused from its header, PIL's bomb guard on 20000^2
     assert counts["shard_open"] == 1 and counts["empty_shard"] == 1  # found while sizing
     assert "data summary" in caplog.text and "bad-000005.tar" in caplog.text
     # rate limited: one warning per reason per worker, however often it recurs
