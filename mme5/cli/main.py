@@ -26,6 +26,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "export": ("mme5.cli.export", "write a training checkpoint as a Hugging Face-style model folder"),
     "evaluate": ("mme5.cli.evaluate", "score a model on MMEB and/or XTD and print the tables"),
     "eval-quantized": ("mme5.cli.eval_quantized", "compare a model at full precision, int8 and nf4"),
+    "encode": ("mme5.cli.encode", "embed texts and images (parquet, JSONL, CSV, a folder) to .npy / parquet"),
     "convert": ("mme5.cli.convert", "turn public parquet training sets into mme5 shards"),
     "synthesize": ("mme5.cli.synthesize", "generate synthetic training shards from images with a VLM"),
     "demo": ("mme5.cli.demo", "generate the demo corpus (no download) and print where it is"),
