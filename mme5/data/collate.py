@@ -11,10 +11,15 @@ from typing import Any, TypedDict
 import torch
 
 from mme5.backbones import BackboneAdapter, get_adapter
+from mme5.data import skips
 from mme5.records import Example, RecordError, Side
 
 #: Images with more pixels are refused before decoding (the default of both the Collator and the DataModule).
 MAX_IMAGE_PIXELS = 40_000_000
+#: Hard negatives kept per query by default (Collator and DataModule): it bounds a batch to
+#: B x (1 + 16) candidates whatever a sample holds, and is far above the mmE5 recipes' 3 (the public
+#: data and the converter's ``--negatives``), so it never changes their batches.
+MAX_NEGATIVES = 16
 
 
 class Batch(TypedDict):
@@ -38,8 +43,9 @@ class Collator:
     Args:
         model: the backbone (model folder, cached hub id or ``tiny-<family>``), as for the Encoder.
         max_length: maximum text tokens per side (image tokens come on top).
-        max_negatives: keep at most this many hard negatives per query (None: all). Examples with
-            fewer negatives than the batch's K repeat their last one; if any example has none, K = 0.
+        max_negatives: keep at most this many hard negatives per query (None: all); the ones cut
+            are counted as ``negatives_cut``. Examples with fewer negatives than the batch's K repeat
+            their last one; if any example has none, K = 0.
         max_pixels: refuse images with more pixels than this (a decoding guard).
         max_side: downscale images whose longest side exceeds this (None: keep the size).
     """
@@ -48,7 +54,7 @@ class Collator:
         self,
         model: str,
         max_length: int = 256,
-        max_negatives: int | None = None,
+        max_negatives: int | None = MAX_NEGATIVES,
         max_pixels: int | None = MAX_IMAGE_PIXELS,
         max_side: int | None = None,
     ):
@@ -102,6 +108,15 @@ class Collator:
         if not examples:
             raise ValueError("Collator got an empty list of examples")
         k = self.num_negatives(examples)
+        if self.max_negatives is not None:
+            cut = [ex for ex in examples if len(ex.negatives) > self.max_negatives]
+            if cut:
+                skips.report(
+                    "negatives_cut",
+                    f"example '{cut[0].id}' has {len(cut[0].negatives)} hard negatives, kept "
+                    f"max_negatives={self.max_negatives}",
+                    sum(len(ex.negatives) - self.max_negatives for ex in cut),
+                )
         queries = [self._decoded(ex.query_side(), ex) for ex in examples]
         positives: list[Side] = []
         negatives: list[Side] = []

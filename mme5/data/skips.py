@@ -3,8 +3,10 @@
 Nothing is dropped silently: every skipped sample (or unreadable shard) is counted under a short
 reason name (the :class:`mme5.records.RecordError` reason for a sample, or one of the shard-level
 reasons :func:`mme5.records.iter_shard` reports: ``shard_open``, ``truncated_tar``, ``empty_shard``,
-``stray_member``), the first occurrence of each reason is logged with its message, later ones at most
-once per ``interval_s`` per reason, and the totals travel with the batches to the main process.
+``stray_member``, ``duplicate_key``, ``link_member``, ``member_too_large``), or what the collator
+cuts (``negatives_cut``, reported with :func:`report`); the first occurrence of each reason is logged
+with its message, later ones at most once per ``interval_s`` per reason, and the totals travel with
+the batches to the main process.
 """
 
 from __future__ import annotations
@@ -55,9 +57,23 @@ class SkipCounter:
             self._unlogged[reason] += n
 
     def take_delta(self) -> dict[str, int]:
+        """The counts since the previous call, including what :func:`report` counted in this process."""
+        if self is not _ambient:
+            for reason, n in _ambient.take_delta().items():
+                self.total[reason] += n
+                self._delta[reason] += n
         out = dict(self._delta)
         self._delta.clear()
         return out
+
+
+_ambient = SkipCounter(where="collate")
+
+
+def report(reason: str, message: str, n: int = 1) -> None:
+    """Count ``n`` of ``reason`` found outside the reading loop (the collator, in the same worker
+    process); the next :meth:`SkipCounter.take_delta` in this process carries the counts with its batch."""
+    _ambient.add(reason, message, n)
 
 
 def format_counts(counts: Mapping[str, int]) -> str:

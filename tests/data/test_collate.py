@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from mme5.data.collate import Collator
+from mme5.data.collate import MAX_NEGATIVES, Collator
+from mme5.data.skips import SkipCounter
 from mme5.model.encoder import Encoder
 from mme5.records import Example, RecordError, Side
 
@@ -71,6 +72,25 @@ def test_max_negatives_caps_and_missing_negatives_give_k_zero(collator: Collator
     assert none["candidate_ids"].shape == (2,)
 
 
+def test_max_negatives_has_a_default_and_the_cut_is_counted(collator: Collator):
+    """3000 negatives on one sample would make its batch 12,004 candidate rows: capped, and counted."""
+    many = Example(
+        id="many",
+        query=Side("q"),
+        positive=Side("p"),
+        negatives=[Side(f"n{j}") for j in range(3000)],
+    )
+    counter = SkipCounter()
+    counter.take_delta()
+    batch = Collator("tiny-llava", max_length=8)([many, example(1, 3, image_query=False)])
+    assert MAX_NEGATIVES == 16 and batch["num_negatives"] == 16
+    assert batch["candidates"]["input_ids"].shape[0] == 2 + 2 * 16
+    assert counter.take_delta() == {"negatives_cut": 3000 - 16}
+    # the mmE5 recipes' 3 hard negatives are never cut
+    collator([example(0, 3), example(1, 3)])
+    assert counter.take_delta() == {}
+
+
 def test_query_side_carries_the_instruction_and_image_token(collator: Collator):
     batch = collator([example(0, 1)])
     tok = collator.processor.tokenizer
@@ -95,6 +115,10 @@ def test_collator_pickles_and_works_in_a_fresh_copy(collator: Collator):
 def test_unreadable_image_names_the_example(collator: Collator):
     bad = example(5, 1)
     bad.query.image_bytes = b"not an image at all"
+    with pytest.raises(RecordError, match=r"example 'ex5'.*not a JPEG, PNG") as info:
+        collator([example(0, 1), bad])
+    assert info.value.reason == "image_format"
+    bad.query.image_bytes = jpeg("coffee")[:400]
     with pytest.raises(RecordError, match=r"example 'ex5'.*cannot decode image") as info:
         collator([example(0, 1), bad])
     assert info.value.reason == "image_decode"
