@@ -75,7 +75,7 @@ class ShardDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 2,
         max_length: int = 256,
-        max_negatives: int | None = None,
+        max_negatives: int | None = 16,
         shuffle_buffer: int = 1000,
         shuffle_shards: int = 4,
         seed: int = 0,
