@@ -186,6 +186,15 @@ class ShardDataModule(L.LightningDataModule):
             )
         return n
 
+    def epoch_remainder(self, world_size: int | None = None) -> int:
+        """Samples of ``samples_per_epoch`` that an epoch does not draw: fewer than one batch per rank.
+
+        An epoch draws ``world_size x batches_per_rank x batch_size`` samples; in epoch mode the rest of
+        each set's shuffled order for the epoch (a different remainder every epoch) is left out.
+        """
+        world = world_size or self._distributed()[1]
+        return self.samples_per_epoch - world * self.batches_per_rank(world) * self.batch_size
+
     def describe(self) -> str:
         parts = [
             f"'{s.label}' {len(s.urls)} shards {s.samples} samples weight {s.weight:g}" for s in self.sets
@@ -222,11 +231,17 @@ class ShardDataModule(L.LightningDataModule):
         else:
             rank, world = self._distributed()
         dataset = self.make_dataset()
-        if not self.resampled:  # fail now, not in a worker, when shards are fewer than readers
-            from mme5.data.shardsets import deal_shards
-
-            for i, s in enumerate(self.sets):
-                deal_shards(s, world * max(1, self.num_workers), self.seed, 0, i)
+        left = self.epoch_remainder(world)
+        if left:
+            log.info(
+                "data: %d of the %d samples per epoch are not drawn in each epoch (batches are full and "
+                "equal on every rank: %d x %d x %d)",
+                left,
+                self.samples_per_epoch,
+                world,
+                self.batches_per_rank(world),
+                self.batch_size,
+            )
         return ResumableLoader(
             dataset,
             functools.partial(self._next_plan, rank=rank, world=world),

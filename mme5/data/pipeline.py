@@ -3,50 +3,100 @@
 Per epoch, per reader (rank, worker) the sample order is a pure function of the seed, the epoch, the
 rank, the worker and the data, so a position is a handful of integers and resuming is exact:
 
-* every shard set is a stream of *windows*: ``shuffle_shards`` shards read interleaved (a seeded
-  choice of which shard gives the next sample) through a seeded shuffle buffer that is drained at the
-  end of the window. In epoch mode the windows walk the shards dealt to this reader (a new seeded
-  order for each further pass); in resampled mode each window draws its shards with replacement.
-  A set position is ``(window, samples emitted in it)``; resuming re-reads at most one window's raw
+* the epoch's draws are fixed in advance: reader ``r`` yields ``batches_for_worker(...)`` batches, the
+  draws of the epoch are split over the sets by weight and over the readers (:func:`epoch_quotas`),
+  and in epoch mode each set's samples, in a seeded shard order shared by all readers, are cut into
+  adjacent ranges, one per reader: one epoch draws every sample of a set at most once (exactly once
+  when the set's share equals its size), disjoint across ranks and workers.
+* a reader's range of a set is a stream of *windows*: ``shuffle_shards`` shard segments read
+  interleaved (a seeded choice of which segment gives the next sample) through a seeded shuffle buffer
+  that is drained at the end of the window. In resampled mode each window draws whole shards with
+  replacement. A set position is ``(window, emitted)``; resuming re-reads at most one window's raw
   bytes (no decoding) to rebuild the buffer.
-* draw ``d`` of a reader picks its shard set from a hash of (seed, epoch, rank, worker, d), so the
-  mixture needs no state beyond the draw count.
-* a sample that fails to decode is counted and replaced by the next draw; each batch carries the
-  reader's position after it and the skip counts since the previous batch.
+* draw ``d`` of a reader picks its set with probability proportional to the reader's quota left per
+  set, from a hash of (seed, epoch, rank, worker, d): the position is the draw count and the draws
+  taken per set.
+* a sample that fails to decode is counted and replaced by the next sample of the same set (the
+  quotas hold); each batch carries the reader's position after it and the skip counts since the
+  previous batch.
 """
 
 from __future__ import annotations
 
-import bisect
+import itertools
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from fractions import Fraction
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from mme5.data.shardsets import ResolvedSet, deal_shards, derive_seed
+from mme5.data.shardsets import ResolvedSet, derive_seed
 from mme5.data.skips import DataError, SkipCounter, format_counts
-from mme5.records import Example, RecordError, decode_sample, iter_shard
+from mme5.records import TRUNCATED_TAR, Example, RecordError, decode_sample, iter_shard
 
 RawSample = dict[str, Any]
 
 
+class Segment(NamedTuple):
+    """Samples ``start`` to ``stop`` (exclusive; None: to the end) of one shard, in shard order."""
+
+    url: str
+    start: int = 0
+    stop: int | None = None
+
+
+def read_segment(seg: Segment, skips: SkipCounter, expected: int | None = None) -> Iterator[RawSample]:
+    """Raw samples of one shard segment (:func:`mme5.records.iter_shard`), its problems counted in ``skips``.
+
+    Readers that share a shard each count only the problems within their own samples: a problem
+    reported after ``n`` samples of the shard belongs to the segment that holds sample ``n`` (or to
+    the shard's last segment at its end), and a cut-short shard counts the samples lost from this
+    segment only.
+    """
+    start, stop = seg.start, seg.stop
+    end = stop if stop is not None else expected
+    seen = 0
+
+    def sink(reason: str, message: str, n: int = 1) -> None:
+        if reason == TRUNCATED_TAR and end is not None:
+            lost = end - max(seen, start)
+            if lost > 0:
+                skips.add(reason, message, lost)
+            return
+        if seen >= start and (stop is None or seen < stop or stop == expected):
+            skips.add(reason, message, n)
+
+    reader = iter_shard(seg.url, sink, expected)
+    try:
+        for item in reader:
+            if stop is not None and seen >= stop:
+                break
+            seen += 1
+            if seen > start:
+                yield item
+            if stop is not None and seen >= stop:
+                break
+    finally:
+        reader.close()
+
+
 def read_shard(url: str, skips: SkipCounter, expected: int | None = None) -> Iterator[RawSample]:
     """Raw samples of one shard (:func:`mme5.records.iter_shard`), every problem counted in ``skips``."""
-    return iter_shard(url, skips.add, expected)
+    return read_segment(Segment(url), skips, expected)
 
 
 def shuffled_window(
-    urls: Sequence[str],
+    segments: Sequence[Segment],
     rng: random.Random,
     buffer_size: int,
     skips: SkipCounter,
     expected: dict[str, int] | None = None,
 ) -> Iterator[RawSample]:
-    """Samples of ``urls`` read interleaved, through a shuffle buffer drained at the end."""
-    readers = [read_shard(u, skips, (expected or {}).get(u)) for u in urls]
+    """Samples of ``segments`` read interleaved, through a shuffle buffer drained at the end."""
+    readers = [read_segment(s, skips, (expected or {}).get(s.url)) for s in segments]
     active = list(range(len(readers)))
     buf: list[RawSample] = []
     while active:
@@ -68,15 +118,56 @@ def shuffled_window(
     yield from buf
 
 
+def apportion(total: int, weights: Sequence[float | int]) -> list[int]:
+    """``total`` split in proportion to ``weights`` (largest remainder, ties to the lower index).
+
+    Every share is the floor or the ceiling of its exact proportion, so a share never exceeds an
+    integer weight whose proportion it is (used for per-reader quotas out of what is left).
+    """
+    exact = [Fraction(total) * Fraction(w) / sum(Fraction(x) for x in weights) for w in weights]
+    shares = [int(e) for e in exact]
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - shares[i]), i))
+    for i in order[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def epoch_quotas(weights: Sequence[float], reader_draws: Sequence[int]) -> list[list[int]]:
+    """``quotas[reader][set]``: how many samples each reader draws from each set in one epoch.
+
+    The epoch's draws (the sum of ``reader_draws``) are split over the sets by weight, then each
+    reader's draws over the sets in proportion to what each set has left, the last reader taking
+    the rest, so rows sum to each reader's draws and columns to each set's share exactly.
+    """
+    left = apportion(sum(reader_draws), weights)
+    out = []
+    for r, draws in enumerate(reader_draws):
+        row = (
+            list(left) if r == len(reader_draws) - 1 else apportion(draws, left) if draws else [0] * len(left)
+        )
+        left = [a - b for a, b in zip(left, row, strict=True)]
+        out.append(row)
+    return out
+
+
 class SetStream:
     """The endless, resumable stream of raw samples one reader draws from one shard set.
 
-    ``position`` is ``(window, emitted)``: ``emitted`` samples of window ``window`` are consumed.
+    Epoch mode: the set's readable shards in a seeded order per pass (``pass_order``), concatenated
+    over passes, form the set's sample sequence for the epoch; this reader owns samples
+    ``[offset, offset + quota)`` of it (readers' ranges are disjoint and adjacent), cut into segments
+    at shard boundaries. Its windows are ``shuffle_shards`` of its own segments; after them, samples
+    to replace skipped ones continue from ``offset + quota`` (those belong to the next reader's range
+    or the next pass). Resampled mode: each window draws ``shuffle_shards`` whole shards with
+    replacement.
+
+    ``seed_parts`` end with the reader's slot; the pass order uses them without it (one order for all
+    readers). ``position`` is ``(window, emitted)``: ``emitted`` samples of window ``window`` are consumed.
     """
 
     def __init__(
         self,
-        urls: Sequence[str],
+        shards: Sequence[tuple[str, int]],
         resampled: bool,
         shuffle_shards: int,
         buffer_size: int,
@@ -84,11 +175,14 @@ class SetStream:
         skips: SkipCounter,
         label: str,
         start: tuple[int, int] = (0, 0),
-        expected: dict[str, int] | None = None,
+        offset: int = 0,
+        quota: int = 0,
     ):
-        if not urls:
+        self.shards = [(u, int(n)) for u, n in shards if n > 0]
+        if not self.shards:
             raise DataError(f"shard set '{label}': this reader got no shard")
-        self.urls = list(urls)
+        self.urls = [u for u, _ in self.shards]
+        self.expected = dict(self.shards)
         self.resampled = resampled
         self.shuffle_shards = max(1, shuffle_shards)
         self.buffer_size = buffer_size
@@ -96,18 +190,49 @@ class SetStream:
         self.skips = skips
         self.label = label
         self.position = tuple(start)
-        self.expected = expected or {}
         self.windows_per_pass = -(-len(self.urls) // self.shuffle_shards)
+        self.pass_samples = sum(n for _, n in self.shards)
+        self._orders: dict[int, list[tuple[str, int]]] = {}
+        self.own: list[Segment] = [] if resampled else list(self._segments(offset, quota))
+        self.own_windows = -(-len(self.own) // self.shuffle_shards)
+        self.after = offset + quota
 
-    def window_urls(self, window: int) -> list[str]:
+    def pass_order(self, cycle: int) -> list[tuple[str, int]]:
+        """The shards of pass ``cycle`` of this epoch, in their seeded order (the same for every reader)."""
+        if cycle not in self._orders:
+            order = list(self.shards)
+            random.Random(derive_seed(*self.seed_parts[:-1], "pass", cycle)).shuffle(order)
+            self._orders = {cycle: order}
+        return self._orders[cycle]
+
+    def _segments(self, offset: int, count: int | None) -> Iterator[Segment]:
+        """Segments of the set's sample sequence from ``offset`` on (``count`` samples; None: endless)."""
+        cycle, at = divmod(offset, self.pass_samples)
+        left = count
+        while left is None or left > 0:
+            base = 0
+            for url, n in self.pass_order(cycle):
+                if base + n > at:
+                    a = at - base
+                    b = n if left is None else min(n, a + left)
+                    yield Segment(url, a, b)
+                    at = base + b
+                    if left is not None:
+                        left -= b - a
+                        if left <= 0:
+                            return
+                base += n
+            cycle, at = cycle + 1, 0
+
+    def window_segments(self, window: int) -> list[Segment]:
         g = self.shuffle_shards
         if self.resampled:
             rng = random.Random(derive_seed(*self.seed_parts, "resample", window))
-            return [rng.choice(self.urls) for _ in range(g)]
-        cycle, k = divmod(window, self.windows_per_pass)
-        order = list(self.urls)
-        random.Random(derive_seed(*self.seed_parts, "pass", cycle)).shuffle(order)
-        return order[k * g : (k + 1) * g]
+            return [Segment(rng.choice(self.urls)) for _ in range(g)]
+        if window < self.own_windows:
+            return self.own[window * g : (window + 1) * g]
+        extra = window - self.own_windows
+        return list(itertools.islice(self._segments(self.after, None), extra * g, (extra + 1) * g))
 
     def __iter__(self) -> Iterator[RawSample]:
         window, skip = self.position
@@ -116,7 +241,7 @@ class SetStream:
             rng = random.Random(derive_seed(*self.seed_parts, "window", window))
             emitted = 0
             for item in shuffled_window(
-                self.window_urls(window), rng, self.buffer_size, self.skips, self.expected
+                self.window_segments(window), rng, self.buffer_size, self.skips, self.expected
             ):
                 emitted += 1
                 if emitted <= skip:
@@ -138,7 +263,10 @@ class SetStream:
 
 @dataclass
 class ReaderPosition:
-    """Where one reader (rank, worker) stands within an epoch, as carried by its batches."""
+    """Where one reader (rank, worker) stands within an epoch, as carried by its batches.
+
+    ``draws``: samples drawn; ``taken``: of those, per set; ``sets``: per set, the stream position.
+    """
 
     rank: int
     worker: int
@@ -146,6 +274,7 @@ class ReaderPosition:
     batches: int = 0
     draws: int = 0
     sets: list[tuple[int, int]] = field(default_factory=list)
+    taken: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +284,7 @@ class ReaderPosition:
             "batches": self.batches,
             "draws": self.draws,
             "sets": [list(p) for p in self.sets],
+            "taken": list(self.taken),
         }
 
     @classmethod
@@ -166,6 +296,7 @@ class ReaderPosition:
             int(d["batches"]),
             int(d["draws"]),
             [(int(w), int(e)) for w, e in d["sets"]],
+            [int(t) for t in d.get("taken", [])],
         )
 
 
@@ -221,22 +352,29 @@ class MixtureDataset(IterableDataset):
         self.max_image_side = max_image_side
         self.max_consecutive_skips = max_consecutive_skips
         self.warn_interval_s = warn_interval_s
-        total = sum(s.weight for s in self.sets)
-        self.cumulative = [sum(s.weight for s in self.sets[: i + 1]) / total for i in range(len(self.sets))]
         self.plan: EpochPlan | None = None
 
     def set_plan(self, plan: EpochPlan) -> None:
         self.plan = plan
 
-    def choose_set(self, epoch: int, rank: int, worker: int, draw: int) -> int:
-        u = derive_seed(self.seed, epoch, rank, worker, "mix", draw) / 2.0**64
-        return min(bisect.bisect_right(self.cumulative, u), len(self.sets) - 1)
+    def quotas(self, plan: EpochPlan) -> list[list[int]]:
+        """Draws of the epoch per reader (``rank * num_workers + worker``) and set: :func:`epoch_quotas`."""
+        draws = [
+            batches_for_worker(plan.batches_per_rank, plan.num_workers, w) * self.batch_size
+            for _ in range(plan.world_size)
+            for w in range(plan.num_workers)
+        ]
+        return epoch_quotas([s.weight for s in self.sets], draws)
 
-    def reader_urls(self, set_index: int, epoch: int, slot: int, slots: int) -> list[str]:
-        rset = self.sets[set_index]
-        if self.resampled:
-            return rset.readable
-        return deal_shards(rset, slots, self.seed, epoch, set_index)[slot]
+    def choose_set(self, epoch: int, rank: int, worker: int, draw: int, left: Sequence[int]) -> int:
+        """The set of draw ``draw``: set ``i`` with probability ``left[i] / sum(left)`` (the reader's
+        remaining quota per set), from a hash of (seed, epoch, rank, worker, draw)."""
+        u = derive_seed(self.seed, epoch, rank, worker, "mix", draw) * sum(left) >> 64
+        for i, n in enumerate(left):
+            if u < n:
+                return i
+            u -= n
+        raise RuntimeError("a reader drew beyond its epoch quota")
 
     def __iter__(self) -> Iterator[tuple[Any, dict[str, Any]]]:
         plan = self.plan
@@ -259,11 +397,12 @@ class MixtureDataset(IterableDataset):
         if todo <= 0:
             return
         skips = SkipCounter(where=f"rank {plan.rank} worker {worker}", interval_s=self.warn_interval_s)
-        slots = plan.world_size * plan.num_workers
         slot = plan.rank * plan.num_workers + worker
+        quotas = self.quotas(plan)
+        offsets = [sum(q[i] for q in quotas[:slot]) for i in range(len(self.sets))]
         streams = [
             SetStream(
-                self.reader_urls(i, plan.epoch, slot, slots),
+                list(zip(s.urls, s.sizes, strict=True)),
                 self.resampled,
                 self.shuffle_shards,
                 self.shuffle_buffer,
@@ -271,17 +410,20 @@ class MixtureDataset(IterableDataset):
                 skips,
                 s.label,
                 start=pos.sets[i],
-                expected=dict(zip(s.urls, s.sizes, strict=False)),
+                offset=offsets[i],
+                quota=quotas[slot][i],
             )
             for i, s in enumerate(self.sets)
         ]
+        if len(pos.taken) != len(self.sets):
+            pos.taken = [0] * len(self.sets)
         iters = [iter(s) for s in streams]
         failures = [0] * len(self.sets)
         examples: list[Example] = []
         produced = 0
         while produced < todo:
-            i = self.choose_set(plan.epoch, plan.rank, worker, pos.draws)
-            pos.draws += 1
+            left = [q - t for q, t in zip(quotas[slot], pos.taken, strict=True)]
+            i = self.choose_set(plan.epoch, plan.rank, worker, pos.draws, left)
             raw = next(iters[i])
             try:
                 ex = decode_sample(raw)
@@ -302,6 +444,8 @@ class MixtureDataset(IterableDataset):
                     ) from None
                 continue
             failures[i] = 0
+            pos.draws += 1
+            pos.taken[i] += 1
             examples.append(ex)
             if len(examples) == self.batch_size:
                 batch = self.collate_fn(examples)

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from mme5.data.pipeline import EpochPlan, MixtureDataset, ReaderPosition, worker_seed_init
 from mme5.data.skips import DataError
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 class PositionTracker:

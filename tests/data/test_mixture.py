@@ -75,13 +75,13 @@ def test_mixture_follows_weights(tmp_path):
     assert len(ids) == 600 and abs(share_b - 0.75) < 0.05, share_b
 
 
-def test_fewer_shards_than_readers_is_an_error_unless_resampled(tmp_path):
+def test_fewer_shards_than_readers_share_shards(tmp_path):
+    """3 shards for 2 ranks x 2 workers: epoch mode splits shards by sample ranges (each sample once);
+    resampled mode draws whole shards with replacement."""
     spec = write_set(tmp_path / "f", "f", 3, 4)
     dm = _module([ShardSet(spec)])
-    with pytest.raises(
-        DataError, match=r"'.*f-\{000000..000002\}.tar' has 3 readable shard\(s\) but 4 readers"
-    ):
-        dm.loader(rank=0, world_size=2)
+    ids = [i for r in range(2) for b in _epoch(dm, r, 2) for i in b]
+    assert sorted(ids) == sorted(f"f-{s}-{i}" for s in range(3) for i in range(4))
     dm = _module([ShardSet(spec)], resampled=True)
     assert len(_epoch(dm, 1, 2)) == 2
 
