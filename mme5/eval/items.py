@@ -14,11 +14,22 @@ from typing import NamedTuple
 from PIL import Image
 
 from mme5.errors import MissingPathError, Mme5Error
-from mme5.records import Side
+from mme5.records import MAX_MEMBER_BYTES, RecordError, Side, decode_image
+
+#: Use the training pixel cap (:data:`mme5.data.collate.MAX_IMAGE_PIXELS`) for evaluation images.
+DEFAULT_PIXELS = -1
 
 
 class ItemError(Mme5Error, ValueError):
-    """An evaluation item that cannot be built (no content, unreadable image)."""
+    """An evaluation item that cannot be built (no content, unreadable or refused image).
+
+    ``reason`` names why: ``"item"`` (bad row values), or the image decoder's reason
+    (``image_format``, ``image_decode``, ``image_too_large``).
+    """
+
+    def __init__(self, message: str, reason: str = "item") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Item(NamedTuple):
@@ -100,16 +111,49 @@ def image_signature(image_root: str | os.PathLike | None, item: Item) -> bytes:
     return f"{st.st_size}:{st.st_mtime_ns}".encode()
 
 
-def load_side(item: Item, image_root: str | os.PathLike | None) -> Side:
-    """The :class:`~mme5.records.Side` the embedding function receives (RGB image decoded)."""
+def default_max_pixels() -> int:
+    """The pixel cap shared with training: :data:`mme5.data.collate.MAX_IMAGE_PIXELS`."""
+    from mme5.data.collate import MAX_IMAGE_PIXELS
+
+    return MAX_IMAGE_PIXELS
+
+
+def load_side(
+    item: Item,
+    image_root: str | os.PathLike | None,
+    max_pixels: int | None = DEFAULT_PIXELS,
+    max_bytes: int | None = MAX_MEMBER_BYTES,
+) -> Side:
+    """The :class:`~mme5.records.Side` the embedding function receives (RGB image decoded).
+
+    The image file is read as bytes (at most ``max_bytes``) and decoded by
+    :func:`mme5.records.decode_image`, the decoder training uses: only the allowed formats, and an
+    image over ``max_pixels`` (default: the training cap) is refused from its header, before decoding.
+    A refused or undecodable image raises :class:`ItemError` naming the file and the reason.
+    """
     image = None
     if item.image_path:
         path = image_file(image_root, item.image_path)
         try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
+            size = path.stat().st_size
+            if max_bytes is not None and size > max_bytes:
+                raise ItemError(
+                    f"image '{path}' is refused (image_too_large): {size} bytes exceeds {max_bytes}",
+                    "image_too_large",
+                )
+            data = path.read_bytes()
         except FileNotFoundError:
             raise MissingPathError(f"image '{path}' does not exist") from None
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise ItemError(f"image '{path}' cannot be decoded: {exc}") from None
+        except OSError as exc:
+            raise ItemError(f"image '{path}' cannot be read: {exc}", "image_decode") from None
+        pixels = default_max_pixels() if max_pixels == DEFAULT_PIXELS else max_pixels
+        try:
+            image = decode_image(data, max_pixels=pixels)
+        except RecordError as exc:
+            verb = "cannot be decoded" if exc.reason == "image_decode" else "is refused"
+            raise ItemError(f"image '{path}' {verb} ({exc})", exc.reason) from None
+        except Image.DecompressionBombError as exc:  # belt and braces: PIL's own bomb guard
+            raise ItemError(
+                f"image '{path}' is refused (image_too_large: {exc})", "image_too_large"
+            ) from None
     return Side(text=item.text or None, image=image)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from mme5.distributed import DistContext
 from mme5.errors import ConfigError, Mme5Error
-from mme5.eval.cache import EmbeddingCache
+from mme5.eval.cache import EmbeddingCache, resolve_cache_dir
 from mme5.eval.datasets import (
     XTD_LANGUAGES,
     Benchmark,
@@ -31,7 +31,7 @@ from mme5.eval.datasets import (
     resolve_xtd,
 )
 from mme5.eval.items import Item, check_images, image_signature, load_side
-from mme5.eval.metrics import RankingMetrics
+from mme5.eval.metrics import RankingMetrics, TieRule, resolve_tie_rule
 from mme5.eval.scoring import SCORE_BUDGET, canonical_ids, rows_for_rank, score_rows
 from mme5.mmeb import META_TASKS
 from mme5.records import Side
@@ -64,7 +64,11 @@ class EncodeStats:
 
 @dataclass
 class DatasetScore:
-    """One dataset's scores (percent) and size."""
+    """One dataset's scores (percent) and size.
+
+    ``ties`` is the share (percent) of rows in which another candidate ties the truth exactly: the rows
+    whose scores depend on ``tie_rule`` (the rule they were ranked by; see :mod:`mme5.eval.metrics`).
+    """
 
     name: str
     meta_task: str
@@ -74,6 +78,8 @@ class DatasetScore:
     candidates: int
     metrics: dict[str, float]
     chance_p1: float | None = None
+    ties: float = 0.0
+    tie_rule: str = "truth_wins"
 
     @property
     def precision_at_1(self) -> float:
@@ -94,6 +100,7 @@ class EvalResult:
     seconds: float
     step: int | None = None
     extra: dict = field(default_factory=dict)
+    tie_rule: str = "truth_wins"
 
     def score(self, name: str) -> DatasetScore:
         for d in self.datasets:
@@ -275,9 +282,16 @@ def run_benchmark(
     ctx: DistContext | None = None,
     score_budget: int = SCORE_BUDGET,
     step: int | None = None,
+    tie_rule: TieRule = "official",
 ) -> EvalResult:
-    """Encode the benchmark's distinct items once, score every dataset, summarise."""
+    """Encode the benchmark's distinct items once, score every dataset, summarise.
+
+    ``tie_rule`` ranks exact ties with the truth; ``official`` (the default) is each benchmark's own
+    rule (MMEB: the truth wins, XTD: it loses; see :mod:`mme5.eval.metrics`). Each dataset reports the
+    share of rows with such a tie beside its scores (``ties``).
+    """
     ctx = ctx or DistContext.current()
+    rule = resolve_tie_rule(benchmark, tie_rule)
     t0 = time.perf_counter()
     check_images(bench.items.items, image_root, what=f"{benchmark} evaluation")
     emb, stats = encode_items(embed, bench.items.items, image_root, batch_size, cache, fingerprint, ctx)
@@ -287,7 +301,13 @@ def run_benchmark(
         metric = RankingMetrics(ks=KS, ndcg_k=NDCG_K).to(emb.device)
         metric.update(torch.zeros(0))
         score_rows(
-            rset, emb, metric, rows_for_rank(len(rset.queries), ctx.rank, ctx.world_size), score_budget, canon
+            rset,
+            emb,
+            metric,
+            rows_for_rank(len(rset.queries), ctx.rank, ctx.world_size),
+            score_budget,
+            canon,
+            tie_rule=rule,
         )
         values = {k: float(v) for k, v in metric.compute().items()}
         rows = int(values.pop("rows"))
@@ -302,9 +322,19 @@ def run_benchmark(
                 candidates=rset.num_pairs,
                 metrics={k: 100.0 * v for k, v in values.items()},
                 chance_p1=None if info is None or info.chance_p1 is None else 100.0 * info.chance_p1,
+                ties=100.0 * values["ties"],
+                tie_rule=rule,
             )
         )
-        log.info("%s %s: P@1 %.2f over %d rows", benchmark, rset.name, scores[-1].precision_at_1, rows)
+        log.info(
+            "%s %s: P@1 %.2f over %d rows (%.1f %% tied, %s)",
+            benchmark,
+            rset.name,
+            scores[-1].precision_at_1,
+            rows,
+            scores[-1].ties,
+            rule,
+        )
     summary = summarize_mmeb(scores) if benchmark == "mmeb" else summarize_xtd(scores)
     if bench.missing:
         log.warning(
@@ -323,6 +353,7 @@ def run_benchmark(
         encode=stats,
         seconds=time.perf_counter() - t0,
         step=step,
+        tie_rule=rule,
     )
 
 
@@ -359,14 +390,20 @@ def evaluate_mmeb(
     cache_dir: str | os.PathLike | None = None,
     fingerprint: str | None = None,
     ctx: DistContext | None = None,
+    tie_rule: TieRule = "official",
 ) -> EvalResult:
     """MMEB: per-dataset Precision@1 (+ hit@k, MRR, nDCG@10), meta-task / IND / OOD / overall means.
 
-    ``cache_dir`` with a ``fingerprint`` of the model enables the on-disk embedding cache.
+    ``image_root`` is the folder MMEB's image paths are relative to (the official ``eval_images/``).
+    ``cache_dir`` (a folder, or ``"auto"`` for the user cache directory) with a ``fingerprint`` of the
+    model enables the on-disk embedding cache. ``tie_rule``: see :func:`run_benchmark`.
     """
     bench = load_mmeb(mmeb_dir, datasets, max_rows)
-    cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
-    return run_benchmark("mmeb", embed, bench, image_root, batch_size, cache, fingerprint, ctx)
+    folder = resolve_cache_dir(cache_dir)
+    cache = EmbeddingCache(folder) if folder is not None else None
+    return run_benchmark(
+        "mmeb", embed, bench, image_root, batch_size, cache, fingerprint, ctx, tie_rule=tie_rule
+    )
 
 
 def evaluate_xtd(
@@ -379,8 +416,17 @@ def evaluate_xtd(
     cache_dir: str | os.PathLike | None = None,
     fingerprint: str | None = None,
     ctx: DistContext | None = None,
+    tie_rule: TieRule = "official",
 ) -> EvalResult:
-    """XTD text -> image retrieval: per-language Recall@1/5/10 and their mean Recall@10."""
+    """XTD text -> image retrieval: per-language Recall@1/5/10 and their mean Recall@10.
+
+    ``image_root`` is the folder XTD's image paths are relative to (the official ``XTD10_dataset/``).
+    ``cache_dir``, ``fingerprint``: as for :func:`evaluate_mmeb`; ``tie_rule``: see
+    :func:`run_benchmark` (official: argsort-based, a tie ranks above the truth).
+    """
     bench = load_xtd(xtd_dir, languages, max_rows)
-    cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
-    return run_benchmark("xtd", embed, bench, image_root, batch_size, cache, fingerprint, ctx)
+    folder = resolve_cache_dir(cache_dir)
+    cache = EmbeddingCache(folder) if folder is not None else None
+    return run_benchmark(
+        "xtd", embed, bench, image_root, batch_size, cache, fingerprint, ctx, tie_rule=tie_rule
+    )

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from mme5.eval.datasets import RetrievalSet
-from mme5.eval.metrics import RankingMetrics, truth_rank
+from mme5.eval.metrics import RankingMetrics, resolve_tie_rule
 
 #: Upper bound on the elements of one chunk's score matrix (rows x distinct items) or gathered candidates.
 SCORE_BUDGET = 1 << 25
@@ -50,16 +50,25 @@ def _padded(candidates: list[list[int]]) -> Tensor:
 
 
 def chunk_ranks(
-    queries: Tensor, cands: Tensor, emb: Tensor, canon: Tensor, gather: bool = False
-) -> tuple[Tensor, Tensor]:
-    """(truth ranks, won-by-tie flags) of a chunk of rows.
+    queries: Tensor,
+    cands: Tensor,
+    emb: Tensor,
+    canon: Tensor,
+    gather: bool = False,
+    tie_rule: str = "truth_wins",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(truth ranks, won-by-tie flags, tied flags) of a chunk of rows.
 
     ``queries`` [R] and ``cands`` [R, K] are item ids (-1 = padding); ``canon`` maps item ids to the
-    first item with a bit-identical embedding. Candidates with the truth's canonical id cannot outrank
-    it; a row "won by a tie" has a top score shared with another item than the truth itself.
-    ``gather=False`` scores the chunk's distinct items with one matrix product (rows sharing a candidate
-    list); ``gather=True`` gathers each row's own candidates ([R, K, D]; rows with their own lists).
+    first item with a bit-identical embedding: a candidate with the truth's canonical id ties with it
+    exactly, whatever the rounding of its score. ``tie_rule`` (see :mod:`mme5.eval.metrics`):
+    ``truth_wins`` ranks the truth above every candidate it ties with, ``truth_loses`` below. A row is
+    "tied" when any other candidate ties the truth, "won by a tie" when none beats it and another item
+    (not the truth repeated) ties it. ``gather=False`` scores the chunk's distinct items with one matrix
+    product (rows sharing a candidate list); ``gather=True`` gathers each row's own candidates
+    ([R, K, D]; rows with their own lists).
     """
+    rule = resolve_tie_rule("", tie_rule)
     dev = emb.device
     pad = cands < 0
     canon_q = canon[queries].to(dev)
@@ -73,12 +82,18 @@ def chunk_ranks(
         scores = table[inverse[: len(queries)]] @ table.T
         cand_scores = scores.gather(1, inverse[len(queries) :].view_as(cands))
     pad = pad.to(dev)
-    valid = ~pad & (canon_c != canon_c[:, :1])
+    same_as_truth = canon_c == canon_c[:, :1]
+    valid = ~pad & ~same_as_truth
+    truth = cand_scores[:, :1]
+    above = (cand_scores > truth) & valid
+    equal = ~pad & (same_as_truth | (cand_scores == truth))
+    above[:, 0] = False
+    equal[:, 0] = False
+    beaten = above.sum(dim=1)
+    ranks = beaten + equal.sum(dim=1) if rule == "truth_loses" else beaten
     other_item = ~pad & (cands.to(dev) != cands[:, :1].to(dev))
-    ranks = truth_rank(cand_scores, valid)
-    same = ((cand_scores == cand_scores[:, :1]) | ~valid) & other_item
-    same[:, 0] = False
-    return ranks, same.any(dim=1) & (ranks == 0)
+    won_by_tie = (equal & other_item).any(dim=1) & (beaten == 0)
+    return ranks, won_by_tie, equal.any(dim=1)
 
 
 def score_rows(
@@ -89,6 +104,7 @@ def score_rows(
     budget: int = SCORE_BUDGET,
     canon: Tensor | None = None,
     strategy: str = "auto",
+    tie_rule: str = "truth_wins",
 ) -> None:
     """Update ``metric`` with the truth ranks of ``rows`` of ``rset`` (all rows by default).
 
@@ -98,6 +114,8 @@ def score_rows(
     ``budget`` elements; ``strategy`` ("auto", "distinct", "gather") picks how a chunk is scored:
     "auto" takes the distinct-items product unless rows share so few candidates that it would
     compute ``GATHER_RATIO`` times more scores than there are pairs, then the per-row gather.
+    ``tie_rule`` ranks ties with the truth (``truth_wins`` or ``truth_loses``; see
+    :mod:`mme5.eval.metrics`).
     """
     if strategy not in ("auto", "distinct", "gather"):
         raise ValueError(f"strategy must be 'auto', 'distinct' or 'gather', got '{strategy}'")
@@ -121,5 +139,7 @@ def score_rows(
                 break
             n = (n + 1) // 2
         queries = torch.tensor(rset.queries[start : start + n], dtype=torch.long)
-        metric.update(*chunk_ranks(queries, _padded(block), emb, canon, gather=not use_distinct))
+        metric.update(
+            *chunk_ranks(queries, _padded(block), emb, canon, gather=not use_distinct, tie_rule=tie_rule)
+        )
         start += n

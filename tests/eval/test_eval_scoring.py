@@ -1,10 +1,16 @@
-"""Scoring equals an independent implementation of the official rule on fixture folders.
+"""Scoring equals an independent implementation of the official rules on fixture folders.
 
 The reference reads the files with pandas / pyarrow itself, embeds every row's query and every
-candidate separately (no de-duplication), scores in float64 and applies the official rule:
-``np.argmax`` (the first maximum) over the row's scores, correct when it is candidate 0. hit@k, MRR
-and nDCG@10 use the rank the same rule gives (a stable descending sort with the truth first, so a
-tie puts the truth ahead).
+candidate separately (no de-duplication), scores in float64 and applies the official rules:
+
+- MMEB: ``np.argmax`` (the first maximum) over the row's scores, correct when it is candidate 0
+  (TIGER-AI-Lab/VLM2Vec ``evaluation/eval_utils.py`` line 16 and ``eval.py`` lines 149-150 at commit
+  b1dc1e6; haon-chen/mmE5 ``evaluation/eval_utils.py`` line 14). hit@k, MRR and nDCG@10 use the rank
+  the same rule gives (a stable descending sort with the truth first, so a tie puts the truth ahead).
+- XTD: mmE5's ``recall_at_k`` (haon-chen/mmE5 ``evaluation/eval_utils.py`` lines 49-51, called from
+  ``eval_multi.py`` lines 196-197): ``np.argsort(scores)[-k:][::-1]`` holds the truth (index 0) or not.
+  The ascending sort puts the truth first among equal scores, so reversed a tie ranks above it. The
+  oracle below is that expression with an explicitly stable sort.
 """
 
 from __future__ import annotations
@@ -40,7 +46,18 @@ def _side(text, image_path, image_root) -> Side:
     return Side(text=text or None, image=image)
 
 
-def reference_scores(path, image_root, embed) -> dict[str, float]:
+def official_recall_at_k(scores: np.ndarray, k: int) -> float:
+    """mmE5 evaluation/eval_utils.py:49-51 with relevant_indices [0] (a stable argsort)."""
+    top_k_indices = np.argsort(scores, kind="stable")[-k:][::-1]
+    return float(sum(1 for idx in top_k_indices if idx in [0]) / 1)
+
+
+def official_xtd_rank(scores: np.ndarray) -> int:
+    """0-based position of the truth in mmE5's descending order (argsort reversed)."""
+    return int(np.where(np.argsort(scores, kind="stable")[::-1] == 0)[0][0])
+
+
+def reference_scores(path, image_root, embed, xtd: bool = False) -> dict[str, float]:
     df = _read_any(path)
     p1, hits5, hits10, rr, ndcg = [], [], [], [], []
     for _, row in df.iterrows():
@@ -51,10 +68,16 @@ def reference_scores(path, image_root, embed) -> dict[str, float]:
             .numpy()
         )
         s = c @ q / (np.linalg.norm(c, axis=1) * np.linalg.norm(q))
-        p1.append(float(np.argmax(s) == 0))
-        rank = int(np.where(np.argsort(-s, kind="stable") == 0)[0][0])
-        hits5.append(float(rank < 5))
-        hits10.append(float(rank < 10))
+        if xtd:
+            rank = official_xtd_rank(s)
+            p1.append(official_recall_at_k(s, 1))
+            hits5.append(official_recall_at_k(s, 5))
+            hits10.append(official_recall_at_k(s, 10))
+        else:
+            p1.append(float(np.argmax(s) == 0))
+            rank = int(np.where(np.argsort(-s, kind="stable") == 0)[0][0])
+            hits5.append(float(rank < 5))
+            hits10.append(float(rank < 10))
         rr.append(1.0 / (rank + 1))
         ndcg.append(1.0 / math.log2(rank + 2) if rank < 10 else 0.0)
 
@@ -108,7 +131,12 @@ def test_xtd_matches_official_rule(fixture_folders, embedder):
     result = evaluate_xtd(embedder, fx.xtd_dir, fx.image_root)
     assert result.missing == ["ru", "zh", "pl", "tr", "ko"]
     for lang in ("it", "es"):
-        ref = reference_scores(fx.xtd_files[lang], fx.image_root, embedder)
+        ref = reference_scores(fx.xtd_files[lang], fx.image_root, embedder, xtd=True)
+        got = result.score(lang)
+        assert got.tie_rule == "truth_loses" and got.metrics["mrr"] == pytest.approx(ref["mrr"], abs=1e-9)
+        # skimage's "cat" and "chelsea" are the same photo: those rows tie exactly, and under the
+        # official argsort rule the twin ranks above the truth
+        assert got.ties == pytest.approx(100 * 4 / 12)
         assert result.summary[f"{lang}/R@1"] == pytest.approx(ref["precision@1"], abs=1e-9)
         assert result.summary[f"{lang}/R@5"] == pytest.approx(ref["hit@5"], abs=1e-9)
         assert result.summary[f"{lang}/R@10"] == pytest.approx(ref["hit@10"], abs=1e-9)
@@ -209,6 +237,6 @@ def test_bad_inputs_fail_with_one_clear_line(fixture_folders, embedder, tmp_path
     pd.DataFrame(
         {"qry_text": ["q"], "qry_img_path": ["broken.png"], "tgt_text": [["a"]], "tgt_img_path": [[""]]}
     ).to_parquet(bad / "EDIS.parquet")
-    with pytest.raises(ItemError, match=r"broken\.png.*cannot be decoded"):
+    with pytest.raises(ItemError, match=r"broken\.png.*(image_format|image_decode)"):
         evaluate_mmeb(embedder, bad, fx.image_root, datasets=["EDIS"])
     (fx.image_root / "broken.png").unlink()
