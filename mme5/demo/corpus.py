@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mme5 import __version__
+from mme5.atomic import TEMP_SUFFIX, atomic_open, write_text
 from mme5.demo.phrases import phrases
 from mme5.demo.scene import Picture, distinct_scenes, jpeg_bytes, render
 from mme5.demo.tasks import (
@@ -52,7 +53,14 @@ MANIFEST = "MANIFEST.json"
 IN_PROGRESS = ".generating"
 LOCK = ".lock"
 PARTS = ("train", "mmeb", "xtd", "images")
-MARKERS = (IN_PROGRESS, LOCK, f"{MANIFEST}.tmp")
+MARKERS = (IN_PROGRESS, LOCK, f"{MANIFEST}.tmp")  # MANIFEST.json.tmp: the temp name before mme5.atomic
+
+
+def _is_manifest_temp(name: str) -> bool:
+    """A temp file of a killed manifest write (mme5.atomic's ``.MANIFEST.json.<random>.partial``)."""
+    return name.startswith(f".{MANIFEST}.") and name.endswith(TEMP_SUFFIX)
+
+
 PARQUET_NAME = "test-00000-of-00001.parquet"
 XTD_LANGS: tuple[str, ...] = ("it", "es", "ru", "zh", "pl", "tr", "ko")
 XTD_DIR_NAME = "Demo-XTD"
@@ -137,7 +145,11 @@ def ensure_demo_corpus(
         if manifest.is_file() and (not overwrite or _matches(manifest, params)):
             _check_manifest(manifest, params)
             return paths
-        foreign = [p.name for p in root.iterdir() if p.name not in (*PARTS, *MARKERS, MANIFEST)]
+        foreign = [
+            p.name
+            for p in root.iterdir()
+            if p.name not in (*PARTS, *MARKERS, MANIFEST) and not _is_manifest_temp(p.name)
+        ]
         partial = (root / IN_PROGRESS).exists() or manifest.is_file()
         if foreign or (any((root / p).exists() for p in PARTS) and not partial):
             raise DemoCorpusError(
@@ -150,6 +162,9 @@ def ensure_demo_corpus(
         for part in PARTS:  # leftovers of a killed generation
             shutil.rmtree(root / part, ignore_errors=True)
         (root / f"{MANIFEST}.tmp").unlink(missing_ok=True)
+        for leftover in root.iterdir():
+            if _is_manifest_temp(leftover.name):
+                leftover.unlink(missing_ok=True)
         counts = _generate(paths, params)
         _write_json(
             manifest,
@@ -278,9 +293,7 @@ def _locked(root: Path) -> Iterator[None]:
 
 
 def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
 def _stream(seed: int, name: str) -> random.Random:
@@ -376,9 +389,8 @@ def _query_text(instruction: str, text: str | None, has_image: bool) -> str:
 def _write_parquet(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows, schema=EVAL_SCHEMA)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as handle:
+        pq.write_table(table, handle, compression="zstd")
 
 
 def _write_mmeb(folder: Path, image_root: Path, params: DemoParams) -> dict[str, int]:

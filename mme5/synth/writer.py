@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mme5.atomic import write_text
 from mme5.errors import ConfigError
 from mme5.records import Example, write_shard, write_sizes
 
@@ -47,9 +48,8 @@ class UnitRecord:
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1))
-    os.replace(tmp, path)
+    # a unique temp name beside the target (mme5.atomic): two runs on one folder never share a temp file
+    write_text(path, json.dumps(obj, ensure_ascii=False, indent=1))
 
 
 class ShardOutput:
@@ -143,7 +143,7 @@ class ShardOutput:
             **(extra or {}),
         }
         _atomic_json(self.folder / "stats.json", stats)
-        (self.folder / "stats.md").write_text(render_markdown(stats))
+        write_text(self.folder / "stats.md", render_markdown(stats))
         return stats
 
 
