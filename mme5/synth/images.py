@@ -215,7 +215,11 @@ class ModelEmbedder:
 
         model = load(self.model_path)
         self._encode = lambda imgs: model.encode(
-            images=imgs, instruction=self.instruction, batch_size=self.batch_size, progress=False
+            images=imgs,
+            instruction=self.instruction,
+            batch_size=self.batch_size,
+            progress=False,
+            convert_to_tensor=True,
         )
 
     def __call__(self, images: list[Image.Image]) -> np.ndarray:
