@@ -25,7 +25,10 @@ TINY_PATCH = 8
 
 
 def tiny_llava_tokenizer(padding_side: str) -> Any:
-    """The offline tokenizer shared by the LLaVA and LLaVA-NeXT twins."""
+    """The offline tokenizer shared by the LLaVA and LLaVA-NeXT twins.
+
+    It prepends ``<s>`` as the real checkpoints' Llama / Mistral tokenizers do (``add_bos_token``).
+    """
     return build_tokenizer(
         SPECIAL_TOKENS,
         bos_token="<s>",
@@ -35,6 +38,7 @@ def tiny_llava_tokenizer(padding_side: str) -> Any:
         extra_attributes={"image_token": "<image>"},
         chat_template=CHAT_TEMPLATE,
         padding_side=padding_side,
+        add_bos=True,
     )
 
 
@@ -139,7 +143,12 @@ def build_tiny_llava(
 
 
 class LlavaAdapter(BackboneAdapter):
-    """LLaVA-1.5 style models (``model_type`` ``llava``)."""
+    """LLaVA-1.5 style models (``model_type`` ``llava``).
+
+    Prompts follow VLM2Vec's LLaVA-NeXT rule (TIGER-AI-Lab/VLM2Vec v1.0 ``src/model_utils.py``
+    lines 29-34, ``src/dataset.py`` line 80): ``<|image_1|>`` becomes ``<image>``, the newline after it
+    stays, the processor repeats it once per image feature and the tokenizer prepends ``<s>``.
+    """
 
     family = "llava"
     model_types = ("llava",)
@@ -148,7 +157,7 @@ class LlavaAdapter(BackboneAdapter):
     # Llama self-attention (q/k/v/o_proj), CLIP attention (q/k/v_proj, out_proj), Llama MLP down_proj.
     lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "out_proj", "down_proj")
     skip_quantization = ("lm_head", "multi_modal_projector", "vision_tower")
-    tiny_version = 2
+    tiny_version = 3  # 3: the twin's tokenizer prepends <s>
 
     def model_class_for(self, path: str | os.PathLike) -> type:
         from transformers import LlavaForConditionalGeneration

@@ -24,7 +24,7 @@ class LlavaNextAdapter(LlavaAdapter):
 
     family = "llava_next"
     model_types = ("llava_next",)
-    tiny_version = 2
+    tiny_version = 3  # 3: the twin's tokenizer prepends <s>
 
     def model_class_for(self, path: str | os.PathLike) -> type:
         from transformers import LlavaNextForConditionalGeneration

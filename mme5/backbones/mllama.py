@@ -10,6 +10,7 @@ from torch import nn
 
 from mme5.backbones.base import BackboneAdapter
 from mme5.backbones.tokenizer import build_tokenizer
+from mme5.records import Side
 
 SPECIAL_TOKENS = [
     "<|begin_of_text|>",
@@ -41,6 +42,10 @@ class MllamaAdapter(BackboneAdapter):
     same whatever else is in its batch, :meth:`last_hidden_state` runs the image rows and the
     text-only rows as two sub-batches (the text-only one skips the cross-attention layers, as a
     text-only batch does) and puts the rows back in order.
+
+    Prompts follow mmE5's collator (haon-chen/mmE5 ``src/collator.py`` lines 212-215 and 313-315):
+    the public ``<|image_1|>\n`` becomes ``<|image|><|begin_of_text|>``, so the text follows the
+    image token and a BOS without the newline (see :meth:`format_text`).
     """
 
     family = "mllama"
@@ -51,7 +56,23 @@ class MllamaAdapter(BackboneAdapter):
     lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj")
     skip_quantization = ("lm_head", "multi_modal_projector", "vision_model")
     per_image_keys = ()  # every tensor is per row: [B, max_images, ...]
-    tiny_version = 3
+    tiny_version = 4  # 4: the twin's tokenizer prepends <|begin_of_text|>, as Llama-3.2-Vision's does
+
+    #: What follows the image token in mmE5's prompts (its collator's replacement of ``<|image_1|>\n``).
+    bos_after_image = "<|begin_of_text|>"
+
+    def format_text(self, side: Side) -> str:
+        """The base layout, with the newline after the image token replaced by ``<|begin_of_text|>``.
+
+        mmE5 writes ``<|image_1|>\n`` as ``<|image|><|begin_of_text|>`` (``src/collator.py`` 215, 315);
+        ``MllamaProcessor`` then leaves the prompt as it is (it holds the BOS) and the tokenizer
+        prepends its own BOS. A text-only side gets the processor's BOS plus the tokenizer's, as in
+        mmE5 (which turns a text-only ``<|image_1|>\n`` into ``<|begin_of_text|>``, line 313).
+        """
+        text = super().format_text(side)
+        if side.has_image:
+            text = text.replace(self.image_token + "\n", self.image_token + self.bos_after_image, 1)
+        return text
 
     def model_class_for(self, path: str | os.PathLike) -> type:
         from transformers import MllamaForConditionalGeneration
@@ -119,6 +140,7 @@ class MllamaAdapter(BackboneAdapter):
             extra_attributes={"image_token": self.image_token},
             chat_template=CHAT_TEMPLATE,
             padding_side=self.padding_side,
+            add_bos=True,
         )
         image_processor = MllamaImageProcessorPil(size={"height": 32, "width": 32}, max_image_tiles=1)
         processor = MllamaProcessor(image_processor, tok, chat_template=CHAT_TEMPLATE)

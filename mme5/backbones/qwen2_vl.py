@@ -63,11 +63,18 @@ def processor_without_video(image_processor: Any, tokenizer: Any, chat_template:
 
 
 class Qwen2VLAdapter(BackboneAdapter):
-    """Qwen2-VL (``qwen2_vl``) and Qwen2.5-VL (``qwen2_5_vl``); left padding, as the family generates."""
+    """Qwen2-VL (``qwen2_vl``) and Qwen2.5-VL (``qwen2_5_vl``); left padding, as the family generates.
+
+    Prompts follow VLM2Vec, whose Qwen2-VL models are the public reference (TIGER-AI-Lab/VLM2Vec
+    v1.0): the public ``<|image_1|>`` becomes a bare ``<|image_pad|>`` (``src/model_utils.py``
+    lines 29-34, ``src/dataset.py`` line 80), without vision start / end markers, the newline after it
+    stays, and the processor repeats it once per merged patch (``processing_qwen2_vl.py`` 133-142);
+    the Qwen2 tokenizer adds no BOS or EOS.
+    """
 
     family = "qwen2_vl"
     model_types = ("qwen2_vl", "qwen2_5_vl")
-    image_token = "<|vision_start|><|image_pad|><|vision_end|>"
+    image_token = "<|image_pad|>"
     padding_side = "left"
     # Text attention q/k/v/o_proj and MLP down_proj (Qwen2.5-VL's vision MLP too); vision attention qkv/proj.
     lora_targets = (

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 #: A few sentences per demo language (en, it, es, ru, zh, pl, tr, ko) plus digits and punctuation.
@@ -102,14 +102,25 @@ def build_tokenizer(
     padding_side: str = "right",
     vocab_size: int = 2048,
     samples: Sequence[str] | None = None,
+    add_bos: bool = False,
 ) -> PreTrainedTokenizerFast:
     """A Hugging Face fast tokenizer around :func:`train_bpe`, ready for ``save_pretrained``.
 
     ``extra_attributes`` become named special tokens (e.g. ``{"image_token": "<|image|>"}``), which
     processors read from the tokenizer. ``samples`` replaces the default training text (see
-    :func:`train_bpe`).
+    :func:`train_bpe`). ``add_bos`` prepends ``bos_token`` whenever special tokens are added, as the
+    Llama-family tokenizers of the real checkpoints do (their ``tokenizer.json`` post-processor).
     """
     tok = train_bpe(special_tokens, vocab_size=vocab_size, samples=samples)
+    if add_bos:
+        if bos_token is None:
+            raise ValueError("add_bos needs a bos_token")
+        bos_id = tok.token_to_id(bos_token)
+        tok.post_processor = processors.TemplateProcessing(  # type: ignore[assignment]
+            single=f"{bos_token}:0 $A:0",
+            pair=f"{bos_token}:0 $A:0 {bos_token}:1 $B:1",
+            special_tokens=[(bos_token, bos_id)],
+        )
     kwargs: dict[str, object] = {
         "tokenizer_object": tok,
         "padding_side": padding_side,

@@ -41,8 +41,8 @@ def mixed_sides() -> list[Side]:
 @pytest.fixture(scope="module", params=TINY)
 def tiny(request):
     adapter = get_adapter(request.param)
-    processor = adapter.load_processor(adapter.path)
-    model = adapter.load_model(adapter.path)
+    processor = adapter.load_processor(adapter.source)
+    model = adapter.load_model(adapter.source)
     return adapter, processor, model
 
 
@@ -54,11 +54,13 @@ def test_format_text_rewrites_places_and_strips_image_tokens(cls):
     ad = cls()
     img = photo("camera", (8, 8))
     tok = ad.image_token
+    # What follows the image token: mmE5 turns Mllama's newline into a BOS (tests/backbones/test_prompts.py).
+    sep = "<|begin_of_text|>" if ad.family == "mllama" else "\n"
     assert (
         ad.format_text(Side(f"{PUBLIC_IMAGE_TOKEN}\nRepresent the image.", img))
-        == f"{tok}\nRepresent the image."
+        == f"{tok}{sep}Represent the image."
     )
-    assert ad.format_text(Side("A caption", img)) == f"{tok}\nA caption"
+    assert ad.format_text(Side("A caption", img)) == f"{tok}{sep}A caption"
     assert ad.format_text(Side(None, img)) == tok
     assert ad.format_text(Side("", img)) == tok
     # Text-only sides never carry an image token, even when the raw text has one.
@@ -73,7 +75,7 @@ def test_image_tokens_per_family():
     assert tokens["mllama"] == "<|image|>"
     assert tokens["llava"] == tokens["llava_next"] == "<image>"
     if "qwen2_vl" in tokens:
-        assert tokens["qwen2_vl"] == "<|vision_start|><|image_pad|><|vision_end|>"
+        assert tokens["qwen2_vl"] == "<|image_pad|>"  # VLM2Vec: no vision start / end markers
 
 
 # ---- choosing an adapter ---------------------------------------------------------------------------
@@ -106,7 +108,7 @@ def test_folder_is_chosen_by_model_type(tiny):
 
 def test_tiny_twin_is_cached_reused_and_rebuilt_on_version_change(tmp_path, monkeypatch):
     monkeypatch.setenv("MME5_CACHE", str(tmp_path))
-    first = get_adapter("tiny-llava").path
+    first = get_adapter("tiny-llava").source
     assert first == str(tmp_path / "tiny" / f"llava-v{LlavaAdapter.tiny_version}")
     weights = os.path.join(first, "model.safetensors")
     stamp = os.stat(weights).st_mtime_ns
@@ -272,14 +274,14 @@ def test_concurrent_tiny_builds_do_not_corrupt_the_cache(tmp_path, monkeypatch):
     assert paths[0] == paths[1]
     assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == [f"llava-v{LlavaAdapter.tiny_version}"]
     ad = get_adapter("tiny-llava")
-    model = ad.load_model(ad.path)
+    model = ad.load_model(ad.source)
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
 def test_qwen2_vl_processor_without_torchvision_expands_image_tokens():
     pytest.importorskip("transformers.models.qwen2_vl")
     adapter = get_adapter("tiny-qwen2-vl")
-    processor = adapter.load_processor(adapter.path)
+    processor = adapter.load_processor(adapter.source)
     sides = [Side("a", photo("astronaut")), Side("text only"), Side(None, photo("coffee", (100, 40)))]
     inputs = adapter.build_inputs(processor, sides, max_length=16)
     pad_id = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
@@ -300,7 +302,7 @@ def test_qwen2_5_vl_checkpoint_uses_the_qwen_adapter(tmp_path):
 
     from mme5.model.encoder import Encoder, LoraSettings
 
-    tiny = get_adapter("tiny-qwen2-vl").path
+    tiny = get_adapter("tiny-qwen2-vl").source
     for name in os.listdir(tiny):
         if not name.startswith(("model", "config")):
             shutil.copy(os.path.join(tiny, name), tmp_path / name)
@@ -340,7 +342,7 @@ def test_qwen2_5_vl_checkpoint_uses_the_qwen_adapter(tmp_path):
 
 def test_qwen2_vl_fallback_processor_equals_the_full_processor():
     try:
-        import torchvision  # noqa: F401
+        import torchvision  # noqa: F401  # pyright: ignore[reportMissingImports]
     except Exception:
         pytest.skip("torchvision does not import here: the full Qwen2-VL processor cannot be built")
     from transformers import AutoProcessor
@@ -348,7 +350,7 @@ def test_qwen2_vl_fallback_processor_equals_the_full_processor():
     from mme5.backbones.qwen2_vl import processor_without_video
 
     adapter = get_adapter("tiny-qwen2-vl")
-    full = adapter.load_processor(adapter.path)
+    full = adapter.load_processor(adapter.source)
     assert hasattr(full, "video_processor")
     fallback = adapter._configure_processor(
         processor_without_video(full.image_processor, full.tokenizer, full.chat_template)
@@ -364,7 +366,7 @@ def test_qwen2_vl_fallback_processor_equals_the_full_processor():
 
 def test_mllama_mixed_batch_matches_the_pil_processor_on_the_whole_batch():
     adapter = get_adapter("tiny-mllama")
-    processor = adapter.load_processor(adapter.path)
+    processor = adapter.load_processor(adapter.source)
     if "Pil" not in type(processor.image_processor).__name__:
         pytest.skip("the torchvision image-processor backend cannot take image-less rows at all")
     sides = mixed_sides()
