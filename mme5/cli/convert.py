@@ -1,62 +1,97 @@
-"""``mme5 convert``: public parquet training sets (MMEB-train, mmE5-synthetic) into mme5 WebDataset shards.
+"""``mme5 convert``: the public training sets, as downloaded from the hub, into mme5 WebDataset shards.
 
-    mme5 convert data/MMEB-train shards/mmeb --image_root data/images
-    mme5 convert "[a.parquet, b.parquet]" shards/mix --image_root images
+    mme5 convert data/mmE5-MMEB-hardneg data/shards/mmeb-hardneg --image_root data/mmE5-images
+    mme5 convert data/mmE5-synthetic data/shards/synthetic --image_root data/mmE5-images
+    mme5 convert data/MMEB-train data/shards/mmeb-train --image_root data/MMEB-train
 
-One shard set per source (subset) under ``out``, each with ``sizes.json``; rerunning resumes.
+One shard set per subset under ``out``, each with ``sizes.json``; rerunning resumes. The rules of each
+set (split, cap, negatives) and where they come from: :mod:`mme5.data.convert`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 
 def convert(
     inputs: list[str] | str,
     out: str,
     image_root: str | None = None,
+    dataset: Literal["auto", "mmeb-train", "mmeb-hardneg", "mmE5-synthetic"] = "auto",
+    split: str = "auto",
+    rows_per_subset: int | Literal["auto"] | None = "auto",
+    negatives: int | None = None,
+    subsets: list[str] | None = None,
     task: str = "auto",
     samples_per_shard: int = 1000,
-    negatives: int | None = 3,
     image_token: str | None = None,
+    seed: int = 0,
     progress: bool = True,
 ) -> None:
-    """Convert public parquet training sets into mme5 shards, one shard set per source under ``out``.
+    """Convert public training sets into mme5 shards, one shard set per subset under ``out``.
 
-    Input columns: qry, qry_image_path, pos_text, pos_image_path, neg_text, neg_image_path. Texts are
-    kept (with the instruction inside ``qry`` and the ``<|image_1|>`` token), negatives parsed with a
-    literal parser, short lists padded with their last item; rows in = samples out + skipped.
+    Finds the hub layouts (``<Subset>/<split>-00000-of-00001.parquet``, ``<Subset>/<Subset>.parquet``)
+    and the parquet converter's (``<Subset>/<split>/0000.parquet``), applies each set's own split, cap
+    and negative rule (as mmE5 / VLM2Vec load them), and prints rows in = samples out + skipped by
+    reason (also in ``out/convert_report.json``).
 
     Args:
-        inputs: a parquet file or a folder searched for ``*.parquet``, or a list of them (``"[a, b]"``).
-        out: output folder; source ``S`` goes to ``out/S/S-000000.tar`` ...
-        image_root: folder the image paths in the parquet are relative to.
+        inputs: a training set's folder as downloaded (``hf download ... --local-dir``), a subset
+            folder or a parquet file, or a list of them (``"[a, b]"``).
+        out: output folder; subset ``S`` goes to ``out/S/S-000000.tar`` ...
+        image_root: the folder the parquet's image paths are joined to. The official paths start
+            with ``images/<Subset>/``, so this is the folder that holds ``images/`` (not ``images/``
+            itself). Paths that are absolute, hold ``..`` or lead out of it by a symlink are refused
+            and counted as ``image_outside_root``.
+        dataset: which set's rules to apply: ``mmeb-train`` (TIGER-Lab/MMEB-train), ``mmeb-hardneg``
+            (intfloat/mmE5-MMEB-hardneg), ``mmE5-synthetic`` (intfloat/mmE5-synthetic), or ``auto``:
+            from the folder's name as downloaded, else its splits and subsets.
+        split: the split (variant) to convert, e.g. ``original``, ``diverse_instruction``, ``train``;
+            ``auto``: what mmE5 trains on (``train`` for the mmE5 sets) and ``original`` for
+            MMEB-train (VLM2Vec's default; ``train`` when a subset has no ``original``).
+        rows_per_subset: convert the first N rows of each subset's split (a negative N: all but the
+            last -N, the ``datasets`` slice rule; null: all). ``auto``: as mmE5 trains, 50000 for
+            MMEB-train and mmE5-MMEB-hardneg, all but the last row (``train[:-1]``) for mmE5-synthetic.
+        negatives: hard negatives per sample. Default: 3 for the mmE5 sets (texts and image paths
+            padded separately by repeating the last, empty texts filled as mmE5 does), MMEB-train's one
+            negative used once (any value above 1 still gives one); 0: none.
+        subsets: convert only these subsets (default: all found), e.g. mmE5's 24 labelled ones.
         task: task of every sample (classification, vqa, retrieval, grounding), or ``auto``: from the
-            MMEB subset name, retrieval otherwise.
+            subset name, retrieval otherwise.
         samples_per_shard: samples per shard.
-        negatives: hard negatives kept per sample; a shorter non-empty list is padded by repeating its
-            last item (None: keep all as they are).
         image_token: rewrite the public ``<|image_1|>`` token to this one (default: keep it; the
             backbone adapters rewrite it at encode time).
+        seed: seed of the draw that fills an empty negative text (mmE5 draws it at random).
         progress: show a progress bar.
     """
     from mme5.data.convert import convert as convert_sets
+    from mme5.data.convert import run_totals
 
     reports = convert_sets(
         [inputs] if isinstance(inputs, str) else inputs,
         out,
         image_root,
-        task,
-        samples_per_shard,
-        negatives,
-        image_token,
-        progress,
+        dataset=dataset,
+        split=split,
+        rows_per_subset=rows_per_subset,
+        negatives=negatives,
+        subsets=subsets,
+        task=task,
+        samples_per_shard=samples_per_shard,
+        image_token=image_token,
+        seed=seed,
+        progress=progress,
     )
     for r in reports:
         print(r.summary())
-    rows = sum(r.rows_in for r in reports)
-    samples = sum(r.samples_out for r in reports)
-    print(f"total: rows in {rows} = samples out {samples} + skipped {rows - samples}")
+    totals = run_totals(reports)
+    reasons = ", ".join(f"{k}: {v}" for k, v in totals["skipped"].items()) or "none"
+    skipped = sum(totals["skipped"].values())
+    print(
+        f"total: rows in {totals['rows_in']} = samples out {totals['samples_out']} + skipped {skipped} "
+        f"({reasons}); report in {out}/convert_report.json"
+    )
 
 
 def main(argv: Sequence[str]) -> int:

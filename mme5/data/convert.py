@@ -1,24 +1,59 @@
-"""Convert the public parquet training sets (MMEB-train hard negatives, mmE5-synthetic) into mme5 shards.
+"""Convert the public training sets, as the hub ships them, into mme5 shards: one shard set per subset.
 
-Input layout (one parquet per subset): columns ``qry``, ``qry_image_path``, ``pos_text``,
-``pos_image_path``, ``neg_text``, ``neg_image_path``; image paths are relative to an image root; the
-``neg_*`` columns hold a list written as a Python literal string (``"['a', 'b']"``), parsed with
-:func:`ast.literal_eval` (a literal parser, never ``eval``); a plain string is one negative.
+The three sets and where their rules come from (haon-chen/mmE5 at 4818cdf, TIGER-AI-Lab/VLM2Vec at
+6e1e1d4):
 
-Choices (documented here and in ``--help``):
+========================  ==============================  ======================  ==================
+set (``--dataset``)       hub id                          default split           rows per subset
+========================  ==============================  ======================  ==================
+``mmeb-train``            TIGER-Lab/MMEB-train            ``original``            first 50,000
+``mmeb-hardneg``          intfloat/mmE5-MMEB-hardneg      ``train``               first 50,000
+``mmE5-synthetic``        intfloat/mmE5-synthetic         ``train``               all but the last
+========================  ==============================  ======================  ==================
 
-* Texts are kept as they are, including the public ``<|image_1|>`` token and the instruction at the
-  head of ``qry`` (``Example.instruction`` stays None): the backbone adapters rewrite the token to the
-  backbone's own at encode time, so one converted set serves every backbone. ``image_token`` rewrites
-  it at conversion instead.
-* Negatives: at most ``negatives`` per row (mmE5 uses 3); a shorter, non-empty list is padded by
-  repeating its last item; an empty list gives a sample without hard negatives.
-* Images are copied byte for byte (no re-encoding); a row whose image is missing or not an image is
-  skipped and counted (``missing_image_file``, ``bad_image``), as is a row that cannot be parsed.
-* Each input's rows go to ``<out>/<source>/<source>-NNNNNN.tar`` with ``sizes.json``; the source is
-  the parquet's stem (its folder's name for ``*-00000-of-00001`` style stems).
-* Resume: after each shard, ``convert_state.json`` records the rows accounted for; a rerun continues
-  from there (a finished source is skipped). Every run ends with rows in = samples out + skipped.
+* Splits. mmE5 trains on ``intfloat/mmE5-MMEB-hardneg`` and ``intfloat/mmE5-synthetic``
+  (``scripts/train/train.sh:41-44``), split ``train`` (``src/arguments.py:80-82``; train.sh does not
+  change it). MMEB-train's subsets hold ``original-*``, ``diverse_instruction-*`` and a legacy
+  ``train-*`` copy of ``original``; VLM2Vec's default is ``original`` (``src/data/dataset/
+  mmeb_dataset.py:121``, README "the original split is provided to support the reproduction of our
+  paper results"), so that is the default here, ``train`` when a subset has no ``original``.
+* Caps. mmE5 takes ``split[:50000]`` of every labelled subset (``train.sh:46`` and
+  ``src/dataset.py:39-44``) and ``split[:-1]`` of every synthetic subset (``src/dataset.py:23,28``:
+  ``num_sample = -1``), which drops the last row. ``rows_per_subset`` follows the same slice rule
+  (``N`` first rows, a negative ``N`` all but the last ``-N``, ``None`` all).
+* Negatives of ``mmeb-train`` (VLM2Vec, ``mmeb_dataset.py:77-81,94-97`` and ``:207-210``): ``neg_text``
+  and ``neg_image_path`` are one plain string each, never parsed; the row has one negative when either
+  is non-empty, none otherwise. ``negatives`` only turns it off (0).
+* Negatives of ``mmeb-hardneg`` / ``mmE5-synthetic`` (mmE5, ``src/dataset.py:84-93,101-113`` and
+  ``src/collator.py:62-64``): each column is a Python literal (parsed here with
+  :func:`ast.literal_eval`, never ``eval``), wrapped in a list when it is not one; texts and image
+  paths are padded *separately* to ``negatives`` (3, ``train.sh:59``) by repeating their last item
+  when shorter but not empty, and cut to it; an empty negative text becomes the positive's text when
+  the whole text list holds one distinct value, otherwise a text drawn from its non-empty items (mmE5
+  draws with :mod:`random` on every read; here the draw is seeded by ``seed``, source and row, so a
+  conversion is reproducible); the negatives are then ``zip(texts, images)`` (the shorter list wins);
+  an empty image path means no image.
+
+Layouts (found under each input folder; hidden folders such as ``.cache`` are ignored):
+
+* hub files: ``<Subset>/<split>-00000-of-00001.parquet`` (MMEB-train, mmE5-MMEB-hardneg) and
+  ``<Subset>/<Subset>.parquet`` (mmE5-synthetic, split ``train``);
+* the hub's parquet converter (``refs/convert/parquet``): ``<Subset>/<split>/0000.parquet``;
+* a subset folder of either, or single parquet files.
+
+Image paths are joined to ``image_root`` as the official loaders do (``os.path.join(image_dir, path)``,
+``src/dataset.py:72``); the official paths start with ``images/<Subset>/``, so the root is the folder
+that holds ``images/`` (mmE5 trains with ``--image_dir ./`` after unpacking into ``./images``,
+``train.sh:48``, ``scripts/prepare_images.sh:46``). An absolute or ``..`` path, or one whose symlinks
+lead out of the root, is refused and counted (``image_outside_root``), never read. Images are copied
+byte for byte; only JPEG, PNG, WebP, GIF, BMP and TIFF are accepted.
+
+Texts are kept (instruction inside ``qry``, the public ``<|image_1|>`` token; the backbone adapters
+rewrite it at encode time, ``image_token`` at conversion instead). Each subset goes to
+``<out>/<Subset>/<Subset>-NNNNNN.tar`` with ``sizes.json``; ``convert_state.json`` records the rows
+done after every shard, so a rerun resumes (a finished subset is skipped). Every subset ends with
+rows in = samples out + skipped (by reason), printed and written to ``<out>/<Subset>/convert_report.json``
+and, for the whole run, ``<out>/convert_report.json``.
 """
 
 from __future__ import annotations
@@ -28,108 +63,273 @@ import io
 import json
 import logging
 import os
+import random
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Literal
 
 import pyarrow.parquet as pq
 from PIL import Image
 
+from mme5.atomic import write_text
 from mme5.errors import Mme5Error
 from mme5.mmeb import MMEB_META_TASK
-from mme5.records import IMAGE_EXTENSIONS, PUBLIC_IMAGE_TOKEN, Example, RecordError, ShardSetWriter, Side
+from mme5.records import (
+    IMAGE_EXTENSIONS,
+    IMAGE_FORMATS,
+    MODALITIES,
+    PUBLIC_IMAGE_TOKEN,
+    Example,
+    RecordError,
+    ShardSetWriter,
+    Side,
+)
 
 log = logging.getLogger("mme5.data.convert")
 
-COLUMNS = ("qry", "qry_image_path", "pos_text", "pos_image_path", "neg_text", "neg_image_path")
+BASE_COLUMNS = ("qry", "qry_image_path", "pos_text", "pos_image_path")
+NEG_COLUMNS = ("neg_text", "neg_image_path")
+COLUMNS = BASE_COLUMNS + NEG_COLUMNS
 STATE_FILE = "convert_state.json"
 REPORT_FILE = "convert_report.json"
-_SHARDED_STEM = re.compile(r"^(?:[A-Za-z_]+-)?\d{5}-of-\d{5}$")
 
-#: Training subset name (lower case) -> task; MMEB's own names, the training set's ``ImageNet_1K``
-#: spelling, and the task names themselves. Other sources default to retrieval.
+DatasetName = Literal["auto", "mmeb-train", "mmeb-hardneg", "mmE5-synthetic"]
+
+#: ``train-00000-of-00001.parquet`` (``datasets`` push_to_hub; older versions add ``-<hash>``).
+HUB_FILE = re.compile(r"^(?P<split>[A-Za-z][A-Za-z0-9_]*)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet$")
+#: ``0000.parquet`` inside ``<Subset>/<split>/`` (the hub's parquet converter).
+CONVERTER_FILE = re.compile(r"^\d{4}\.parquet$")
+LAYOUTS = (
+    "<Subset>/<split>-00000-of-00001.parquet (hub), <Subset>/<split>/0000.parquet (parquet converter) "
+    "or <Subset>/<Subset>.parquet (mmE5-synthetic)"
+)
+
+
+@dataclass(frozen=True)
+class SetRule:
+    """How one public training set is read: its default split, cap, and negative rule."""
+
+    name: str
+    hub_id: str
+    split: str
+    rows_per_subset: int | None
+    negative_rule: Literal["single", "mme5"]
+    negatives: int
+
+
+RULES: dict[str, SetRule] = {
+    "mmeb-train": SetRule("mmeb-train", "TIGER-Lab/MMEB-train", "original", 50_000, "single", 1),
+    "mmeb-hardneg": SetRule("mmeb-hardneg", "intfloat/mmE5-MMEB-hardneg", "train", 50_000, "mme5", 3),
+    "mmE5-synthetic": SetRule("mmE5-synthetic", "intfloat/mmE5-synthetic", "train", -1, "mme5", 3),
+}
+SYNTHETIC_SUBSETS = frozenset({"Classification", "Retrieval", "VQA"})
+HARDNEG_ONLY_SUBSETS = frozenset({"TAT-DQA", "ArxivQA", "InfoSeek_it2t", "InfoSeek_it2it"})
+
+#: Training subset name (lower case) -> task: MMEB's names, the training set's spellings, the
+#: mmE5-MMEB-hardneg supplements and the synthetic subsets. Other sources default to retrieval.
 TASK_OF_SOURCE: dict[str, str] = {
     **{name.lower(): meta.lower() for name, meta in MMEB_META_TASK.items()},
     "imagenet_1k": "classification",
+    "tat-dqa": "vqa",
+    "arxivqa": "vqa",
+    "infoseek_it2t": "retrieval",
+    "infoseek_it2it": "retrieval",
     **{task: task for task in ("classification", "vqa", "retrieval", "grounding")},
 }
 
 
 class ConvertError(Mme5Error, ValueError):
-    """A conversion that cannot start (missing input, wrong columns): a user error, reported as one line."""
+    """A conversion that cannot start or yields nothing (unknown layout, missing columns, no images
+    under the root): a user error, reported as one line naming the file and what was expected."""
+
+
+# ---- finding the subsets --------------------------------------------------------------------------
 
 
 @dataclass
-class ConvertReport:
-    """What one source's conversion did."""
+class Subset:
+    """One subset of a training set as found on disk: its files per split, in order."""
 
-    source: str
-    out_dir: str
-    rows_in: int = 0
-    samples_out: int = 0
-    shards: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    resumed_from_row: int = 0
-    complete: bool = False
+    name: str
+    folder: Path
+    splits: dict[str, list[Path]] = field(default_factory=dict)
 
-    @property
-    def balanced(self) -> bool:
-        return self.rows_in == self.samples_out + sum(self.skipped.values())
-
-    def summary(self) -> str:
-        skipped = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items())) or "none"
-        return (
-            f"{self.source}: rows in {self.rows_in} = samples out {self.samples_out} + skipped "
-            f"{sum(self.skipped.values())} ({skipped}); {self.shards} shards in {self.out_dir}"
-        )
+    def add(self, split: str, path: Path) -> None:
+        self.splits.setdefault(split, []).append(path)
 
 
-def parse_list(value: Any, column: str) -> list[str]:
-    """A ``neg_*`` cell -> list of strings: a Python-literal list string, a real list, a string, or empty."""
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        items = list(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return []
-        if text[0] in "[(":
-            try:
-                items = ast.literal_eval(text)
-            except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
-                raise RecordError("bad_list", f"column '{column}' is not a literal list: {exc}") from None
-            if not isinstance(items, (list, tuple)):
-                raise RecordError(
-                    "bad_list", f"column '{column}' holds {type(items).__name__}, expected a list"
-                )
-            items = list(items)
+def _classify(rel: PurePosixPath, base: Path) -> tuple[str, str, Path]:
+    """``(subset, split, subset folder)`` of a parquet at ``rel`` under the input folder ``base``."""
+    parts, name = rel.parts, rel.name
+    hub, converter = HUB_FILE.match(name), CONVERTER_FILE.match(name)
+    if len(parts) == 1:  # the input is a subset folder, or a flat folder of single-file subsets
+        if hub:
+            return base.name, hub["split"], base
+        if not converter:
+            return rel.stem, "train", base
+    elif len(parts) == 2:
+        if hub:
+            return parts[0], hub["split"], base / parts[0]
+        if converter:  # a subset folder of the parquet-converter layout
+            return base.name, parts[0], base
+        if rel.stem == parts[0]:  # mmE5-synthetic: Retrieval/Retrieval.parquet
+            return parts[0], "train", base / parts[0]
+    elif len(parts) == 3 and converter:
+        return parts[0], parts[1], base / parts[0]
+    raise ConvertError(f"'{base / rel}' matches no known layout of the training sets; expected {LAYOUTS}")
+
+
+def find_subsets(item: str | os.PathLike) -> dict[str, Subset]:
+    """The subsets under one input (a set's folder as downloaded, a subset folder or a parquet file)."""
+    p = Path(item)
+    found: dict[str, Subset] = {}
+    if p.is_file():
+        if p.suffix != ".parquet":
+            raise ConvertError(f"input '{p}' is not a .parquet file")
+        hub = HUB_FILE.match(p.name)
+        if hub:
+            name, split = p.parent.name, hub["split"]
+        elif CONVERTER_FILE.match(p.name):
+            name, split = p.parent.parent.name, p.parent.name
         else:
-            items = [value]
+            name, split = p.stem, "train"
+        found[name] = Subset(name, p.parent)
+        found[name].add(split, p)
+        return found
+    if not p.is_dir():
+        raise ConvertError(f"input '{p}' does not exist (expected a training set's folder or a parquet file)")
+    files = sorted(
+        f for f in p.rglob("*.parquet") if not any(part.startswith(".") for part in f.relative_to(p).parts)
+    )
+    if not files:
+        raise ConvertError(f"input folder '{p}' holds no .parquet file; expected {LAYOUTS}")
+    for f in files:
+        name, split, folder = _classify(PurePosixPath(f.relative_to(p).as_posix()), p)
+        found.setdefault(name, Subset(name, folder)).add(split, f)
+    return found
+
+
+def detect_dataset(root: Path, subsets: dict[str, Subset]) -> str:
+    """Which public set a folder holds: by its name as downloaded, else by its subsets and splits."""
+    name = root.name.lower()
+    for key, marker in (
+        ("mmeb-hardneg", "hardneg"),
+        ("mmE5-synthetic", "synthetic"),
+        ("mmeb-train", "mmeb-train"),
+    ):
+        if marker in name:
+            return key
+    splits = {s for sub in subsets.values() for s in sub.splits}
+    if splits & {"original", "diverse_instruction"}:
+        return "mmeb-train"
+    if set(subsets) <= SYNTHETIC_SUBSETS:
+        return "mmE5-synthetic"
+    if set(subsets) & HARDNEG_ONLY_SUBSETS:
+        return "mmeb-hardneg"
+    raise ConvertError(
+        f"cannot tell which training set '{root}' holds (subsets {', '.join(sorted(subsets))}); "
+        f"pass --dataset {' | '.join(RULES)}"
+    )
+
+
+def choose_split(subset: Subset, split: str, rule: SetRule) -> str:
+    """The split to convert: the one asked for, or (``auto``) the set's default."""
+    if split != "auto":
+        if split not in subset.splits:
+            raise ConvertError(
+                f"subset folder '{subset.folder}' has no split '{split}'; it holds "
+                f"{', '.join(sorted(subset.splits))}"
+            )
+        return split
+    for candidate in (rule.split, "train"):
+        if candidate in subset.splits:
+            return candidate
+    if len(subset.splits) == 1:
+        return next(iter(subset.splits))
+    raise ConvertError(
+        f"subset folder '{subset.folder}' has no split '{rule.split}' (the default of {rule.name}); it holds "
+        f"{', '.join(sorted(subset.splits))}: pass --split"
+    )
+
+
+def rows_taken(total: int, cap: int | None) -> int:
+    """Rows of ``split[:cap]`` (the ``datasets`` slice the official loaders use) out of ``total``."""
+    return len(range(total)[:cap])
+
+
+# ---- rows -----------------------------------------------------------------------------------------
+
+
+def parse_literal_list(value: Any, column: str) -> tuple[list[str], Any]:
+    """A list-valued negatives cell as mmE5 reads it (``src/dataset.py:85-87``): ``(items, raw)``.
+
+    ``raw`` is the parsed literal before wrapping (mmE5's empty-text rule looks at it). A cell that is
+    not a Python literal (mmE5's ``eval`` would fail on it) raises ``RecordError("bad_list")``.
+    """
+    if value is None:
+        return [], []
+    if isinstance(value, (list, tuple)):
+        raw: Any = list(value)
+    elif isinstance(value, str):
+        try:
+            raw = ast.literal_eval(value.strip()) if value.strip() else []
+        except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError) as exc:
+            raise RecordError("bad_list", f"column '{column}' is not a Python literal: {exc}") from None
     else:
-        raise RecordError(
-            "bad_list", f"column '{column}' holds {type(value).__name__}, expected a list or string"
-        )
-    if not all(isinstance(x, str) or x is None for x in items):
+        raise RecordError("bad_list", f"column '{column}' holds {type(value).__name__}, expected a string")
+    items = raw if isinstance(raw, list) else [raw]
+    if not all(isinstance(x, str) for x in items):
         raise RecordError("bad_list", f"column '{column}' holds a non-string item")
-    return [x or "" for x in items]
+    return list(items), raw
 
 
-def pad_negatives(texts: list[str], images: list[str], limit: int | None) -> list[tuple[str, str]]:
-    """Zip negative texts and image paths; cut to ``limit``, pad a short non-empty list with its last item."""
-    n = max(len(texts), len(images))
-    pairs = [(texts[i] if i < len(texts) else "", images[i] if i < len(images) else "") for i in range(n)]
-    pairs = [p for p in pairs if p[0] or p[1]]
-    if limit is None or not pairs:
-        return pairs
-    pairs = pairs[:limit]
-    return pairs + [pairs[-1]] * (limit - len(pairs))
+def pad_cut(items: list[str], k: int) -> list[str]:
+    """mmE5's ``filter_hard_negtives`` (``src/dataset.py:89-92``): pad a short non-empty list with its
+    last item to ``k``, then cut to ``k``."""
+    if 0 < len(items) < k:
+        items = items + [items[-1]] * (k - len(items))
+    return items[:k]
+
+
+def mme5_negatives(
+    neg_text: Any, neg_image_path: Any, pos_text: str, k: int, rng: random.Random
+) -> list[tuple[str, str]]:
+    """The ``(text, image path)`` negatives mmE5 builds from one row (``src/dataset.py:101-113``,
+    ``src/collator.py:62-64``); ``rng`` stands in for mmE5's unseeded ``random.choice``."""
+    if k <= 0:
+        return []
+    text_list, raw_texts = parse_literal_list(neg_text, "neg_text")
+    image_list, _ = parse_literal_list(neg_image_path, "neg_image_path")
+    texts, images = pad_cut(text_list, k), pad_cut(image_list, k)
+    for i, text in enumerate(texts):
+        if text == "":
+            if len(set(raw_texts)) == 1:
+                texts[i] = pos_text
+            else:
+                pool = [t for t in raw_texts if t != ""]
+                if not pool:  # mmE5's random.choice([]) raises here
+                    raise RecordError("bad_list", "column 'neg_text' is an empty non-list literal")
+                texts[i] = rng.choice(pool)
+    return list(zip(texts, images, strict=False))  # the shorter list wins, as in the collator
+
+
+def single_negative(neg_text: Any, neg_image_path: Any) -> list[tuple[str, str]]:
+    """VLM2Vec's one negative per MMEB-train row (``mmeb_dataset.py:77-81,94-97``), strings as they are."""
+    for value, column in ((neg_text, "neg_text"), (neg_image_path, "neg_image_path")):
+        if value is not None and not isinstance(value, str):
+            raise RecordError(
+                "bad_type", f"column '{column}' holds {type(value).__name__}, expected a string"
+            )
+    text, image = neg_text or "", neg_image_path or ""
+    return [(text, image)] if text or image else []
 
 
 def modality_of(query: Side, positive: Side) -> str:
+    """``IT2T`` style code of a pair: I when a side has an image, T when it has text."""
+
     def code(s: Side) -> str:
         return ("I" if s.has_image else "") + ("T" if s.text else "")
 
@@ -137,20 +337,37 @@ def modality_of(query: Side, positive: Side) -> str:
 
 
 class ImageLoader:
-    """Reads image files under a root (each file once per source, cached by path) and checks that they
-    are images."""
+    """Reads image files under a root, refusing paths that leave it, and checks that they are images
+    (each file read once per source, cached by path)."""
 
     def __init__(self, root: str | os.PathLike | None, cache_size: int = 4096):
         self.root = Path(root) if root is not None else None
+        self.real_root = self.root.resolve() if self.root is not None else None
         self.cache: dict[str, tuple[bytes, str]] = {}
         self.cache_size = cache_size
 
+    def resolve(self, rel: str) -> Path:
+        """The file ``rel`` names under the root (``RecordError`` when it would leave the root)."""
+        if self.root is None or self.real_root is None:
+            raise RecordError("missing_image_file", f"row names image '{rel}' but no image root was given")
+        posix = PurePosixPath(rel.replace("\\", "/"))
+        if posix.is_absolute() or PureWindowsPath(rel).drive or ".." in posix.parts:
+            raise RecordError(
+                "image_outside_root", f"image path '{rel}' is absolute or leaves the image root"
+            )
+        real = (self.root / posix).resolve()
+        if not real.is_relative_to(self.real_root):
+            raise RecordError(
+                "image_outside_root",
+                f"image '{rel}' resolves to '{real}', outside the image root '{self.root}'",
+            )
+        return real
+
     def load(self, rel: str) -> tuple[bytes, str]:
+        """``(bytes, extension)`` of the image ``rel`` (``RecordError`` when missing or not an image)."""
         if rel in self.cache:
             return self.cache[rel]
-        if self.root is None:
-            raise RecordError("missing_image_file", f"row names image '{rel}' but no image root was given")
-        path = self.root / rel
+        path = self.resolve(rel)
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -158,10 +375,12 @@ class ImageLoader:
                 "missing_image_file", f"cannot read image '{path}': {exc.strerror or exc}"
             ) from None
         try:
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as img:
                 fmt = (img.format or "").lower()
         except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
-            raise RecordError("bad_image", f"'{path}' is not a readable image: {exc}") from None
+            raise RecordError(
+                "bad_image", f"'{path}' is not a readable JPEG/PNG/WebP/GIF/BMP/TIFF: {exc}"
+            ) from None
         ext = path.suffix.lower().lstrip(".")
         if ext not in IMAGE_EXTENSIONS:
             ext = {"jpeg": "jpg"}.get(fmt, fmt) if fmt in IMAGE_EXTENSIONS else "png"
@@ -171,16 +390,20 @@ class ImageLoader:
         return data, ext
 
 
+@dataclass(frozen=True)
+class RowRules:
+    """What turns one row into an Example: the set's negative rule and the options."""
+
+    negative_rule: Literal["single", "mme5"]
+    negatives: int
+    image_token: str | None = None
+    seed: int = 0
+
+
 def row_to_example(
-    row: dict[str, Any],
-    ident: str,
-    source: str,
-    task: str,
-    images: ImageLoader,
-    negatives: int | None,
-    image_token: str | None,
+    row: dict[str, Any], index: int, source: str, task: str, images: ImageLoader, rules: RowRules
 ) -> Example:
-    """One parquet row -> Example (raises :class:`RecordError`)."""
+    """One parquet row -> Example (raises :class:`RecordError` with the skip reason)."""
 
     def text(value: Any, column: str) -> str | None:
         if value is None:
@@ -189,8 +412,8 @@ def row_to_example(
             raise RecordError(
                 "bad_type", f"column '{column}' holds {type(value).__name__}, expected a string"
             )
-        if image_token is not None:
-            value = value.replace(PUBLIC_IMAGE_TOKEN, image_token)
+        if rules.image_token is not None:
+            value = value.replace(PUBLIC_IMAGE_TOKEN, rules.image_token)
         return value or None
 
     def side(t: Any, path: Any, column: str) -> Side:
@@ -207,50 +430,139 @@ def row_to_example(
 
     query = side(row.get("qry"), row.get("qry_image_path"), "qry")
     positive = side(row.get("pos_text"), row.get("pos_image_path"), "pos_text")
-    negs = pad_negatives(
-        parse_list(row.get("neg_text"), "neg_text"),
-        parse_list(row.get("neg_image_path"), "neg_image_path"),
-        negatives,
-    )
-    negative_sides = [side(t or None, p or None, f"neg_text[{i}]") for i, (t, p) in enumerate(negs)]
+    if rules.negatives <= 0:
+        negs: list[tuple[str, str]] = []
+    elif rules.negative_rule == "single":
+        negs = single_negative(row.get("neg_text"), row.get("neg_image_path"))
+    else:
+        pos_text = row.get("pos_text") or ""
+        rng = random.Random(f"mme5-convert:{rules.seed}:{source}:{index}")
+        negs = mme5_negatives(row.get("neg_text"), row.get("neg_image_path"), pos_text, rules.negatives, rng)
+    negatives = [side(t or None, p or None, f"neg_text[{i}]") for i, (t, p) in enumerate(negs)]
+    modality = row.get("modality")
     return Example(
-        id=ident,
+        id=f"{source}-{index}",
         query=query,
         positive=positive,
-        negatives=negative_sides,
+        negatives=negatives,
         task=task,
-        modality=modality_of(query, positive),
+        modality=modality if modality in MODALITIES else modality_of(query, positive),
         source=source,
-        meta={"row": ident.rsplit("-", 1)[-1]},
+        meta={"row": str(index)},
     )
 
 
-def source_name(path: str | os.PathLike) -> str:
-    """A parquet's source name: its stem, or its folder's name for ``train-00000-of-00001`` style stems."""
-    p = Path(path)
-    stem = p.name.split(".")[0]
-    return p.parent.name if _SHARDED_STEM.match(stem) and p.parent.name else stem
+# ---- one subset -----------------------------------------------------------------------------------
 
 
-def iter_rows(files: Sequence[Path], start: int) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(global row index, row)`` over the files in order, from row ``start`` (earlier row groups unread)."""
+@dataclass
+class ConvertReport:
+    """What one subset's conversion did: rows in = samples out + skipped (by reason)."""
+
+    source: str
+    out_dir: str
+    dataset: str = ""
+    split: str = ""
+    files: list[str] = field(default_factory=list)
+    rows_in_split: int = 0
+    rows_per_subset: int | None = None
+    rows_in: int = 0
+    samples_out: int = 0
+    shards: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    first_skip: dict[str, str] = field(default_factory=dict)
+    negatives: int = 0
+    resumed_from_row: int = 0
+    complete: bool = False
+
+    @property
+    def balanced(self) -> bool:
+        return self.rows_in == self.samples_out + sum(self.skipped.values())
+
+    def summary(self) -> str:
+        """One line: rows in = samples out + skipped (by reason)."""
+        skipped = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items())) or "none"
+        cut = self.rows_in_split - self.rows_in
+        capped = f" (first {self.rows_in} of {self.rows_in_split})" if cut else ""
+        return (
+            f"{self.source} [{self.dataset} {self.split}]: rows in {self.rows_in}{capped} = samples out "
+            f"{self.samples_out} + skipped {sum(self.skipped.values())} ({skipped}); {self.shards} shards "
+            f"in {self.out_dir}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "balanced": self.balanced}
+
+
+def iter_rows(
+    files: Sequence[Path], start: int, stop: int, columns: list[str]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(row index, row)`` over the files in order, rows ``start`` to ``stop`` (earlier groups unread)."""
     offset = 0
     for path in files:
+        if offset >= stop:
+            return
         pf = pq.ParquetFile(path)
-        missing = [c for c in COLUMNS if c not in pf.schema_arrow.names]
-        if missing:
-            raise ConvertError(
-                f"parquet '{path}' lacks column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}"
-            )
+        present = [c for c in columns if c in pf.schema_arrow.names]
         for g in range(pf.num_row_groups):
             rows = pf.metadata.row_group(g).num_rows
             if offset + rows <= start:
                 offset += rows
                 continue
-            for row in pf.read_row_group(g, columns=list(COLUMNS)).to_pylist():
-                if offset >= start:
+            for row in pf.read_row_group(g, columns=present).to_pylist():
+                if start <= offset < stop:
                     yield offset, row
                 offset += 1
+                if offset >= stop:
+                    return
+
+
+def check_columns(files: Sequence[Path], needed: Sequence[str]) -> None:
+    """One line naming the parquet when a column the rule reads is missing."""
+    for path in files:
+        try:
+            names = pq.ParquetFile(path).schema_arrow.names
+        except Exception as exc:  # pyarrow raises several types for a file that is not parquet
+            raise ConvertError(f"'{path}' is not a readable parquet file: {exc}") from None
+        missing = [c for c in needed if c not in names]
+        if missing:
+            raise ConvertError(
+                f"parquet '{path}' lacks column(s) {', '.join(missing)}; expected {', '.join(needed)} "
+                f"(it has {', '.join(names)})"
+            )
+
+
+def probe_images(files: Sequence[Path], stop: int, images: ImageLoader, sample: int = 64) -> None:
+    """Stop before converting when the first image paths of a subset all miss under the root."""
+    paths: list[str] = []
+    for _, row in iter_rows(files, 0, min(stop, sample), list(COLUMNS)):
+        for column in ("qry_image_path", "pos_image_path"):
+            if isinstance(row.get(column), str) and row[column]:
+                paths.append(row[column])
+    if not paths:
+        return
+    if images.root is None:
+        raise ConvertError(
+            f"'{files[0]}' names images (e.g. '{paths[0]}') but no --image_root was given; pass the folder "
+            "the paths are relative to (for the official sets, the one that holds images/)"
+        )
+    inside: list[Path] = []
+    for rel in paths:
+        try:
+            inside.append(images.resolve(rel))
+        except RecordError:
+            continue  # outside the root: counted row by row
+    if inside and not any(p.is_file() for p in inside):
+        rel = paths[0]
+        hint = ""
+        first = PurePosixPath(rel).parts[0] if PurePosixPath(rel).parts else ""
+        if first and images.root.name == first:
+            hint = f"; the paths already start with '{first}/': use --image_root {images.root.parent}"
+        raise ConvertError(
+            f"'{files[0]}': none of its first {len(inside)} images exists under image root '{images.root}' "
+            f"(e.g. '{images.root / rel}'); expected the folder the paths are relative to, for the official "
+            f"sets the one that holds images/<Subset>/{hint}"
+        )
 
 
 def convert_source(
@@ -260,37 +572,75 @@ def convert_source(
     source: str,
     task: str = "auto",
     samples_per_shard: int = 1000,
-    negatives: int | None = 3,
+    rule: SetRule = RULES["mmeb-hardneg"],
+    split: str = "train",
+    rows_per_subset: int | None = None,
+    negatives: int | None = None,
     image_token: str | None = None,
+    seed: int = 0,
     progress: bool = True,
 ) -> ConvertReport:
-    """Convert one source (one or more parquet files, rows in order) into ``out_dir``; resumable."""
-    files = [Path(f) for f in files]
-    for f in files:
+    """Convert one subset (one or more parquet files, rows in order) into ``out_dir``; resumable."""
+    paths = [Path(f) for f in files]
+    for f in paths:
         if not f.is_file():
             raise ConvertError(f"input parquet '{f}' does not exist")
     if image_root is not None and not Path(image_root).is_dir():
         raise ConvertError(f"image root '{image_root}' is not a folder")
+    k = rule.negatives if negatives is None else negatives
+    if rule.negative_rule == "single":
+        k = min(k, 1)  # VLM2Vec uses MMEB-train's one negative once, never copies it
+    check_columns(paths, BASE_COLUMNS + (NEG_COLUMNS if k > 0 and rule.negative_rule == "mme5" else ()))
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in paths)
+    stop = rows_taken(total, rows_per_subset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "dataset": rule.name,
+        "split": split,
+        "files": [f.name for f in paths],
+        "rows_in_split": total,
+        "rows_per_subset": rows_per_subset,
+        "negatives": k,
+        "image_token": image_token,
+        "seed": seed,
+    }
     state_path = out / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    report = ConvertReport(source, str(out), rows_in=total)
-    if state.get("complete") and state.get("rows") == total:
+    if state and state.get("settings") != settings:
+        raise ConvertError(
+            f"'{out}' holds a conversion made with other settings ({state.get('settings')}, now {settings}); "
+            "remove it or choose another output folder"
+        )
+    report = ConvertReport(
+        source,
+        str(out),
+        dataset=rule.name,
+        split=split,
+        files=[str(f) for f in paths],
+        rows_in_split=total,
+        rows_per_subset=rows_per_subset,
+        rows_in=stop,
+        negatives=k,
+    )
+    if state.get("complete"):
         report.samples_out, report.shards = state["samples"], state["next_shard"]
-        report.skipped, report.complete = dict(state["skipped"]), True
-        report.resumed_from_row = total
+        report.skipped, report.first_skip = dict(state["skipped"]), dict(state.get("first_skip", {}))
+        report.complete, report.resumed_from_row = True, stop
         log.info("convert: %s already complete, skipped", source)
+        _check_readable(report)
         return report
+    images = ImageLoader(image_root)
+    probe_images(paths, stop, images)
     done_rows = int(state.get("rows_done", 0))
     skipped: Counter[str] = Counter(state.get("skipped", {}))
+    first_skip: dict[str, str] = dict(state.get("first_skip", {}))
     samples = int(state.get("samples", 0))
     report.resumed_from_row = done_rows
     if done_rows:
-        log.info("convert: %s resumes at row %d of %d", source, done_rows, total)
+        log.info("convert: %s resumes at row %d of %d", source, done_rows, stop)
     resolved_task = TASK_OF_SOURCE.get(source.lower(), "retrieval") if task == "auto" else task
-    images = ImageLoader(image_root)
+    rules = RowRules(rule.negative_rule, k, image_token, seed)
     writer = ShardSetWriter(
         out, prefix=source, samples_per_shard=samples_per_shard, start_shard=int(state.get("next_shard", 0))
     )
@@ -300,29 +650,26 @@ def convert_source(
     def save_state(rows_done: int, complete: bool) -> None:
         data = {
             "rows_done": rows_done,
-            "rows": total,
             "next_shard": writer.shard_index,
             "samples": samples,
             "skipped": dict(skipped),
+            "first_skip": first_skip,
             "complete": complete,
-            "files": [str(f) for f in files],
+            "settings": settings,
         }
-        tmp = state_path.with_name(STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, state_path)
+        write_text(state_path, json.dumps(data, indent=1))
 
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, initial=done_rows, desc=f"convert {source}", unit="row")
-    for index, row in iter_rows(files, done_rows):
+        bar = tqdm(total=stop, initial=done_rows, desc=f"convert {source}", unit="row")
+    for index, row in iter_rows(paths, done_rows, stop, [*COLUMNS, "modality"]):
         try:
-            ex = row_to_example(
-                row, f"{source}-{index}", source, resolved_task, images, negatives, image_token
-            )
+            ex = row_to_example(row, index, source, resolved_task, images, rules)
         except RecordError as exc:
             pending_skips.append((index, exc.reason))
+            first_skip.setdefault(exc.reason, f"row {index}: {exc}")
             log.debug("convert: %s row %d skipped: %s", source, index, exc)
         else:
             writer.write(ex)
@@ -339,58 +686,125 @@ def convert_source(
     writer.close()
     samples += len(pending_rows)
     skipped.update(r for _, r in pending_skips)
-    save_state(total, complete=True)
+    save_state(stop, complete=True)
     if bar is not None:
         bar.close()
-    report.samples_out, report.shards, report.skipped, report.complete = (
-        samples,
-        writer.shard_index,
-        dict(skipped),
-        True,
-    )
+    report.samples_out, report.shards, report.skipped = samples, writer.shard_index, dict(skipped)
+    report.first_skip, report.complete = first_skip, True
     if not report.balanced:  # would be a bug in this function; never drop rows silently
         raise RuntimeError(f"convert {source}: rows do not add up: {report.summary()}")
-    (out / REPORT_FILE).write_text(json.dumps({**report.__dict__, "balanced": report.balanced}, indent=1))
+    write_text(out / REPORT_FILE, json.dumps(report.to_json(), indent=1))
+    _check_readable(report)
     return report
+
+
+def _check_readable(report: ConvertReport) -> None:
+    if report.rows_in and not report.samples_out:
+        reason, message = next(iter(report.first_skip.items()), ("?", ""))
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(report.skipped.items()))
+        raise ConvertError(
+            f"nothing readable in '{report.files[0]}': all {report.rows_in} rows skipped ({counts}); "
+            f"first {reason}: {message}"
+        )
+
+
+# ---- the whole run --------------------------------------------------------------------------------
 
 
 def convert(
     inputs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     image_root: str | None = None,
+    dataset: DatasetName = "auto",
+    split: str = "auto",
+    rows_per_subset: int | Literal["auto"] | None = "auto",
+    negatives: int | None = None,
+    subsets: Sequence[str] | None = None,
     task: str = "auto",
     samples_per_shard: int = 1000,
-    negatives: int | None = 3,
     image_token: str | None = None,
+    seed: int = 0,
     progress: bool = True,
 ) -> list[ConvertReport]:
-    """Convert parquet files (or folders of them) into one shard set per source under ``out_dir``."""
-    files: list[Path] = []
+    """Convert training sets (folders as downloaded, subset folders or parquet files) into one shard
+    set per subset under ``out_dir``; writes ``<out_dir>/convert_report.json``. See the module doc."""
+    plan: list[tuple[Subset, SetRule]] = []
     for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(p.rglob("*.parquet"))
-            if not found:
-                raise ConvertError(f"input folder '{p}' holds no .parquet file")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise ConvertError(f"input '{p}' does not exist (expected a parquet file or a folder of them)")
-    by_source: dict[str, list[Path]] = {}
-    for f in files:
-        by_source.setdefault(source_name(f), []).append(f)
-    return [
-        convert_source(
-            fs,
-            Path(out_dir) / src,
-            image_root,
-            src,
-            task,
-            samples_per_shard,
-            negatives,
-            image_token,
-            progress,
+        found = find_subsets(item)
+        name = dataset if dataset != "auto" else detect_dataset(Path(item), found)
+        if name not in RULES:
+            raise ConvertError(f"unknown dataset '{name}'; expected one of {', '.join(RULES)}")
+        plan += [(sub, RULES[name]) for sub in found.values()]
+    if subsets is not None:
+        names = {sub.name for sub, _ in plan}
+        unknown = [s for s in subsets if s not in names]
+        if unknown:
+            raise ConvertError(
+                f"subset(s) {', '.join(unknown)} not found; the inputs hold {', '.join(sorted(names))}"
+            )
+        plan = [(sub, rule) for sub, rule in plan if sub.name in subsets]
+    seen: dict[str, Path] = {}
+    for sub, _ in plan:
+        if sub.name in seen:
+            raise ConvertError(
+                f"subset '{sub.name}' is in both '{seen[sub.name]}' and '{sub.folder}'; convert them into "
+                "different output folders"
+            )
+        seen[sub.name] = sub.folder
+    if image_root is not None and not Path(image_root).is_dir():
+        raise ConvertError(f"image root '{image_root}' is not a folder")
+    jobs = []
+    for sub, rule in plan:  # every subset is checked before any is converted
+        chosen = choose_split(sub, split, rule)
+        cap = rule.rows_per_subset if rows_per_subset == "auto" else rows_per_subset
+        files = sub.splits[chosen]
+        check_columns(files, BASE_COLUMNS)
+        probe_images(
+            files,
+            rows_taken(sum(pq.ParquetFile(f).metadata.num_rows for f in files), cap),
+            ImageLoader(image_root),
         )
-        for src, fs in by_source.items()
-    ]
+        jobs.append((sub, rule, chosen, cap))
+    reports = []
+    for sub, rule, chosen, cap in jobs:
+        reports.append(
+            convert_source(
+                sub.splits[chosen],
+                Path(out_dir) / sub.name,
+                image_root,
+                sub.name,
+                task,
+                samples_per_shard,
+                rule,
+                chosen,
+                cap,
+                negatives,
+                image_token,
+                seed,
+                progress,
+            )
+        )
+    write_run_report(out_dir, reports)
+    return reports
+
+
+def run_totals(reports: Sequence[ConvertReport]) -> dict[str, Any]:
+    """Rows in, samples out and skips by reason over all subsets of a run."""
+    skipped: Counter[str] = Counter()
+    for r in reports:
+        skipped.update(r.skipped)
+    rows, samples = sum(r.rows_in for r in reports), sum(r.samples_out for r in reports)
+    return {
+        "rows_in": rows,
+        "samples_out": samples,
+        "skipped": dict(sorted(skipped.items())),
+        "balanced": rows == samples + sum(skipped.values()),
+    }
+
+
+def write_run_report(out_dir: str | os.PathLike, reports: Sequence[ConvertReport]) -> Path:
+    """``<out_dir>/convert_report.json``: the totals and every subset's report."""
+    path = Path(out_dir) / REPORT_FILE
+    payload = {**run_totals(reports), "sources": [r.to_json() for r in reports]}
+    write_text(path, json.dumps(payload, indent=1))
+    return path
