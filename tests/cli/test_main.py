@@ -23,7 +23,17 @@ def test_help_lists_exactly_the_verbs_with_their_summaries(capsys):
     assert (
         listed
         == list(VERBS)
-        == ["fit", "validate", "export", "evaluate", "eval-quantized", "convert", "synthesize", "demo"]
+        == [
+            "fit",
+            "validate",
+            "export",
+            "evaluate",
+            "eval-quantized",
+            "encode",
+            "convert",
+            "synthesize",
+            "demo",
+        ]
     )
     for _, summary in VERBS.values():
         assert summary in out
