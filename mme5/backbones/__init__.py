@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from mme5.backbones.base import BackboneAdapter, BackboneError, cache_root, truncate_text
+from mme5.backbones.hub import HubModelError, resolve_hub_model, split_hub_id
 from mme5.backbones.llava import LlavaAdapter
 from mme5.backbones.llava_next import LlavaNextAdapter
 from mme5.backbones.mllama import MllamaAdapter
@@ -36,42 +37,44 @@ def _supported() -> str:
     return f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}; tiny twins: {', '.join(TINY_NAMES)}"
 
 
-def _config_file(name_or_path: str) -> Path | None:
-    """config.json of a local folder, or of a hub id found in the local Hugging Face cache."""
-    folder = Path(name_or_path).expanduser()
-    if folder.is_dir():
-        return folder / "config.json" if (folder / "config.json").is_file() else None
-    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~")):
-        try:
-            from huggingface_hub import try_to_load_from_cache
+def _config_file(name: str) -> tuple[Path, Path] | None:
+    """``(model folder, its config.json)`` for a local folder or a Hub id (downloaded if needed).
 
-            found = try_to_load_from_cache(name_or_path, "config.json")
-        except Exception:
-            return None
-        if isinstance(found, str):
-            return Path(found)
-    return None
+    Returns ``None`` for a name that is neither; a folder without config.json gives a missing file.
+    """
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return folder, folder / "config.json"
+    if split_hub_id(name) is None:
+        return None
+    snapshot = resolve_hub_model(name)
+    return snapshot, snapshot / "config.json"
 
 
 def get_adapter(name_or_path: str | os.PathLike) -> BackboneAdapter:
-    """The adapter for a model folder / cached hub id (by ``model_type``) or a ``tiny-<family>`` twin.
+    """The adapter for a model folder or Hub id (by ``model_type``) or a ``tiny-<family>`` twin.
 
-    The returned adapter's ``path`` is where to load the processor and model from. Raises
-    :class:`BackboneError` (a ``ValueError``) naming the model and the supported families.
+    A Hub id (``org/name``, or ``org/name@revision`` for a branch, tag or commit) resolves as
+    ``from_pretrained`` resolves it: from the Hub cache, downloading what is missing unless
+    ``HF_HUB_OFFLINE`` is set (:mod:`mme5.backbones.hub`); the adapter's ``path`` is then the local
+    snapshot folder, where the processor and the model load from. Raises :class:`BackboneError` (a
+    ``ValueError``) naming the model and the supported families, or
+    :class:`~mme5.backbones.hub.HubModelError` with the command that pre-downloads the model.
     """
     name = str(name_or_path)
     if name in TINY_NAMES:
         adapter = TINY_NAMES[name]()
         adapter.path = adapter.ensure_tiny()
         return adapter
-    config_file = _config_file(name)
-    if config_file is None:
-        where = (
-            "folder has no config.json"
-            if Path(name).expanduser().is_dir()
-            else "no such folder or cached hub model"
+    found = _config_file(name)
+    if found is None:
+        raise BackboneError(
+            f"backbone '{name}' not found (no such folder, nor a Hugging Face Hub id org/name); "
+            + _supported()
         )
-        raise BackboneError(f"backbone '{name}' not found ({where}); {_supported()}")
+    folder, config_file = found
+    if not config_file.is_file():
+        raise BackboneError(f"backbone '{name}' not found (folder has no config.json); {_supported()}")
     try:
         model_type = json.loads(config_file.read_text()).get("model_type")
     except (OSError, json.JSONDecodeError) as exc:
@@ -79,8 +82,7 @@ def get_adapter(name_or_path: str | os.PathLike) -> BackboneAdapter:
     cls = SUPPORTED_MODEL_TYPES.get(model_type)
     if cls is None:
         raise BackboneError(f"backbone '{name}' has unsupported model_type '{model_type}'; {_supported()}")
-    local = Path(name).expanduser()
-    return cls(str(local) if local.is_dir() else name)
+    return cls(str(folder))
 
 
 __all__ = [
@@ -89,6 +91,7 @@ __all__ = [
     "TINY_NAMES",
     "BackboneAdapter",
     "BackboneError",
+    "HubModelError",
     "LlavaAdapter",
     "LlavaNextAdapter",
     "MllamaAdapter",
