@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,15 +20,21 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from mme5.atomic import write_text
 from mme5.distributed import DistContext
-from mme5.errors import ConfigError
-from mme5.eval.cache import EmbeddingCache, model_fingerprint
+from mme5.errors import ConfigError, MissingPathError
+from mme5.eval.cache import EmbeddingCache, model_fingerprint, resolve_cache_dir
 from mme5.eval.datasets import XTD_LANGUAGES, Benchmark
+from mme5.eval.items import check_images
+from mme5.eval.metrics import TieRule, resolve_tie_rule
 from mme5.eval.report import headline, markdown_report, plot_history, write_json
 from mme5.eval.runner import EvalResult, load_mmeb, load_xtd, run_benchmark
 from mme5.records import Side
 
 log = logging.getLogger("mme5.eval")
+
+#: How many image paths (evenly spread over the benchmark's items) ``setup`` checks before training.
+SETUP_IMAGE_SAMPLE = 256
 
 
 class _BenchmarkEvaluation(Callback):
@@ -44,6 +49,7 @@ class _BenchmarkEvaluation(Callback):
         batch_size: int,
         output_dir: str | None,
         cache_dir: str | None,
+        tie_rule: TieRule = "official",
     ) -> None:
         if every_n_steps is not None and every_n_steps < 1:
             raise ConfigError(
@@ -58,6 +64,8 @@ class _BenchmarkEvaluation(Callback):
         self.batch_size = batch_size
         self.output_dir = output_dir
         self.cache_dir = cache_dir
+        self.tie_rule = tie_rule
+        resolve_tie_rule(self.benchmark, tie_rule)  # a bad value fails when the callback is built
         self.history: list[dict[str, float]] = []
         self.last_result: EvalResult | None = None
         self._bench: Benchmark | None = None
@@ -76,6 +84,23 @@ class _BenchmarkEvaluation(Callback):
             )
         if self._bench is None:
             self._bench = self._load()
+        self.check_inputs()
+
+    def check_inputs(self) -> None:
+        """Fail before the first step, with one line naming the path, when the image root is not a folder
+        or a sample of the benchmark's image paths (:data:`SETUP_IMAGE_SAMPLE`, evenly spread) does not
+        resolve under it."""
+        name = type(self).__name__
+        if self.image_root is not None and not Path(self.image_root).is_dir():
+            raise MissingPathError(
+                f"{name}: image_root '{self.image_root}' is not a folder "
+                f"(the folder the {self.benchmark.upper()} image paths are relative to)"
+            )
+        if self._bench is None:
+            return
+        with_images = [it for it in self._bench.items.items if it.image_path]
+        step = max(1, len(with_images) // SETUP_IMAGE_SAMPLE)
+        check_images(with_images[::step][:SETUP_IMAGE_SAMPLE], self.image_root, what=name)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -117,8 +142,9 @@ class _BenchmarkEvaluation(Callback):
             return embed_sides(sides, self.batch_size)
 
         cache, fingerprint = None, None
-        if self.cache_dir is not None:
-            cache = EmbeddingCache(self.cache_dir)
+        cache_folder = resolve_cache_dir(self.cache_dir)
+        if cache_folder is not None:
+            cache = EmbeddingCache(cache_folder)
             encoder: Any = getattr(pl_module, "encoder", None)
             fingerprint = (
                 encoder.fingerprint()
@@ -136,6 +162,7 @@ class _BenchmarkEvaluation(Callback):
                 fingerprint,
                 DistContext.current(),
                 step=step,
+                tie_rule=self.tie_rule,
             )
         finally:
             pl_module.train(was_training)
@@ -152,15 +179,13 @@ class _BenchmarkEvaluation(Callback):
 
     def _write(self, trainer: pl.Trainer, result: EvalResult) -> None:
         out = self.out_dir(trainer)
-        out.mkdir(parents=True, exist_ok=True)
         name = self.benchmark
         write_json(out / f"{name}_step{result.step}.json", **{name: result})
-        (out / f"{name}_step{result.step}.md").write_text(
-            markdown_report(**{name: result}, title=f"{name.upper()} at step {result.step}")
+        write_text(
+            out / f"{name}_step{result.step}.md",
+            markdown_report(**{name: result}, title=f"{name.upper()} at step {result.step}"),
         )
-        tmp = out / f"{name}_history.json.tmp"
-        tmp.write_text(json.dumps(self.history, indent=1))
-        os.replace(tmp, out / f"{name}_history.json")
+        write_text(out / f"{name}_history.json", json.dumps(self.history, indent=1))
         plot_history(self.history, out / f"{name}_scores.png", title=f"{name.upper()} during training")
         log.info(
             "%s at step %d: %s",
@@ -175,7 +200,9 @@ class MMEBEvaluation(_BenchmarkEvaluation):
 
     Args:
         mmeb_dir: folder with one parquet (or HF dataset folder) per dataset.
-        image_root: folder the image paths in the parquet files are relative to.
+        image_root: folder the image paths in the parquet files are relative to: the official
+            ``images.zip`` of TIGER-Lab/MMEB-eval unpacked (``unzip images.zip -d eval_images/``); XTD's
+            callback has its own. Checked at setup, before the first training step.
         datasets: dataset names to evaluate; None: the 36 official ones found in the folder plus those in
             its datasets.json (requested but absent ones are reported as missing).
         every_n_steps: also evaluate every N optimizer steps (None: only at the end of training).
@@ -183,7 +210,11 @@ class MMEBEvaluation(_BenchmarkEvaluation):
         max_rows: evaluate only the first N rows of each dataset (None: all).
         batch_size: sides per ``embed_sides`` call.
         output_dir: where JSON, markdown and the plot go (default: ``<log_dir>/eval``).
-        cache_dir: on-disk embedding cache (keyed by the model's fingerprint); None: no cache.
+        cache_dir: on-disk embedding cache (keyed by the model's fingerprint): a folder, "auto" (the
+            user cache directory, ``$MME5_CACHE/embeddings`` or ``~/.cache/mme5/embeddings``), or None
+            (no cache: the weights change between evaluations of a fit).
+        tie_rule: how exact ties with the truth rank: "official" (the benchmark's own rule),
+            "truth_wins" or "truth_loses".
     """
 
     benchmark = "mmeb"
@@ -199,8 +230,11 @@ class MMEBEvaluation(_BenchmarkEvaluation):
         batch_size: int = 64,
         output_dir: str | None = None,
         cache_dir: str | None = None,
+        tie_rule: TieRule = "official",
     ) -> None:
-        super().__init__(image_root, every_n_steps, on_fit_end, max_rows, batch_size, output_dir, cache_dir)
+        super().__init__(
+            image_root, every_n_steps, on_fit_end, max_rows, batch_size, output_dir, cache_dir, tie_rule
+        )
         self.mmeb_dir = mmeb_dir
         self.datasets = list(datasets) if datasets is not None else None
 
@@ -217,14 +251,20 @@ class XTDEvaluation(_BenchmarkEvaluation):
 
     Args:
         xtd_dir: folder with ``<lang>.parquet`` or ``<lang>/test-*.parquet``.
-        image_root: folder the image paths are relative to.
+        image_root: folder the image paths are relative to: the official ``XTD10_dataset.tar.gz`` of
+            Haon-Chen/XTD-10 unpacked (``XTD10_dataset/``); MMEB's callback has its own. Checked at
+            setup, before the first training step.
         languages: languages to evaluate (absent ones are reported as missing).
         every_n_steps: also evaluate every N optimizer steps (None: only at the end of training).
         on_fit_end: evaluate when training ends.
         max_rows: evaluate only the first N rows per language (None: all).
         batch_size: sides per ``embed_sides`` call.
         output_dir: where JSON, markdown and the plot go (default: ``<log_dir>/eval``).
-        cache_dir: on-disk embedding cache (keyed by the model's fingerprint); None: no cache.
+        cache_dir: on-disk embedding cache (keyed by the model's fingerprint): a folder, "auto" (the
+            user cache directory, ``$MME5_CACHE/embeddings`` or ``~/.cache/mme5/embeddings``), or None
+            (no cache: the weights change between evaluations of a fit).
+        tie_rule: how exact ties with the truth rank: "official" (the benchmark's own rule),
+            "truth_wins" or "truth_loses".
     """
 
     benchmark = "xtd"
@@ -240,8 +280,11 @@ class XTDEvaluation(_BenchmarkEvaluation):
         batch_size: int = 64,
         output_dir: str | None = None,
         cache_dir: str | None = None,
+        tie_rule: TieRule = "official",
     ) -> None:
-        super().__init__(image_root, every_n_steps, on_fit_end, max_rows, batch_size, output_dir, cache_dir)
+        super().__init__(
+            image_root, every_n_steps, on_fit_end, max_rows, batch_size, output_dir, cache_dir, tie_rule
+        )
         self.xtd_dir = xtd_dir
         self.languages = list(languages)
 

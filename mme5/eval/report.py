@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from mme5.atomic import atomic_open, write_text
 from mme5.eval.datasets import XTD_LANGUAGES
 from mme5.eval.runner import EvalResult
 from mme5.mmeb import META_TASKS
@@ -23,11 +24,8 @@ def _fmt(x: float | None) -> str:
 def write_json(path: str | os.PathLike, **results: EvalResult | None) -> Path:
     """Write results (``mmeb=...``, ``xtd=...``) as one JSON file, atomically; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {name: r.to_dict() for name, r in results.items() if r is not None}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, allow_nan=True))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(payload, indent=1, allow_nan=True))
     return path
 
 
@@ -49,8 +47,9 @@ def mmeb_table(result: EvalResult, per_dataset: bool = True) -> str:
     if per_dataset:
         lines += [
             "",
-            "| Meta-task | Dataset | Split | Rows | Cands | P@1 | hit@5 | MRR | nDCG@10 | tie@1 | chance |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| Meta-task | Dataset | Split | Rows | Cands | P@1 | hit@5 | MRR | nDCG@10 "
+            "| ties | tie@1 | chance |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         order = list(META_TASKS) + sorted({d.meta_task for d in result.datasets} - set(META_TASKS))
         for task in order:
@@ -59,11 +58,19 @@ def mmeb_table(result: EvalResult, per_dataset: bool = True) -> str:
                 lines.append(
                     f"| {task} | {d.name} | {'OOD' if d.ood else 'IND'} | {d.rows} | "
                     f"{d.candidates / max(d.rows, 1):.0f} | {_fmt(m['precision@1'])} | {_fmt(m['hit@5'])} | "
-                    f"{_fmt(m['mrr'])} | {_fmt(m['ndcg@10'])} | {_fmt(m.get('tie@1'))} | "
+                    f"{_fmt(m['mrr'])} | {_fmt(m['ndcg@10'])} | {_fmt(d.ties)} | {_fmt(m.get('tie@1'))} | "
                     f"{_fmt(d.chance_p1)} |"
                 )
-    lines += ["", _cost_line(result)]
+    lines += ["", _tie_line(result), _cost_line(result)]
     return "\n".join(lines)
+
+
+def _tie_line(result: EvalResult) -> str:
+    rule = {
+        "truth_wins": "a candidate tied with the truth ranks below it",
+        "truth_loses": "a candidate tied with the truth ranks above it",
+    }.get(result.tie_rule, result.tie_rule)
+    return f"Tie rule {result.tie_rule} ({rule}); ties: % of rows with a candidate tied with the truth."
 
 
 def xtd_table(result: EvalResult) -> str:
@@ -83,7 +90,9 @@ def xtd_table(result: EvalResult) -> str:
         lines.append(
             f"| R@{k} | " + " | ".join(_fmt(v) for v in vals) + f" | {_fmt(sum(vals) / len(vals))} |"
         )
-    lines += ["", _cost_line(result)]
+    ties = [result.score(lang).ties for lang in order]
+    lines.append("| ties | " + " | ".join(_fmt(v) for v in ties) + f" | {_fmt(sum(ties) / len(ties))} |")
+    lines += ["", _tie_line(result), _cost_line(result)]
     return "\n".join(lines)
 
 
@@ -147,7 +156,9 @@ def plot_history(
     if keys:
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_open(path, "wb") as handle:
+            fig.savefig(handle, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return path

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,3 +71,148 @@ def test_model_fingerprint_follows_the_weights():
 def test_bad_fingerprint_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="fingerprint"):
         EmbeddingCache(tmp_path).store("../escape", [b"k" * 16], torch.ones(1, 3))
+
+
+# ---- #16 item 5: what keys the cache, what is checked on read, where it lives ----------------------
+
+
+def _only_part(cache, fingerprint: str):
+    folder = cache / fingerprint
+    parts = sorted(folder.glob("emb-*.npy"))
+    assert len(parts) == 1, parts
+    return parts[0]
+
+
+def _rewrite(path, arr) -> None:
+    with open(path, "wb") as f:
+        np.save(f, arr)
+
+
+def _first_run(fx, cache):
+    return evaluate_mmeb(
+        HashEmbedder(), fx.mmeb_dir, fx.image_root, datasets=["OVEN"], cache_dir=cache, fingerprint="m"
+    )
+
+
+@pytest.mark.parametrize("damage", ["reversed", "nan", "short_rows", "truncated_bytes", "unnormalised"])
+def test_a_bad_cache_entry_is_dropped_with_a_warning_and_recomputed(
+    fixture_folders, tmp_path, caplog, damage
+):
+    """Rows reversed (a score changed silently), NaN rows (100 % P@1), a file with fewer rows (an
+    IndexError), a file cut short, rows that are not unit vectors: each is found on read, dropped with a
+    warning naming the part, and its items are encoded again, so the scores equal a fresh run."""
+    fx, cache = fixture_folders, tmp_path / "cache"
+    fresh = _first_run(fx, cache)
+    emb_file = _only_part(cache, "m")
+    arr = np.load(emb_file)
+    if damage == "reversed":
+        _rewrite(emb_file, arr[::-1].copy())
+    elif damage == "nan":
+        _rewrite(emb_file, np.full_like(arr, np.nan))
+    elif damage == "short_rows":
+        _rewrite(emb_file, arr[:-3].copy())
+    elif damage == "truncated_bytes":
+        data = emb_file.read_bytes()
+        emb_file.write_bytes(data[: len(data) // 2])
+    else:
+        _rewrite(emb_file, arr * 2.0)
+    model = HashEmbedder()
+    with caplog.at_level(logging.WARNING, logger="mme5.eval"):
+        again = evaluate_mmeb(
+            model, fx.mmeb_dir, fx.image_root, datasets=["OVEN"], cache_dir=cache, fingerprint="m"
+        )
+    assert [d.metrics for d in again.datasets] == [d.metrics for d in fresh.datasets]
+    assert again.encode.from_cache == 0 and model.sides_seen == again.encode.distinct_items
+    assert any(
+        "embedding cache: dropping" in r.getMessage() and "m/part-" in r.getMessage() for r in caplog.records
+    )
+    # the bad part is gone and the recomputed one is read back without a warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mme5.eval"):
+        third = _first_run(fx, cache)
+    assert third.encode.encoded == 0 and not [r for r in caplog.records if "cache" in r.getMessage()]
+
+
+def test_store_writes_a_manifest_last_and_no_fixed_temp_names(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    emb = torch.nn.functional.normalize(torch.randn(5, 7), dim=-1)
+    keys = [bytes([i]) * 16 for i in range(5)]
+    cache.store("fp", keys, emb)
+    names = sorted(p.name for p in (tmp_path / "fp").iterdir())
+    assert [n.split("-")[0] for n in names] == ["emb", "keys", "part"] and not any(".tmp" in n for n in names)
+    found, got = cache.lookup("fp", [keys[3], b"x" * 16, keys[0]])
+    assert found.tolist() == [True, False, True]
+    assert torch.equal(got, emb[[3, 0]])
+
+
+def test_changed_processor_file_misses_the_cache(fixture_folders, tmp_path):
+    """A changed processor_config.json (here the image normalisation) changes the embeddings: the
+    fingerprint must change, or the cache returns the old scores (seen: 50.0 against 29.2)."""
+    from mme5.backbones import get_adapter
+    from mme5.cli.evaluate import evaluate
+
+    fx = fixture_folders
+    model_dir = tmp_path / "model"
+    shutil.copytree(get_adapter("tiny-llava").source, model_dir)
+    kwargs = dict(
+        mmeb_dir=str(fx.mmeb_dir),
+        image_root=str(fx.image_root),
+        datasets=["OVEN"],
+        max_rows=4,
+        device="cpu",
+    )
+    first = evaluate(str(model_dir), cache_dir=str(tmp_path / "cache"), **kwargs)["mmeb"]
+    assert first.encode.encoded > 0
+    config_file = model_dir / "processor_config.json"
+    config = json.loads(config_file.read_text())
+    config["image_processor"]["image_mean"] = [0.9, 0.1, 0.5]
+    config_file.write_text(json.dumps(config))
+    again = evaluate(str(model_dir), cache_dir=str(tmp_path / "cache"), **kwargs)["mmeb"]
+    fresh = evaluate(str(model_dir), cache_dir=None, **kwargs)["mmeb"]
+    assert again.encode.from_cache == 0
+    assert again.summary == fresh.summary
+
+
+def test_fingerprint_covers_tokenizer_files_and_the_version(tmp_path, monkeypatch):
+    import mme5
+    from mme5.model.fingerprint import fingerprint, processor_digest
+
+    net = torch.nn.Linear(3, 2)
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    (tmp_path / "weights.bin").write_bytes(b"w")
+    base = fingerprint(net, {"path": str(tmp_path)})
+    digest = processor_digest(tmp_path)
+    (tmp_path / "weights.bin").write_bytes(b"other")  # not a processor file
+    assert processor_digest(tmp_path) == digest
+    for name in (
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "preprocessor_config.json",
+        "tokenizer.json",
+    ):
+        (tmp_path / name).write_text(f'{{"changed": "{name}"}}')
+        now = fingerprint(net, {"path": str(tmp_path)})
+        assert now != base, name
+        base = now
+    monkeypatch.setattr(mme5, "__version__", "999.0")
+    assert fingerprint(net, {"path": str(tmp_path)}) != base
+
+
+def test_default_cache_folder_is_the_user_cache(tmp_path, monkeypatch):
+    """Not the current directory: a cloned tree must not be able to ship a prepared cache."""
+    import inspect
+
+    from mme5.cli.evaluate import evaluate
+    from mme5.eval.cache import default_cache_dir, resolve_cache_dir
+
+    monkeypatch.delenv("MME5_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "mme5" / "embeddings"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "mme5" / "embeddings"
+    monkeypatch.setenv("MME5_CACHE", str(tmp_path / "m"))
+    assert resolve_cache_dir("auto") == tmp_path / "m" / "embeddings"
+    assert resolve_cache_dir(None) is None
+    default = inspect.signature(evaluate).parameters["cache_dir"].default
+    assert resolve_cache_dir(default) == tmp_path / "m" / "embeddings"

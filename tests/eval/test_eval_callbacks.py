@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import lightning.pytorch as pl
 import pytest
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
-from mme5.errors import ConfigError
+from mme5.errors import ConfigError, MissingPathError
 from mme5.eval import MMEBEvaluation, XTDEvaluation, evaluate_mmeb
 from tests.helpers.evalfixtures import HashEmbedder
 
@@ -133,3 +134,50 @@ def test_callback_needs_embed_sides(fixture_folders, tmp_path):
         trainer.fit(Plain(), DataLoader(TensorDataset(torch.randn(2, 2)), batch_size=2))
     with pytest.raises(ConfigError, match="every_n_steps"):
         MMEBEvaluation("x", every_n_steps=0)
+
+
+def test_wrong_image_root_fails_at_setup_before_the_first_step(fixture_folders, tmp_path):
+    """#16 item 13: a wrong image_root used to surface only when the evaluation ran, after training.
+    Setup checks the folder and a sample of the image paths: one line naming the path, no step run."""
+    fx = fixture_folders
+    wrong = tmp_path / "not-the-images"
+    wrong.mkdir()
+    model_steps: list[int] = []
+
+    class Counting(ProjectedHashModel):
+        def training_step(self, batch, batch_idx):
+            model_steps.append(batch_idx)
+            return super().training_step(batch, batch_idx)
+
+    for root, pattern in (
+        (wrong, r"XTDEvaluation: image '.*not-the-images/photos/"),
+        (tmp_path / "nope", "nope"),
+    ):
+        xtd = XTDEvaluation(str(fx.xtd_dir), str(root), languages=["it"], every_n_steps=1)
+        trainer = pl.Trainer(
+            max_steps=2,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            callbacks=[xtd],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        with pytest.raises(MissingPathError, match=pattern) as info:
+            trainer.fit(Counting(), DataLoader(TensorDataset(torch.randn(4, 96 + 48)), batch_size=2))
+        assert "\n" not in str(info.value)
+        assert model_steps == [] and xtd.history == []
+
+
+def test_each_benchmark_has_its_own_image_root(fixture_folders, tmp_path):
+    """#11 item 6: MMEB's and XTD's official image folders differ (mmE5 scripts/prepare_images.sh
+    lines 60-73: images.zip unpacked into images/eval_images/, XTD10_dataset.tar.gz into
+    images/XTD10_dataset/; scripts/eval/eval_full.sh line 29 and eval_full_multi.sh line 29 pass those as
+    --image_dir). Each callback takes its own root, checked at setup."""
+    fx = fixture_folders
+    xtd_images = tmp_path / "XTD10_dataset"
+    shutil.copytree(fx.image_root, xtd_images)
+    mmeb = MMEBEvaluation(str(fx.mmeb_dir), str(fx.image_root), datasets=["OVEN"], max_rows=4)
+    xtd = XTDEvaluation(str(fx.xtd_dir), str(xtd_images), languages=["it"])
+    _fit(tmp_path, [mmeb, xtd], steps=1)
+    assert mmeb.last_result is not None and xtd.last_result is not None

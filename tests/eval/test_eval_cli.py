@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import lightning
 import torch
@@ -91,3 +92,58 @@ def test_user_errors_are_one_line(fixture_folders, tmp_path, capsys):
     assert "checkpoint" in capsys.readouterr().err
     assert mme5_main(["evaluate", "--model", "tiny-llava"]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err
+
+
+def test_evaluate_takes_an_image_root_per_benchmark(fixture_folders, tmp_path, capsys):
+    """#11 item 6: the official image folders of the two benchmarks differ. mmE5's
+    scripts/prepare_images.sh unpacks MMEB-eval's images.zip into images/eval_images/ (lines 60-63) and
+    XTD-10's XTD10_dataset.tar.gz into images/ (lines 69-72, giving images/XTD10_dataset/), and its eval
+    scripts pass them as --image_dir "images/eval_images/" (scripts/eval/eval_full.sh line 29) and
+    "images/XTD10_dataset/" (scripts/eval/eval_full_multi.sh line 29); image paths are joined to that
+    folder (src/dataset.py line 173). VLM2Vec's README (commit 1640113, lines 55 and 67) does the same
+    for MMEB: `unzip images.zip -d eval_images/`, `--image_dir eval_images/`."""
+    fx = fixture_folders
+    images = tmp_path / "images"
+    shutil.copytree(fx.image_root, images / "eval_images")
+    shutil.copytree(fx.image_root / "photos", images / "XTD10_dataset" / "photos")
+    args = [
+        "evaluate",
+        "--model",
+        "tiny-llava",
+        "--mmeb_dir",
+        str(fx.mmeb_dir),
+        "--xtd_dir",
+        str(fx.xtd_dir),
+        "--mmeb_image_root",
+        str(images / "eval_images"),
+        "--xtd_image_root",
+        str(images / "XTD10_dataset"),
+        "--datasets",
+        "[OVEN]",
+        "--languages",
+        "[it]",
+        "--max_rows",
+        "2",
+        "--device",
+        "cpu",
+        "--cache_dir",
+        "null",
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
+    assert mme5_main(args) == 0
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["mmeb"]["datasets"][0]["rows"] == 2 and saved["xtd"]["datasets"][0]["rows"] == 2
+    assert saved["xtd"]["tie_rule"] == "truth_loses" and saved["mmeb"]["tie_rule"] == "truth_wins"
+    # XTD's root is XTD's alone: an empty one fails, naming it, though MMEB's images are fine
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    wrong = list(args)
+    wrong[wrong.index(str(images / "XTD10_dataset"))] = str(empty)
+    capsys.readouterr()
+    assert mme5_main(wrong) == 2
+    assert "empty/photos/" in capsys.readouterr().err
+    # the shared --image_root is the fallback of a benchmark without its own root
+    shared = [a for a in args if a not in ("--xtd_image_root", str(images / "XTD10_dataset"))]
+    shared[shared.index("--mmeb_image_root")] = "--image_root"
+    assert mme5_main(shared) == 0
