@@ -120,6 +120,8 @@ class ShardDataModule(L.LightningDataModule):
         self.tracker = PositionTracker()
         self._resume_state: dict[str, Any] | None = None
         self._epochs_started = 0
+        self._epoch_offset = 0  # Lightning's epoch minus the data epoch (see _resumed_epoch)
+        self._batch_shift = 0  # data batches of the current epoch before Lightning's batch 0
         self._setup_skips: dict[str, int] = {}
 
     # ---- data preparation -------------------------------------------------------------------------
@@ -258,18 +260,22 @@ class ShardDataModule(L.LightningDataModule):
     def _current_epoch(self, rank: int) -> int:
         trainer = self.trainer
         if trainer is not None:
-            return trainer.current_epoch
+            return trainer.current_epoch - self._epoch_offset
         if self._resume_state is not None:
             return int(self._resume_state["ranks"][rank]["epoch"])
         return self._epochs_started
 
     def _next_plan(self, epoch: int | None = None, rank: int = 0, world: int = 1) -> EpochPlan:
         workers = max(1, self.num_workers)
+        batches = self.batches_per_rank(world)
+        state, self._resume_state = self._resume_state, None
+        self._batch_shift = 0
+        if state is not None and epoch is None and self.trainer is not None:
+            epoch = self._resumed_epoch(state, rank, batches)
         if epoch is None:
             epoch = self._current_epoch(rank)
         self._epochs_started = epoch + 1
-        plan = EpochPlan(epoch, rank, world, workers, self.batches_per_rank(world))
-        state, self._resume_state = self._resume_state, None
+        plan = EpochPlan(epoch, rank, world, workers, batches)
         if state is not None:
             mine = state["ranks"][rank]
             self.tracker.skips.clear()
@@ -280,13 +286,46 @@ class ShardDataModule(L.LightningDataModule):
                 log.info("data: resuming epoch %d of rank %d at batch %d", epoch, rank, plan.start_batch)
         return plan
 
+    def _resumed_epoch(self, state: dict[str, Any], rank: int, batches: int) -> int:
+        """The data epoch a resumed fit continues, and the offset of Lightning's epochs to the data's.
+
+        A fit stopped by ``max_steps`` in the middle of an epoch ends that epoch for Lightning (its loop
+        state says the epoch completed), while the data state says how far the epoch got. Resuming it
+        (to train longer) continues the same data epoch, so the resumed fit sees exactly the batches an
+        uninterrupted one would: Lightning counts the continued epoch as a new one (its epoch numbers
+        are one higher from then on, ``max_epochs`` is raised by as much), and the offset is kept in
+        later checkpoints.
+        """
+        trainer: Any = self.trainer
+        mine = state["ranks"][rank]
+        saved, done = int(mine["epoch"]), int(mine["batches"])
+        offset = int(state.get("epoch_offset", 0))
+        lightning_epoch = int(trainer.current_epoch)
+        if lightning_epoch - offset == saved + 1 and done < batches:
+            offset += 1
+            self._batch_shift = done  # Lightning counts this epoch's batches from 0, the data from `done`
+            log.info(
+                "data: the checkpoint's fit stopped after batch %d of the %d of data epoch %d; training "
+                "continues that epoch (Lightning's epoch %d)",
+                done,
+                batches,
+                saved,
+                lightning_epoch,
+            )
+        if offset != self._epoch_offset:
+            fit_loop = trainer.fit_loop
+            if isinstance(fit_loop.max_epochs, int) and fit_loop.max_epochs >= 0:
+                fit_loop.max_epochs += offset - self._epoch_offset
+            self._epoch_offset = offset
+        return lightning_epoch - offset
+
     # ---- checkpoint state ---------------------------------------------------------------------------
 
     def _consumed_batches(self) -> int:
         trainer = self.trainer
         if trainer is not None:
             progress: Any = trainer.fit_loop.epoch_loop.batch_progress.current
-            return int(progress.processed)
+            return int(progress.processed) + self._batch_shift
         return self.tracker.yielded
 
     def state_dict(self) -> dict[str, Any]:
@@ -308,6 +347,7 @@ class ShardDataModule(L.LightningDataModule):
             "resampled": self.resampled,
             "samples_per_epoch": self.samples_per_epoch,
             "fingerprint": fingerprint(self.sets),
+            "epoch_offset": self._epoch_offset,
             "ranks": ranks,
         }
 
@@ -347,9 +387,12 @@ class ShardDataModule(L.LightningDataModule):
     # ---- skips ------------------------------------------------------------------------------------
 
     def skip_counts(self) -> dict[str, int]:
-        """Skipped samples/shards by reason on this rank: found while sizing plus reported by workers."""
+        """Skipped samples/shards by reason on this rank: found while sizing, plus those the workers
+        skipped while producing the batches trained on so far (every epoch of the fit, and the fit
+        this one resumed; not the batches read ahead and never trained on)."""
         out = dict(self._setup_skips)
-        for k, v in self.tracker.skips.items():
+        consumed = min(self._consumed_batches(), self.tracker.yielded)
+        for k, v in self.tracker.skips_after(consumed).items():
             out[k] = out.get(k, 0) + v
         return out
 
@@ -358,8 +401,9 @@ class ShardDataModule(L.LightningDataModule):
         if self.sets:
             log.log(
                 logging.WARNING if any(counts.values()) else logging.INFO,
-                "data summary (rank %d): %d batches in the last epoch; skipped: %s",
+                "data summary (rank %d): %d batches trained on in the last epoch; skipped while sizing "
+                "shards and producing the batches trained on: %s",
                 self._distributed()[0],
-                self.tracker.yielded,
+                min(self._consumed_batches(), self.tracker.yielded),
                 format_counts(counts),
             )

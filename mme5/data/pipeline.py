@@ -80,7 +80,9 @@ def read_segment(seg: Segment, skips: SkipCounter, expected: int | None = None) 
             if stop is not None and seen >= stop:
                 break
     finally:
-        reader.close()
+        close = getattr(reader, "close", None)
+        if close is not None:
+            close()  # the shard's file or pipe closes now, not when the generator is collected
 
 
 def read_shard(url: str, skips: SkipCounter, expected: int | None = None) -> Iterator[RawSample]:

@@ -22,7 +22,13 @@ STATE_VERSION = 2
 
 
 class PositionTracker:
-    """Per-rank record of consumed positions and skip counts (main process)."""
+    """Per-rank record of consumed positions and skip counts (main process).
+
+    Skips travel with the batches, so the counts behind the first ``k`` batches of an epoch are known
+    exactly: :meth:`skips_after` gives them, and the checkpoint and the end-of-fit summary count the
+    skips behind the batches trained on (those behind batches read ahead and never trained on are
+    produced again, and counted then, by a resumed run).
+    """
 
     def __init__(self, keep: int = 64):
         self.keep = keep
@@ -31,13 +37,15 @@ class PositionTracker:
         self.yielded = 0  # batches handed out in the current epoch, counting those before a resume
         self.latest: dict[int, dict[str, Any]] = {}
         self.snapshots: dict[int, dict[int, dict[str, Any]]] = {0: {}}
-        self.skips: Counter[str] = Counter()
+        self.skips: Counter[str] = Counter()  # behind every batch handed out (also the read-ahead ones)
+        self.skip_snapshots: dict[int, Counter[str]] = {0: Counter()}
 
     def begin(self, epoch: int, start_batch: int, resume: dict[int, ReaderPosition]) -> None:
         self.epoch = epoch
         self.start_batch = self.yielded = start_batch
         self.latest = {w: p.to_dict() for w, p in resume.items()}
         self.snapshots = {start_batch: copy.deepcopy(self.latest)}
+        self.skip_snapshots = {start_batch: Counter(self.skips)}
 
     def record(self, info: dict[str, Any]) -> None:
         pos = info["position"]
@@ -45,8 +53,15 @@ class PositionTracker:
         self.skips.update(info.get("skipped", {}))
         self.yielded += 1
         self.snapshots[self.yielded] = copy.deepcopy(self.latest)
+        self.skip_snapshots[self.yielded] = Counter(self.skips)
         for b in [b for b in self.snapshots if b < self.yielded - self.keep]:
             del self.snapshots[b]
+            self.skip_snapshots.pop(b, None)
+
+    def skips_after(self, batches: int) -> dict[str, int]:
+        """Skips (this rank, all epochs so far) behind the first ``batches`` batches of the current epoch."""
+        snap = self.skip_snapshots.get(min(batches, self.yielded))
+        return dict(snap if snap is not None else self.skips)
 
     def position_after(self, batches: int) -> dict[str, Any]:
         """This rank's state after ``batches`` batches of the current epoch were consumed."""
@@ -59,7 +74,7 @@ class PositionTracker:
             "epoch": self.epoch,
             "batches": batches,
             "workers": copy.deepcopy(self.snapshots[batches]),
-            "skips": dict(self.skips),
+            "skips": self.skips_after(batches),
         }
 
 

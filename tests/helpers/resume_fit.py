@@ -1,12 +1,14 @@
 """A small Lightning fit over shards that records every batch's sample ids (used by test_resume.py).
 
     python -m tests.helpers.resume_fit --shards SPEC --out ids.txt --ckpt-dir DIR \
-        [--kill-at-step N] [--resume CKPT]
+        [--kill-at-step N] [--resume CKPT] [--max-steps N] [--final-ckpt PATH]
 
 Each training step appends ``<global_step> <epoch> <id,id,...>`` to ``--out`` (``--out.rank<r>`` under
 DDP), flushed and fsynced, so a SIGKILL loses nothing already written. ``--kill-at-step N`` sends
 SIGKILL to the process itself at
-the start of step N, mid-epoch, with DataLoader workers running.
+the start of step N, mid-epoch, with DataLoader workers running. ``--final-ckpt`` saves the state at the
+end of the fit there, as ``mme5 fit`` saves ``last.ckpt`` (after a ``--max-steps`` stop Lightning's loop
+state says the epoch completed).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import signal
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mme5.data import ShardDataModule, ShardSet
 from tests.helpers.shard_fixtures import list_collate
@@ -68,17 +71,18 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=3)
     p.add_argument("--devices", type=int, default=1, help="CPU processes; > 1 runs DDP (gloo)")
+    p.add_argument("--max-steps", type=int, default=-1)
+    p.add_argument("--final-ckpt", help="save the end-of-fit state here (as mme5 fit's last.ckpt)")
     a = p.parse_args()
     sets = [
         ShardSet(s.rsplit(":", 1)[0], float(s.rsplit(":", 1)[1])) if ":" in s else ShardSet(s)
         for s in a.shards
     ]
     dm = make_datamodule(sets, a.workers, a.batch_size)
-    ckpt = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=a.ckpt_dir, every_n_train_steps=a.every, save_top_k=-1, save_last=True
-    )
+    ckpt = ModelCheckpoint(dirpath=a.ckpt_dir, every_n_train_steps=a.every, save_top_k=-1, save_last=True)
     trainer = L.Trainer(
         max_epochs=a.epochs,
+        max_steps=a.max_steps,
         accelerator="cpu",
         devices=a.devices,
         strategy="ddp" if a.devices > 1 else "auto",
@@ -88,6 +92,8 @@ def main() -> None:
         enable_model_summary=False,
     )
     trainer.fit(RecordingModule(a.out, a.kill_at_step), datamodule=dm, ckpt_path=a.resume)
+    if a.final_ckpt:
+        trainer.save_checkpoint(a.final_ckpt)
 
 
 if __name__ == "__main__":
