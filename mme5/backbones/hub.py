@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-from mme5.errors import Mme5Error
+from mme5.backbones.base import BackboneError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ SKIPPED_FILES = [
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
-class HubModelError(Mme5Error, ValueError):
+class HubModelError(BackboneError):
     """A Hub model that cannot be resolved: offline and not cached, unknown, gated or unreachable."""
 
 
