@@ -64,7 +64,7 @@ class _BenchmarkEvaluation(Callback):
         self.batch_size = batch_size
         self.output_dir = output_dir
         self.cache_dir = cache_dir
-        self.tie_rule = tie_rule
+        self.tie_rule: TieRule = tie_rule
         resolve_tie_rule(self.benchmark, tie_rule)  # a bad value fails when the callback is built
         self.history: list[dict[str, float]] = []
         self.last_result: EvalResult | None = None

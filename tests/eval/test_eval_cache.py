@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+from typing import Any
 
 import numpy as np
 import pytest
@@ -59,12 +60,13 @@ def test_changed_image_file_is_re_encoded(fixture_folders, tmp_path):
 
 def test_model_fingerprint_follows_the_weights():
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.LayerNorm(5))
+    linear = torch.nn.Linear(7, 5)
+    net = torch.nn.Sequential(linear, torch.nn.LayerNorm(5))
     before = model_fingerprint(net)
     assert model_fingerprint(net) == before
     assert model_fingerprint(net, extra="nf4") != before
     with torch.no_grad():
-        net[0].weight[3, 2] += 1e-3  # one weight, off the strided sample: the sum still sees it
+        linear.weight[3, 2] += 1e-3  # one weight, off the strided sample: the sum still sees it
     assert model_fingerprint(net) != before
 
 
@@ -142,7 +144,7 @@ def test_store_writes_a_manifest_last_and_no_fixed_temp_names(tmp_path):
     assert [n.split("-")[0] for n in names] == ["emb", "keys", "part"] and not any(".tmp" in n for n in names)
     found, got = cache.lookup("fp", [keys[3], b"x" * 16, keys[0]])
     assert found.tolist() == [True, False, True]
-    assert torch.equal(got, emb[[3, 0]])
+    assert got is not None and torch.equal(got, emb[[3, 0]])
 
 
 def test_changed_processor_file_misses_the_cache(fixture_folders, tmp_path):
@@ -154,7 +156,7 @@ def test_changed_processor_file_misses_the_cache(fixture_folders, tmp_path):
     fx = fixture_folders
     model_dir = tmp_path / "model"
     shutil.copytree(get_adapter("tiny-llava").source, model_dir)
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         mmeb_dir=str(fx.mmeb_dir),
         image_root=str(fx.image_root),
         datasets=["OVEN"],

@@ -14,7 +14,8 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from mme5.errors import ConfigError, MissingPathError
-from mme5.eval import MMEBEvaluation, XTDEvaluation, evaluate_mmeb
+from mme5.eval import evaluate_mmeb
+from mme5.eval.callbacks import MMEBEvaluation, XTDEvaluation
 from tests.helpers.evalfixtures import HashEmbedder
 
 
@@ -81,6 +82,7 @@ def test_callbacks_evaluate_during_fit(fixture_folders, tmp_path):
     trainer, model = _fit(tmp_path, [mmeb, xtd])
     assert [h["step"] for h in mmeb.history] == [2, 4]  # the end of training is step 4: not evaluated twice
     assert [h["step"] for h in xtd.history] == [4]
+    assert mmeb.last_result is not None
     assert mmeb.last_result.missing == ["CIRR"] and mmeb.last_result.rows == 16
     # scores moved with training, and equal a standalone evaluation of the trained module
     model.eval()

@@ -64,7 +64,8 @@ def test_huge_png_is_refused_before_decoding(tmp_path):
     # an explicit, larger cap lets a caller decode it (the cap is a setting, not a fixed refusal)
     small = huge_png(300)
     (tmp_path / "small.png").write_bytes(small)
-    assert load_side(Item("", "small.png"), tmp_path, max_pixels=300 * 300).image.size == (300, 300)
+    decoded = load_side(Item("", "small.png"), tmp_path, max_pixels=300 * 300).image
+    assert decoded is not None and decoded.size == (300, 300)
     with pytest.raises(ItemError, match="image_too_large"):
         load_side(Item("", "small.png"), tmp_path, max_pixels=300 * 299)
 

@@ -85,7 +85,7 @@ class LookupEmbedder:
     def __call__(self, sides: list[Side]) -> torch.Tensor:
         rows = []
         for s in sides:
-            key = s.text if s.image is None else _colour_key(s.image.getpixel((0, 0)))
+            key = (s.text or "") if s.image is None else _colour_key(s.image.getpixel((0, 0)))
             rows.append(self.table[key])
         return torch.nn.functional.normalize(torch.tensor(rows, dtype=torch.float32), dim=-1)
 
