@@ -23,6 +23,14 @@ try:  # Qwen2-VL is optional in old transformers versions.
     ADAPTERS = (*ADAPTERS, Qwen2VLAdapter)
 except ImportError:  # pragma: no cover - depends on the transformers version
     pass
+try:  # Qwen3-VL needs transformers >= 4.57.
+    from transformers import Qwen3VLForConditionalGeneration as _Qwen3VL  # noqa: F401
+
+    from mme5.backbones.qwen3_vl import Qwen3VLAdapter
+
+    ADAPTERS = (*ADAPTERS, Qwen3VLAdapter)
+except ImportError:  # pragma: no cover - depends on the transformers version
+    pass
 
 #: ``tiny-<name>`` -> adapter class (``tiny-llava-next`` and ``tiny-qwen2-vl`` use dashes).
 TINY_NAMES: dict[str, type[BackboneAdapter]] = {

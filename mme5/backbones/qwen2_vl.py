@@ -40,16 +40,24 @@ TINY_MIN_PIXELS = 32 * 32
 TINY_MAX_PIXELS = 64 * 64
 
 
-def processor_without_video(image_processor: Any, tokenizer: Any, chat_template: str | None = None) -> Any:
-    """A ``Qwen2VLProcessor`` holding only the image processor and tokenizer (no torchvision needed).
+def processor_without_video(
+    image_processor: Any,
+    tokenizer: Any,
+    chat_template: str | None = None,
+    processor_class: type | None = None,
+) -> Any:
+    """A ``Qwen2VLProcessor`` (or ``processor_class``, e.g. Qwen3-VL's) holding only the image processor
+    and tokenizer (no torchvision needed).
 
     ``ProcessorMixin.__init__`` insists on building the video processor class, which imports
     torchvision; the processor's ``__call__`` only touches the video processor for videos, so the
     instance is assembled without that constructor.
     """
-    from transformers import Qwen2VLProcessor
+    if processor_class is None:
+        from transformers import Qwen2VLProcessor
 
-    proc = Qwen2VLProcessor.__new__(Qwen2VLProcessor)
+        processor_class = Qwen2VLProcessor
+    proc: Any = object.__new__(processor_class)
     proc.image_processor = image_processor
     proc.tokenizer = tokenizer
     proc.chat_template = (
@@ -59,6 +67,10 @@ def processor_without_video(image_processor: Any, tokenizer: Any, chat_template:
     proc.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
     proc.image_token_id = tokenizer.convert_tokens_to_ids(proc.image_token)
     proc.video_token_id = tokenizer.convert_tokens_to_ids(proc.video_token)
+    proc.vision_start_token = getattr(tokenizer, "vision_bos_token", None) or "<|vision_start|>"
+    proc.vision_end_token = getattr(tokenizer, "vision_eos_token", None) or "<|vision_end|>"
+    proc.vision_start_token_id = tokenizer.convert_tokens_to_ids(proc.vision_start_token)
+    proc.vision_end_token_id = tokenizer.convert_tokens_to_ids(proc.vision_end_token)
     return proc
 
 
@@ -110,9 +122,17 @@ class Qwen2VLAdapter(BackboneAdapter):
         except (ImportError, AttributeError, ValueError, OSError, RuntimeError):
             # No usable torchvision: the video processor cannot be built; images do not need it.
             processor = processor_without_video(
-                AutoImageProcessor.from_pretrained(str(path)), AutoTokenizer.from_pretrained(str(path))
+                AutoImageProcessor.from_pretrained(str(path)),
+                AutoTokenizer.from_pretrained(str(path)),
+                processor_class=self.processor_class(),
             )
         return self._configure_processor(processor)
+
+    def processor_class(self) -> type:
+        """The transformers processor class of the family (built without its video part if need be)."""
+        from transformers import Qwen2VLProcessor
+
+        return Qwen2VLProcessor
 
     def select_images(self, inputs: dict[str, torch.Tensor], images: torch.Tensor) -> dict[str, torch.Tensor]:
         # pixel_values holds every image's patches back to back: t * h * w rows per image.
@@ -133,7 +153,7 @@ class Qwen2VLAdapter(BackboneAdapter):
             return
         processor.tokenizer.save_pretrained(str(out_dir))
         processor.image_processor.save_pretrained(str(out_dir))
-        _write_processor_files(Path(out_dir), processor.chat_template)
+        write_processor_files(Path(out_dir), processor.chat_template, self.processor_class().__name__)
 
     def build_tiny(self, out_dir: str | os.PathLike, seed: int = 0) -> str:
         from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
@@ -197,17 +217,21 @@ class Qwen2VLAdapter(BackboneAdapter):
         model.save_pretrained(out_dir)
         tok.save_pretrained(out_dir)
         image_processor.save_pretrained(out_dir)
-        _write_processor_files(Path(out_dir), CHAT_TEMPLATE)
+        write_processor_files(Path(out_dir), CHAT_TEMPLATE, "Qwen2VLProcessor")
         return str(out_dir)
 
 
-def _write_processor_files(out: Path, chat_template: str | None) -> None:
-    """The files that let ``AutoProcessor`` (with torchvision) build the full processor, as on the hub."""
+def write_processor_files(out: Path, chat_template: str | None, processor_class: str) -> None:
+    """The files that let ``AutoProcessor`` (with torchvision) build the full processor, as on the hub.
+
+    ``processor_class`` is e.g. ``Qwen2VLProcessor``; the video processor is its family's
+    (``Qwen2VLVideoProcessor``, ``Qwen3VLVideoProcessor``).
+    """
     pre = json.loads((out / "preprocessor_config.json").read_text())
-    pre["processor_class"] = "Qwen2VLProcessor"
+    pre["processor_class"] = processor_class
     (out / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
     video = {k: v for k, v in pre.items() if k != "image_processor_type"}
-    video["video_processor_type"] = "Qwen2VLVideoProcessor"
+    video["video_processor_type"] = processor_class.replace("Processor", "VideoProcessor")
     (out / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
     if chat_template:
         (out / "chat_template.json").write_text(json.dumps({"chat_template": chat_template}, indent=2))

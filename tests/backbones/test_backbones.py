@@ -49,7 +49,7 @@ def tiny(request):
 # ---- formatting ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", ADAPTERS, ids=lambda c: c.family)
+@pytest.mark.parametrize("cls", [c for c in ADAPTERS if c.family != "qwen3_vl"], ids=lambda c: c.family)
 def test_format_text_rewrites_places_and_strips_image_tokens(cls):
     ad = cls()
     img = photo("camera", (8, 8))
@@ -68,6 +68,25 @@ def test_format_text_rewrites_places_and_strips_image_tokens(cls):
     assert ad.format_text(Side(f"{PUBLIC_IMAGE_TOKEN}\nno image here")) == "no image here"
     # One image per side: extra tokens are dropped, the first stays where it was.
     assert ad.format_text(Side(f"Look {PUBLIC_IMAGE_TOKEN} and {tok}", img)) == f"Look {tok} and "
+
+
+def test_qwen3_vl_prompt_is_the_embedding_chat():
+    pytest.importorskip("transformers.models.qwen3_vl")
+    from mme5.backbones.qwen3_vl import Qwen3VLAdapter
+
+    ad = Qwen3VLAdapter()
+    img = photo("camera", (8, 8))
+    head = "<|im_start|>system\nRepresent the user's input.<|im_end|>\n<|im_start|>user\n"
+    tail = "<|im_end|>\n<|im_start|>assistant\n"
+    vision = "<|vision_start|><|image_pad|><|vision_end|>"
+    # The image comes first in the user turn, the public token and its newline are dropped.
+    assert ad.format_text(Side(f"{PUBLIC_IMAGE_TOKEN}\nRepresent the image.", img)) == (
+        f"{head}{vision}Represent the image.{tail}"
+    )
+    assert ad.format_text(Side(f"Look {PUBLIC_IMAGE_TOKEN} here", img)) == f"{head}{vision}Look  here{tail}"
+    assert ad.format_text(Side(None, img)) == f"{head}{vision}{tail}"
+    assert ad.format_text(Side("plain text")) == f"{head}plain text{tail}"
+    assert ad.format_text(Side("")) == f"{head}NULL{tail}"
 
 
 def test_image_tokens_per_family():
@@ -141,15 +160,15 @@ def test_tiny_twin_loads_like_a_real_checkpoint(tiny):
     from transformers import AutoConfig, AutoProcessor
 
     adapter, processor, model = tiny
-    if adapter.family == "qwen2_vl":
-        try:  # Qwen2-VL's full processor needs torchvision (for videos); the adapter works without it.
+    if adapter.family in ("qwen2_vl", "qwen3_vl"):
+        try:  # Qwen-VL's full processor needs torchvision (for videos); the adapter works without it.
             AutoProcessor.from_pretrained(adapter.path)
         except ImportError as exc:
             assert "torchvision" in str(exc).lower()
     else:
         assert type(AutoProcessor.from_pretrained(adapter.path)) is type(processor)
     assert type(processor).__name__.lower().startswith(adapter.family.replace("_", ""))
-    for token in ("<|image_pad|>",) if adapter.family == "qwen2_vl" else (adapter.image_token,):
+    for token in (adapter.placeholder_token or adapter.image_token,):
         assert processor.tokenizer.convert_tokens_to_ids(token) == model.config.image_token_id
     assert AutoConfig.from_pretrained(adapter.path).model_type in adapter.model_types
     assert type(model).__name__.endswith("ForConditionalGeneration")
@@ -195,6 +214,7 @@ def test_lora_targets_exist_in_the_model(tiny):
         "llava": "vision_tower",
         "llava_next": "vision_tower",
         "qwen2_vl": "visual",
+        "qwen3_vl": "visual",
     }
     assert vision[adapter.family] in joined and "language_model" in joined and "down_proj" in joined
     if adapter.family == "mllama":
@@ -219,6 +239,7 @@ def test_mixed_batch_forward_backward(tiny):
         "llava": "vision_tower",
         "llava_next": "vision_tower",
         "qwen2_vl": "visual",
+        "qwen3_vl": "visual",
     }
     vision_grads = [p.grad for n, p in model.named_parameters() if vision[adapter.family] in n]
     assert any(g is not None and g.abs().sum() > 0 for g in vision_grads)
@@ -252,17 +273,19 @@ def test_all_text_and_all_image_batches(tiny):
 def test_max_length_bounds_text_tokens_and_keeps_the_image(tiny):
     adapter, processor, _ = tiny
     long_text = " ".join(["word", "słowo", "слово", "단어"] * 100)
+    # The family's own tokens around a side's text (BOS, chat turns, vision markers).
+    overhead = adapter.build_inputs(processor, [Side("")], max_length=20)["input_ids"].shape[1]
     text_only = adapter.build_inputs(processor, [Side(long_text)], max_length=20)
-    assert text_only["input_ids"].shape[1] <= 20 + 2  # plus the family's BOS
-    image_id = processor.tokenizer.convert_tokens_to_ids(
-        "<|image_pad|>" if adapter.family == "qwen2_vl" else adapter.image_token
-    )
+    assert text_only["input_ids"].shape[1] <= 20 + overhead
+    image_id = processor.tokenizer.convert_tokens_to_ids(adapter.placeholder_token or adapter.image_token)
+    bare = adapter.build_inputs(processor, [Side(None, photo())], max_length=20)["input_ids"]
+    image_overhead = int((bare != image_id).sum())
     for max_length in (20, 1):
         for text in (long_text, f"{long_text} {PUBLIC_IMAGE_TOKEN} {long_text}"):
             with_image = adapter.build_inputs(processor, [Side(text, photo())], max_length=max_length)
             assert (with_image["input_ids"] == image_id).any()
             text_tokens = (with_image["input_ids"] != image_id).sum()
-            assert text_tokens <= max_length + 4  # plus BOS / vision start and end markers
+            assert text_tokens <= max_length + image_overhead
 
 
 def test_concurrent_tiny_builds_do_not_corrupt_the_cache(tmp_path, monkeypatch):

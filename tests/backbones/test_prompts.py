@@ -25,6 +25,15 @@ VLM2Vec v1.0 (TIGER-AI-Lab/VLM2Vec @ ba1e02b, the Qwen2-VL / LLaVA-NeXT referenc
     for Qwen2. No EOS is appended.
   - Phi-3.5-V (``<|image_1|>`` kept as is) is not a family here: it needs remote code.
 LLaVA-1.5 has no official embedding collator; it follows the LLaVA-NeXT rule (same processor layout).
+Qwen3-VL-Embedding (QwenLM/Qwen3-VL-Embedding @ 8ce3aab, the Qwen3-VL reference,
+``src/models/qwen3_vl_embedding.py``):
+  - 238-241: a system turn with the instruction (default "Represent the user's input.", line 170) and a
+    user turn; 302-324: the images first, then the text; 330-331: the chat template with
+    ``add_generation_prompt=True``, i.e. ``<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n
+    <|vision_start|><|image_pad|>...<|vision_end|>{text}<|im_end|>\n<|im_start|>assistant\n``; the Qwen
+    tokenizer adds no BOS or EOS. mme5 keeps the task instruction in the side's text (user turn), and
+    the public ``<|image_1|>\n`` is dropped since the image has its own place (as the official MMEB
+    readers strip it, ``src/evaluation/mmeb_v2/data/datasets/image_i2t_eval.py`` 20).
 """
 
 from __future__ import annotations
@@ -65,14 +74,18 @@ def unpadded(inputs: dict[str, torch.Tensor], row: int) -> list[int]:
     return inputs["input_ids"][row][inputs["attention_mask"][row].bool()].tolist()
 
 
-def expected_ids(adapter, processor, name: str, inputs: dict[str, torch.Tensor]) -> list[int]:
-    """The official input ids of side ``name`` (its own processor output gives the image sizes)."""
+def expected_ids(
+    adapter, processor, name: str, inputs: dict[str, torch.Tensor], body: str | None = None
+) -> list[int]:
+    """The official input ids of side ``name`` (its own processor output gives the image sizes);
+    ``body`` replaces the side's text."""
     tok = processor.tokenizer
 
     def enc(text: str) -> list[int]:
         return tok(text, add_special_tokens=False)["input_ids"]
 
-    body = {"text": TEXT, "image": CANDIDATE, "image+text": QUESTION}[name]
+    if body is None:
+        body = {"text": TEXT, "image": CANDIDATE, "image+text": QUESTION}[name]
     family = adapter.family
     if family == "mllama":
         bos, image = tok.convert_tokens_to_ids("<|begin_of_text|>"), tok.convert_tokens_to_ids("<|image|>")
@@ -96,6 +109,18 @@ def expected_ids(adapter, processor, name: str, inputs: dict[str, torch.Tensor])
             return enc(body)
         n = int(inputs["image_grid_thw"][0].prod()) // processor.image_processor.merge_size**2
         return [*[pad] * n, *enc("\n" + body)]
+    if family == "qwen3_vl":
+        special = {t: tok.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>")}
+        start, end = special["<|im_start|>"], special["<|im_end|>"]
+        head = [start, *enc("system\nRepresent the user's input."), end, *enc("\n"), start, *enc("user\n")]
+        tail = [end, *enc("\n"), start, *enc("assistant\n")]
+        if name == "text":
+            return [*head, *enc(body), *tail]
+        vision = [
+            tok.convert_tokens_to_ids(t) for t in ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>")
+        ]
+        n = int(inputs["image_grid_thw"][0].prod()) // processor.image_processor.merge_size**2
+        return [*head, vision[0], *[vision[1]] * n, vision[2], *enc(body), *tail]
     raise AssertionError(f"no official prompt rule written down for family {family!r}")
 
 
@@ -152,5 +177,9 @@ def test_a_bare_image_side_gets_the_image_token_alone(family):
     ids = unpadded(inputs, 0)
     tok = processor.tokenizer
     placeholder = tok.convert_tokens_to_ids(adapter.placeholder_token or adapter.image_token)
+    assert placeholder in ids
+    if adapter.family == "qwen3_vl":  # the chat around an empty user text
+        assert ids == expected_ids(adapter, processor, "image", inputs, body="")
+        return
     text_ids = [i for i in ids if i != placeholder and i not in tok.all_special_ids]
-    assert placeholder in ids and text_ids == []
+    assert text_ids == []
