@@ -238,7 +238,9 @@ def test_cuda_quantized_encoder(quantization: str):
     assert F.cosine_similarity(reference, enc.encode_sides(sides())).mean() > 0.9
 
 
-@pytest.mark.parametrize("model", ["tiny-mllama", "tiny-llava", "tiny-llava-next", "tiny-qwen2-vl"])
+@pytest.mark.parametrize(
+    "model", ["tiny-mllama", "tiny-llava", "tiny-llava-next", "tiny-qwen2-vl", "tiny-qwen3-vl"]
+)
 def test_lockstep_forwards_embed_like_plain_ones_and_reach_every_adapter(model: str):
     """Lockstep (sharded training) splits each batch into image rows and text rows and fills a missing
     kind with a dummy side: same embeddings as the plain forward, and every trainable weight gets a

@@ -42,8 +42,9 @@ def perturb_adapters(encoder: Encoder, seed: int = 0) -> None:
         ("tiny-llava", None),
         ("tiny-mllama", LoraSettings(rank=4, alpha=16, dropout=0.1)),
         ("tiny-qwen2-vl", LoraSettings(rank=4, alpha=16, use_dora=True)),
+        ("tiny-qwen3-vl", LoraSettings(rank=4, alpha=16)),
     ],
-    ids=["llava-plain", "mllama-lora", "qwen2vl-dora"],
+    ids=["llava-plain", "mllama-lora", "qwen2vl-dora", "qwen3vl-lora"],
 )
 def test_export_load_encode_round_trip(tmp_path, model, lora):
     encoder = Encoder(model, lora=lora, max_length=48)

@@ -43,7 +43,9 @@ def assert_grads_close(got: dict[str, torch.Tensor], want: dict[str, torch.Tenso
         assert err <= tol * w.float().norm() + 1e-9, (name, float(err), float(w.norm()))
 
 
-@pytest.mark.parametrize("family", ["tiny-mllama", "tiny-llava", "tiny-llava-next", "tiny-qwen2-vl"])
+@pytest.mark.parametrize(
+    "family", ["tiny-mllama", "tiny-llava", "tiny-llava-next", "tiny-qwen2-vl", "tiny-qwen3-vl"]
+)
 def test_split_rows_matches_whole_batch(family):
     """Chunked encoding equals whole-batch encoding, also where only the images present are stacked."""
     enc = Encoder(family, max_length=32).eval()
