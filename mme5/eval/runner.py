@@ -210,6 +210,11 @@ def encode_items(
     width = ctx.max_int(local.shape[1] if local is not None else 0)
     if width == 0 and cached is not None:
         width = cached.shape[1]
+    if cached is not None and int(found.sum()) > 0 and cached.shape[1] != width:
+        raise EmbeddingError(
+            f"the embedding cache under fingerprint {fingerprint} holds vectors of width {cached.shape[1]}, "
+            f"the model returned {width}; remove that cache folder"
+        )
     device = local.device if local is not None else (cached.device if cached is not None else ctx.device)
     if ctx.distributed:
         if local is None:

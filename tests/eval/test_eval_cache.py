@@ -218,3 +218,21 @@ def test_default_cache_folder_is_the_user_cache(tmp_path, monkeypatch):
     assert resolve_cache_dir(None) is None
     default = inspect.signature(evaluate).parameters["cache_dir"].default
     assert resolve_cache_dir(default) == tmp_path / "m" / "embeddings"
+
+
+def test_cached_width_other_than_the_models_is_an_error(fixture_folders, tmp_path):
+    from mme5.eval.runner import EmbeddingError
+
+    fx, cache = fixture_folders, tmp_path / "cache"
+    evaluate_mmeb(
+        HashEmbedder(), fx.mmeb_dir, fx.image_root, datasets=["OVEN"], cache_dir=cache, fingerprint="w"
+    )
+    with pytest.raises(EmbeddingError, match="width"):
+        evaluate_mmeb(
+            HashEmbedder(text_dim=50),
+            fx.mmeb_dir,
+            fx.image_root,
+            datasets=["OVEN", "ImageNet-1K"],
+            cache_dir=cache,
+            fingerprint="w",
+        )
