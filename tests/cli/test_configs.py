@@ -57,3 +57,26 @@ def test_gpu_only_settings_on_cpu_are_one_clear_error(flag, value, expected, cap
     assert code == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mme5 fit: error:")]
     assert len(err) == 1 and expected in err[0]
+
+
+HUB_RECIPES = [p for p in CONFIGS if "/" in yaml.safe_load(p.read_text())["model"]["encoder"]["model"]]
+
+
+def test_recipes_name_hub_models():
+    names = {p.name for p in HUB_RECIPES}
+    assert {"qwen2-vl-2b.yaml", "qwen3-vl-2b.yaml", "qwen3-vl-8b.yaml", "qwen2.5-vl-3b.yaml"} <= names
+
+
+@pytest.mark.parametrize("config", HUB_RECIPES, ids=lambda p: p.name)
+def test_offline_recipe_without_its_model_says_how_to_download_it(config, tmp_path, capsys, monkeypatch):
+    """#17: a recipe whose hub model is not cached, offline, stops with one line: the hf download command."""
+    monkeypatch.setattr("sys.argv", ["mme5"])
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = yaml.safe_load(config.read_text())["model"]["encoder"]["model"]
+    cpu = ["--trainer.accelerator", "cpu", "--trainer.strategy", "auto", "--trainer.precision", "32"]
+    code = main(["fit", "--config", str(config), *cpu, "--trainer.max_steps", "1"])
+    assert code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mme5 fit: error:")]
+    assert len(err) == 1 and f"hf download {model.split('@')[0]}" in err[0] and "HF_HUB_OFFLINE" in err[0]
