@@ -1,4 +1,5 @@
-"""``mme5 eval-quantized``: the same model at full precision, int8 and nf4 on the same evaluation."""
+"""``mme5 eval-quantized``: the same model at full precision, int8 and nf4 on the same evaluation, and its
+embeddings truncated (Matryoshka) and quantized (int8, binary)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,13 @@ def eval_quantized(
     device: str = "auto",
     output_dir: str = "runs/quantized",
     isolate: bool = True,
+    embedding_precisions: Sequence[str] = ("int8", "ubinary"),
+    dims: list[int] | None = None,
 ) -> None:
     """Evaluate one model at full precision and quantized (bitsandbytes) and compare.
+
+    The first setting's embeddings are also scored truncated to ``dims`` and quantized to each of
+    ``embedding_precisions`` (no second encoding), each row with its bytes per vector.
 
     Args:
         model: a folder written by `mme5 export`, a Hugging Face model folder of a supported family, or a
@@ -46,6 +52,9 @@ def eval_quantized(
         device: "auto", "cpu", "cuda", "cuda:N".
         output_dir: where quantized.json / .md / .csv / .png go.
         isolate: run each setting in a fresh process (exact per-setting peak memory; slower start).
+        embedding_precisions: embedding rows: int8 | uint8 | binary | ubinary, as sentence-transformers'
+            quantize_embeddings (int8 calibrated on the evaluated items; [] for none).
+        dims: Matryoshka dimensions for embedding rows (default: d/4 and d/2; [] for none).
     """
     from mme5.cli.evaluate import folders_with_demo
     from mme5.eval.quantized import compare_quantized, comparison_table, device_name
@@ -65,6 +74,8 @@ def eval_quantized(
         device,
         output_dir,
         isolate,
+        embedding_precisions,
+        dims,
     )
     print(comparison_table(results, device_name()))
     print(f"wrote {output_dir}/quantized.json, .md, .csv, .png")
