@@ -69,8 +69,10 @@ def test_round_trip_through_shards(tmp_path):
         assert [n.text for n in got.negatives] == ["testo negativo", "altro"]
         assert not got.negatives[0].has_image and got.negatives[1].has_image
         # JPEG is lossy: compare with the bytes the writer produced, and the size exactly.
-        assert got.query.image_bytes == src.query.encoded_image()[0]
-        assert got.query.load_image().size == src.query.image.size
+        encoded, loaded = src.query.encoded_image(), got.query.load_image()
+        assert encoded is not None and loaded is not None and src.query.image is not None
+        assert got.query.image_bytes == encoded[0]
+        assert loaded.size == src.query.image.size
         assert got.query.content_id() == src.query.content_id()
         assert got.query_side().text == "Find the image that matches the question.\nuna domanda"
 
@@ -89,7 +91,8 @@ def test_png_members_and_existing_bytes_are_kept():
     ex = Example(id="p", query=Side("q"), positive=Side(None, image_bytes=buf.getvalue(), image_ext="png"))
     sample = encode_sample(ex)
     assert sample["pos.png"] == buf.getvalue()
-    assert decode_sample(sample).positive.load_image().size == (27, 24)
+    loaded = decode_sample(sample).positive.load_image()
+    assert loaded is not None and loaded.size == (27, 24)
 
 
 def _sample(meta, **members):

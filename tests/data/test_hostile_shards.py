@@ -13,6 +13,7 @@ import tarfile
 import textwrap
 import threading
 import tracemalloc
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,7 @@ def _image_json(ident: str) -> bytes:
     return json.dumps(meta).encode()
 
 
-def _tar(path: Path, members: list[tuple[str, bytes] | tarfile.TarInfo]) -> Path:
+def _tar(path: Path, members: Sequence[tuple[str, bytes] | tarfile.TarInfo]) -> Path:
     """A tar with exactly these members, written with plain ``tarfile`` (not the project's writer)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w") as tar:
