@@ -523,7 +523,12 @@ def check_columns(files: Sequence[Path], needed: Sequence[str]) -> None:
         try:
             names = pq.ParquetFile(path).schema_arrow.names
         except Exception as exc:  # pyarrow raises several types for a file that is not parquet
-            raise ConvertError(f"'{path}' is not a readable parquet file: {exc}") from None
+            with open(path, "rb") as handle:
+                lfs = handle.read(64).startswith(b"version https://git-lfs")
+            hint = (
+                "; it is a git-lfs pointer: run `git lfs pull` or download with `hf download`" if lfs else ""
+            )
+            raise ConvertError(f"'{path}' is not a readable parquet file: {exc}{hint}") from None
         missing = [c for c in needed if c not in names]
         if missing:
             raise ConvertError(

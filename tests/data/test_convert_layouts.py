@@ -506,3 +506,41 @@ def test_changed_settings_are_refused_on_resume(tmp_path):
     convert([root], tmp_path / "out", str(root), progress=False)
     with pytest.raises(ConvertError, match=r"conversion made with other settings"):
         convert([root], tmp_path / "out", str(root), rows_per_subset=None, progress=False)
+
+
+def test_cli_options_and_a_git_lfs_pointer(tmp_path):
+    root = tmp_path / "mmE5-synthetic"
+    write_synthetic(root)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mme5.cli",
+        "convert",
+        str(root),
+        str(tmp_path / "cli"),
+        "--image_root",
+        str(root),
+    ]
+    extra = [
+        "--rows_per_subset",
+        "null",
+        "--subsets",
+        "[Retrieval]",
+        "--negatives",
+        "1",
+        "--progress",
+        "false",
+    ]
+    run = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "Retrieval [mmE5-synthetic train]: rows in 5 = samples out 5 + skipped 0 (none)" in run.stdout
+    assert "total: rows in 5 = samples out 5 + skipped 0 (none)" in run.stdout
+    assert [len(ex.negatives) for ex in read_out(tmp_path / "cli" / "Retrieval").values()] == [1] * 5
+    # a parquet cloned without git-lfs (VLM2Vec's download_data.sh clones the dataset repository)
+    (root / "Classification" / "Classification.parquet").write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n"
+    )
+    with pytest.raises(
+        ConvertError, match=r"Classification\.parquet' is not a readable parquet file.*git-lfs pointer"
+    ):
+        convert([root], tmp_path / "lfs", str(root), progress=False)
