@@ -8,6 +8,7 @@ names the thing and what was expected.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -48,11 +49,42 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+_UNION = re.compile(
+    r'^Parser key "(?P<key>[^"]+)": Does not validate against any of the Union subtypes '
+    r"Subtypes: \[.*?\] Errors: (?P<errors>.*?) Given value type: .*? Given value: (?P<value>.*)$"
+)
+
+
+def short_argument_error(message: str) -> str:
+    """jsonargparse's error for a value that fits no member of a union type (``int | None``, a logger
+    class), which lists every member's failure, as ``key: what went wrong; got value``."""
+    found = _UNION.match(message)
+    if found is None:
+        return message
+    errors = [e.strip() for e in re.split(r"(?:^| )- ", found["errors"]) if e.strip()]
+    expected = [
+        m.group(1) for e in errors if (m := re.fullmatch(r"Expected a <class '(?:[\w.]+\.)?(\w+)'>", e))
+    ]
+    problems = [e for e in errors if not e.startswith("Expected a ")]
+    what = "; ".join(problems) if problems else "expected " + " or ".join(expected or ["another type"])
+    value = found["value"] if len(found["value"]) <= 80 else found["value"][:77] + "..."
+    return f"{found['key']}: {what}" + ("" if problems else f"; got {value}")
+
+
+def _is_argument_error(exc: BaseException) -> bool:
+    try:
+        from jsonargparse import ArgumentError
+    except ImportError:
+        return False
+    return isinstance(exc, ArgumentError)
+
+
 def run_command(prog: str, body: Callable[[], object]) -> int:
     """Run a command's ``body``, the only place where errors become one line.
 
     A user error (see :func:`user_errors`) is printed as ``<prog>: error: ...`` and gives exit code 2
-    (``MME5_TRACEBACK=1`` re-raises it with its traceback); anything else is a bug and propagates with its
+    (``MME5_TRACEBACK=1`` re-raises it with its traceback); an argument error adds where the options are
+    listed (``<prog> --help``), never the usage itself. Anything else is a bug and propagates with its
     traceback. ``body`` returns an exit code, or anything else (``None``, a result) for 0.
     """
     try:
@@ -61,6 +93,10 @@ def run_command(prog: str, body: Callable[[], object]) -> int:
         if os.environ.get("MME5_TRACEBACK"):
             raise
         message = " ".join(str(exc).split())
+        if _is_argument_error(exc):
+            message = short_argument_error(message)
+            if "--help" not in message:
+                message += f" (the options: {prog} --help)"
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
     return code if isinstance(code, int) and not isinstance(code, bool) else 0

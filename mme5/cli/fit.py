@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 import mme5.cli.parsing  # noqa: F401 - jsonargparse's settings (attribute docstrings in --help)
 from mme5.errors import ConfigError
+from mme5.logs import check_logger_packages
 
 # Lightning 2.6 still builds torch's deprecated LeafSpec on every batch transfer (harmless; a line per rank).
 warnings.filterwarnings(
@@ -80,6 +81,8 @@ class MME5CLI(LightningCLI):
         """GPU-only settings on a machine without a visible CUDA GPU, as one line that says what to do."""
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         trainer = config.get("trainer") if config is not None else None
+        if trainer is not None:  # a logger whose package is missing: one line naming the extra
+            check_logger_packages(trainer.get("logger"))
         if trainer is None or torch.cuda.is_available():
             return
         accelerator, strategy = str(trainer.get("accelerator")), trainer.get("strategy")
@@ -95,9 +98,60 @@ class MME5CLI(LightningCLI):
                 f"else); on CPU use trainer.strategy: ddp or fsdp2"
             )
 
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The trainer; a fit gets two callbacks unless the config names its own: mme5's progress
+        display (a step bar on a terminal, periodic lines otherwise: :mod:`mme5.training.progress`; none
+        with ``enable_progress_bar: false``) and a ``LearningRateMonitor`` (the learning rate logged as
+        ``lr-<optimizer>`` each logging step; none with ``logger: false``)."""
+        from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+
+        from mme5.training.progress import default_progress_bar
+
+        config: Any = self._get(self.config_init, "trainer", default={}) or {}
+        if "callbacks" in kwargs or self.subcommand != "fit":
+            return super().instantiate_trainer(**kwargs)
+        callbacks = config.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        present = [*callbacks, *extra]
+        added = []
+        if config.get("enable_progress_bar") is not False and not any(
+            isinstance(cb, ProgressBar) for cb in present
+        ):
+            added.append(default_progress_bar())
+        monitored = any(isinstance(cb, LearningRateMonitor) for cb in present)
+        if config.get("logger") is not False and not monitored:
+            added.append(LearningRateMonitor(logging_interval="step"))
+        if added:
+            kwargs["callbacks"] = [*callbacks, *added]
+        return super().instantiate_trainer(**kwargs)
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads the hyperparameters of ``--ckpt_path`` before anything else: a checkpoint
+        that does not load (missing, refused by ``weights_only``, empty or cut short) stops here, as one
+        line; one that loads is read with the allow-list of :mod:`mme5.training.checkpoints`."""
+        from mme5.training.checkpoints import SAFE_GLOBALS, check_resume_path
+
+        command = self.config.get("subcommand")
+        check_resume_path(self.config[command].get("ckpt_path") if command else None)
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            super()._parse_ckpt_path()
+
+    def _use_safe_checkpoints(self) -> None:
+        """Checkpoints are written atomically in their own folder and read with ``weights_only=True``
+        (:class:`mme5.training.checkpoints.AtomicCheckpointIO`, also for Lightning's ``last``)."""
+        from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+        from mme5.training.checkpoints import AtomicCheckpointIO
+
+        strategy: Any = self.trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:
+            strategy.checkpoint_io = AtomicCheckpointIO()
+
     def before_fit(self) -> None:
         """On CPU, leave the data workers their cores: intra-op threads that compete with worker
         processes for the same cores spin in OpenMP barriers and make a step several times slower."""
+        self._use_safe_checkpoints()
         if os.environ.get("OMP_NUM_THREADS") or not isinstance(self.trainer.accelerator, CPUAccelerator):
             return
         processes = max(1, self.trainer.num_devices)
@@ -121,7 +175,12 @@ def fit_cli(args: Sequence[str] | None = None, run: bool = True) -> MME5CLI:
         args=list(args) if args is not None else None,
         run=run,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "mme5"},
+        # an argument error is raised (mme5.errors.run_command prints it as one line), not usage + error
+        parser_kwargs={
+            "prog": "mme5",
+            "exit_on_error": False,
+            **{name: {"exit_on_error": False} for name in SUBCOMMANDS},
+        },
         auto_configure_optimizers=False,
     )
 

@@ -5,19 +5,27 @@
     mme5 export --ckpt runs/demo/lightning_logs/version_0/checkpoints/last.ckpt --out exported/demo
     mme5 evaluate --model exported/demo --demo_root .mme5-demo
     mme5 <verb> --help
+    mme5 --verbose <verb> ...      (or mme5 <verb> ... --verbose: third-party logs and progress bars too)
 
 Each verb module has ``main(argv) -> int``; :func:`main` imports only the one asked for and runs it
-through :func:`mme5.errors.run_command`, the one place where user errors become one line.
+through :func:`mme5.errors.run_command`, the one place where user errors become one line. Before that,
+:func:`mme5.logs.configure` filters third-party noise unless ``--verbose`` is given.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
-from mme5 import __version__
+from mme5 import __version__, logs
 from mme5.errors import run_command
+
+# A child process of an mme5 command (a spawned evaluation worker re-imports this module) keeps the
+# parent's verbosity: the filters are per process, the choice travels in the environment.
+if logs.ENV in os.environ:
+    logs.configure()
 
 #: verb -> (module whose ``main(argv)`` runs it, one-line summary for ``mme5 --help``).
 VERBS: dict[str, tuple[str, str]] = {
@@ -40,13 +48,15 @@ def usage() -> str:
     return (
         f"usage: mme5 <verb> [options]    (mme5 <verb> --help for the verb's options)\n\n"
         f"multimodal, multilingual embedding models trained the mmE5 way (mme5 {__version__})\n\n"
-        f"verbs:\n{verbs}\n\noptions:\n  -h, --help  show this message\n  --version   print the version"
+        f"verbs:\n{verbs}\n\noptions:\n  -h, --help  show this message\n  --version   print the version\n"
+        f"  --verbose   keep third-party logs and progress bars (before or after the verb; MME5_VERBOSE=1)"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mme5` console script (``argv``: ``sys.argv[1:]``); returns the exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    verbose, args = logs.take_verbose(sys.argv[1:] if argv is None else argv)
+    logs.configure(True if verbose else None)
     if not args or args[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
