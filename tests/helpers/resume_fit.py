@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mme5.data import ShardDataModule, ShardSet
+from mme5.training.checkpoints import AtomicCheckpointIO
 from tests.helpers.shard_fixtures import list_collate
 
 
@@ -87,6 +88,7 @@ def main() -> None:
         devices=a.devices,
         strategy="ddp" if a.devices > 1 else "auto",
         callbacks=[ckpt],
+        plugins=[AtomicCheckpointIO()],  # as mme5 fit: atomic saves, weights_only loads
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
