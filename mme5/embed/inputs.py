@@ -120,7 +120,7 @@ def read_rows(
         files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ConfigError(f"input folder '{p}' holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-        rows = [Row(f.relative_to(p).as_posix(), image=str(f)) for f in files]
+        rows = [Row(f.relative_to(p).as_posix(), image=str(f.resolve())) for f in files]
         return Source(p, rows, Path(image_root) if image_root is not None else p)
     suffix = p.suffix.lower()
     if suffix not in TABLE_SUFFIXES:

@@ -219,7 +219,12 @@ def encode_file(
                 )
                 encoded += len(ids)
                 floats = truncate(floats, out_dim) if len(ids) else np.zeros((0, out_dim), np.float32)
-                if precision in ("int8", "uint8") and cal is None:
+                if precision in ("int8", "uint8") and cal is None and len(ids):
+                    if len(ids) < 2:
+                        raise ConfigError(
+                            f"int8 calibration needs at least 2 embeddings in the first part, got "
+                            f"{len(ids)}: raise --part_size or pass --ranges"
+                        )
                     cal = calibration_ranges(floats)
                     _save_npy(ranges_file, cal)
                 emb = quantize(floats, precision, cal) if len(ids) else _empty(out_dim, precision)

@@ -160,10 +160,11 @@ def test_parquet_and_csv_inputs_precisions_and_dim(tiny_export, images, tmp_path
     )
 
 
-def test_image_folder_ids_are_relative_paths(tiny_export, images, tmp_path):
+def test_image_folder_ids_are_relative_paths(tiny_export, images, tmp_path, monkeypatch):
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    monkeypatch.chdir(images.parent)  # the folder given as a relative path
     try:
-        report = encode_file(tiny_export, images, tmp_path / "f.npy", progress=False)
+        report = encode_file(tiny_export, images.name, tmp_path / "f.npy", progress=False)
     finally:
         (images / "broken.png").unlink()
     ids = json.loads((tmp_path / "f.ids.json").read_text())
