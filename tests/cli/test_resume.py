@@ -90,3 +90,42 @@ def test_sigkill_then_resume_equals_uninterrupted_fit(tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=name)
+
+
+def _final(ckpt: Path, step: int) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert state["global_step"] == step
+    return state["state_dict"]
+
+
+@pytest.mark.slow
+def test_resume_with_a_higher_max_steps_equals_the_longer_fit(tmp_path):
+    """`max_steps: 5` stops mid-epoch 0 (12 batches per epoch); `--ckpt_path last --trainer.max_steps 16`
+    continues the rest of epoch 0 and then epoch 1, so it ends with the weights of a straight 16-step
+    fit (constant learning rate: the schedule's length is the only thing max_steps changes)."""
+    demo_root = tmp_path / "demo"
+
+    def config(name: str) -> Path:
+        path = _config(tmp_path, name, demo_root)
+        data = yaml.safe_load(path.read_text())
+        data["model"]["schedule"] = {"warmup": 0, "decay": "constant"}
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    straight = _fit(config("straight"), "--trainer.max_steps", "16")
+    _, err = straight.communicate(timeout=600)
+    assert straight.returncode == 0, err.decode()[-3000:]
+
+    cut = config("cut")
+    first = _fit(cut, "--trainer.max_steps", "5")
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err.decode()[-3000:]
+    longer = _fit(cut, "--ckpt_path", "last", "--trainer.max_steps", "16")
+    _, err = longer.communicate(timeout=600)
+    assert longer.returncode == 0, err.decode()[-3000:]
+
+    a = _final(tmp_path / "straight" / "checkpoints" / "last.ckpt", 16)
+    b = _final(tmp_path / "cut" / "checkpoints" / "last.ckpt", 16)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=name)
