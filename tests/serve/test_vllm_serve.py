@@ -108,7 +108,8 @@ def assert_close(got: np.ndarray, want: np.ndarray, label: str) -> None:
     assert got.shape == want.shape, (label, got.shape, want.shape)
     cosine = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
     print(
-        f"\nFIGURES {label}: cosine to mme5 min {cosine.min():.7f}, max abs diff {np.abs(got - want).max():.2e}"
+        f"\nFIGURES {label}: cosine to mme5 min {cosine.min():.7f}, "
+        f"max abs diff {np.abs(got - want).max():.2e}"
     )
     assert cosine.min() >= MIN_COSINE, (label, cosine)
 

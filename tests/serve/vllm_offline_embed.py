@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -24,7 +25,7 @@ def main(folder: str, inputs_file: str, out_file: str) -> None:
 
     processor = AutoProcessor.from_pretrained(folder)
     prompts = []
-    for item in json.loads(open(inputs_file).read()):
+    for item in json.loads(Path(inputs_file).read_text()):
         messages = []
         if item.get("prompt"):
             messages.append({"role": "system", "content": [{"type": "text", "text": item["prompt"]}]})
