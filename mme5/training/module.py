@@ -177,6 +177,8 @@ class EmbeddingModule(L.LightningModule):
         self.log("train/accuracy", stats["accuracy"], batch_size=n)
         self.log("train/temperature", stats["temperature"], batch_size=n)
         self.log("train/candidates", stats["candidates"], batch_size=n)
+        for key in (k for k in stats if k.startswith("loss_dim")):  # Matryoshka: each dimension's term
+            self.log(f"train/{key}", stats[key], batch_size=n)
         self._global_batch = float(stats["queries"])
         return loss
 

@@ -220,3 +220,4 @@ def test_module_trains_with_matryoshka_settings_and_grad_cache():
     trainer.fit(module, loader("tiny-mllama", make_examples(4, negatives=1), batch_size=4))
     assert trainer.global_step == 1
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert {"train/loss_dim16", "train/loss_dim32", "train/loss_dim64"} <= set(trainer.callback_metrics)
