@@ -1,6 +1,7 @@
 """Data-path throughput: samples/s of read + decode + collate, 1 and 2 DataLoader workers.
 
-    python tools/bench_data.py                      # writes benchmarks/results/data_throughput.{csv,png}
+    python tools/bench_data.py                      # writes runs/bench/data_throughput.{csv,png}
+    python tools/bench_data.py --out_dir benchmarks/results   # updates the tracked results, on purpose
 
 Two shard sets are generated with the demo corpus generator (``mme5.demo``): the demo itself (64 px
 images) and the same corpus drawn at 512 px. For each (set, workers) the ShardDataModule streams one
@@ -98,7 +99,7 @@ def _train_step_rate(model: str, batch, repeats: int) -> float | None:
 
 
 def main(
-    out_dir: str = "benchmarks/results",
+    out_dir: str = "runs/bench",
     work_dir: str = ".mme5-cache/bench-data",
     samples: int = 2400,
     samples_512: int = 640,
@@ -111,7 +112,8 @@ def main(
     """Measure read + decode + collate throughput of the data path and write CSV + plot.
 
     Args:
-        out_dir: where ``data_throughput.csv`` and ``data_throughput.png`` go.
+        out_dir: where ``data_throughput.csv`` and ``data_throughput.png`` go (benchmarks/results is the
+            tracked copy: name it to update it).
         work_dir: where the generated shard sets are kept (reused by later runs).
         samples: samples of the 64 px demo set (one epoch per repeat).
         samples_512: samples of the 512 px set.
@@ -211,9 +213,10 @@ def main(
                 "version": f"lightning {lightning.__version__}",
             }
         )
+        most = max(workers)
         print(
-            f"demo training step: {step:.1f} samples/s; data/step ratio with 2 workers: "
-            f"{rates.get(('demo 64px', max(workers)), float('nan')) / step:.1f}x"
+            f"demo training step: {step:.1f} samples/s; data/step ratio with {most} "
+            f"worker{'s' * (most != 1)}: {rates.get(('demo 64px', most), float('nan')) / step:.1f}x"
         )
     for label in sets:
         if (label, 1) in rates and (label, 2) in rates:
@@ -252,7 +255,10 @@ def main(
 if __name__ == "__main__":
     import sys
 
+    from mme5 import logs
     from mme5.cli.parsing import run_function
     from mme5.errors import run_command
 
-    sys.exit(run_command("bench_data", lambda: run_function(main, sys.argv[1:], "bench_data.py")))
+    verbose, argv = logs.take_verbose(sys.argv[1:])
+    logs.configure(True if verbose else None)
+    sys.exit(run_command("bench_data", lambda: run_function(main, argv, "bench_data.py")))

@@ -1,4 +1,5 @@
-"""Speed and memory of the InfoNCE implementations: CSV rows + PNG plots under benchmarks/results/.
+"""Speed and memory of the InfoNCE implementations: CSV rows + PNG plots under runs/bench/ (``--out``
+names another CSV, e.g. benchmarks/results/kernels.csv to update the tracked results on purpose).
 
 Example (CPU target):
     python tools/bench_kernels.py --sizes '[8192]' --dims '[1024]' --dtype float32
@@ -158,8 +159,16 @@ def _cpu_peak_bytes(fn: Callable[[], None]) -> int:
     """Peak of live CPU-allocator bytes while fn runs, from the profiler's allocation/free events."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    from mme5.logs import quiet_native_output
+
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with quiet_native_output():  # the profiler prints profiler_start / profiler_stop on every use
+        prof.__enter__()
+    try:
         fn()
+    finally:
+        with quiet_native_output():
+            prof.__exit__(None, None, None)
     events = sorted(
         (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
         key=lambda e: e.start_ns(),
@@ -307,7 +316,7 @@ def main(
     matmul_rate: bool = False,
     skip_reference_above: int = 65536,
     onepass: dict | list[dict] | None = None,
-    out: Path = Path("benchmarks/results/kernels.csv"),
+    out: Path = Path("runs/bench/kernels.csv"),
     plot: bool = True,
 ) -> list[dict]:
     """Benchmark InfoNCE providers over B=N sizes and embedding sizes D; append CSV rows and plot.
@@ -332,7 +341,8 @@ def main(
             '{"block_m": 8, "block_n": 2048, "chunk_fraction": 0.02}', or a list of such candidates to
             sweep; triton and triton-fp32 run once per candidate, their rows labelled with it (provider
             "triton[block_m=8,...]").
-        out: CSV file the rows are appended to; plots are written next to it.
+        out: CSV file the rows are appended to; plots are written next to it (the default is untracked;
+            benchmarks/results/kernels.csv is the tracked one).
         plot: draw PNG plots of time and peak memory per D and mode.
     """
     if dtype not in DTYPES:
@@ -480,7 +490,10 @@ def plot_results(csv_path: Path) -> list[Path]:
 if __name__ == "__main__":
     import sys
 
+    from mme5 import logs
     from mme5.cli.parsing import run_function
     from mme5.errors import run_command
 
-    sys.exit(run_command("bench_kernels", lambda: run_function(main, sys.argv[1:], prog="bench_kernels.py")))
+    verbose, argv = logs.take_verbose(sys.argv[1:])  # --verbose: dynamo and profiler output too
+    logs.configure(True if verbose else None)
+    sys.exit(run_command("bench_kernels", lambda: run_function(main, argv, prog="bench_kernels.py")))
