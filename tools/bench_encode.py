@@ -6,7 +6,9 @@ Two inputs are generated in ``work_dir``: a JSONL of short multilingual texts an
 PNG images. For each (input, dim, precision) the whole pipeline of :func:`mme5.embed.encode_file`
 (read, decode, embed, truncate, quantize, write atomic parts, assemble) runs ``repeats`` times; the
 clock is ``EncodeReport.encode_seconds`` (model loading left out). Each CSV row names the device and
-the bytes per vector of its setting.
+the bytes per vector of its setting. Wall-clock items/s depend on what else the machine runs (the CSV
+records the load average); ``cpu_ms_per_item`` (this process's CPU time, all threads, per item) is the
+steadier figure on a shared machine.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def main(
         for kind, path in inputs.items():
             for dim in dims:
                 for precision in precisions:
-                    rates, report = [], None
+                    rates, cpu_ms, report = [], [], None
                     for r in range(repeats):
                         out = Path(tmp) / f"{kind}-{dim}-{precision}-{r}.npy"
                         report = encode_file(
@@ -124,6 +126,7 @@ def main(
                             progress=False,
                         )
                         rates.append(report.encoded / report.encode_seconds)
+                        cpu_ms.append(1000 * report.encode_cpu_seconds / report.encoded)
                     assert report is not None
                     s = sorted(rates)
                     med = statistics.median(s)
@@ -143,6 +146,7 @@ def main(
                             "median": round(med, 2),
                             "p20": round(p20, 2),
                             "p80": round(p80, 2),
+                            "cpu_ms_per_item": round(statistics.median(cpu_ms), 3),
                             "load_avg_1min": round(os.getloadavg()[0], 1),
                             "device": dev,
                             "model": str(model_dir),
@@ -150,7 +154,8 @@ def main(
                     )
                     print(
                         f"{kind} dim {report.dim} {precision}: {med:.1f} items/s "
-                        f"(p20 {p20:.1f}, p80 {p80:.1f}), {report.bytes_per_vector} bytes/vector"
+                        f"(p20 {p20:.1f}, p80 {p80:.1f}), {statistics.median(cpu_ms):.2f} CPU ms/item, "
+                        f"{report.bytes_per_vector} bytes/vector"
                     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,6 @@ def test_bench_encode_writes_csv_and_plot(tmp_path):
         (kind, dim, p) for kind in ("texts", "images") for dim in ("64", "16") for p in ("float32", "ubinary")
     ]
     assert [int(r["bytes_per_vector"]) for r in rows[:4]] == [256, 8, 64, 2]
-    assert all(float(r["median"]) > 0 and r["device"] for r in rows)
+    assert all(float(r["median"]) > 0 and float(r["cpu_ms_per_item"]) > 0 and r["device"] for r in rows)
     assert {r["items"] for r in rows} == {"6", "3"}
     assert (tmp_path / "out" / "encode.png").stat().st_size > 1000
