@@ -35,7 +35,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from mme5.data.shardsets import ResolvedSet, derive_seed
 from mme5.data.skips import DataError, SkipCounter, format_counts
-from mme5.records import TRUNCATED_TAR, Example, RecordError, decode_sample, iter_shard
+from mme5.records import SHARD_OPEN, TRUNCATED_TAR, Example, RecordError, decode_sample, iter_shard
 
 RawSample = dict[str, Any]
 
@@ -53,8 +53,8 @@ def read_segment(seg: Segment, skips: SkipCounter, expected: int | None = None) 
 
     Readers that share a shard each count only the problems within their own samples: a problem
     reported after ``n`` samples of the shard belongs to the segment that holds sample ``n`` (or to
-    the shard's last segment at its end), and a cut-short shard counts the samples lost from this
-    segment only.
+    the shard's last segment at its end), a cut-short shard counts the samples lost from this
+    segment only, and a shard that cannot be opened counts once for each reader that tried.
     """
     start, stop = seg.start, seg.stop
     end = stop if stop is not None else expected
@@ -65,6 +65,9 @@ def read_segment(seg: Segment, skips: SkipCounter, expected: int | None = None) 
             lost = end - max(seen, start)
             if lost > 0:
                 skips.add(reason, message, lost)
+            return
+        if reason == SHARD_OPEN:  # the shard cannot be read: every reader of it loses its samples
+            skips.add(reason, message, n)
             return
         if seen >= start and (stop is None or seen < stop or stop == expected):
             skips.add(reason, message, n)
