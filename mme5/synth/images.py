@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from mme5.errors import ConfigError, MissingPathError
-from mme5.records import IMAGE_EXTENSIONS, ROLE_PATTERN, decode_image, iter_shard
+from mme5.records import IMAGE_EXTENSIONS, IMAGE_FORMATS, ROLE_PATTERN, decode_image, iter_shard
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class ImagePool:
                 if digest in seen:
                     skipped["duplicate_image"] += 1
                     continue
-                probe = Image.open(io.BytesIO(data))
+                probe = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
                 probe.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale; enough to prove it decodes
                 probe.load()
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:

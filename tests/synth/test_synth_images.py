@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -100,3 +103,27 @@ def test_model_embedder_from_an_mme5_export(photo_folder, tmp_path):
     )
     assert np.allclose(emb, direct, atol=1e-5)
     assert NeighbourIndex(emb).neighbours(0, 2)[0] != 0
+
+
+def test_pool_never_hands_postscript_to_ghostscript(photo_folder, tmp_path):
+    """A PostScript file named .jpg in the image folder is an unreadable image; gs never runs (#16 item 2)."""
+    folder = tmp_path / "imgs"
+    shutil.copytree(photo_folder, folder)
+    (folder / "trap.jpg").write_bytes(
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nnewpath 0 0 moveto 8 8 lineto stroke\nshowpage\n"
+    )
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    marker = tmp_path / "gs-was-run"
+    (fake_bin / "gs").write_text(f"#!/bin/sh\ntouch '{marker}'\nexit 1\n")
+    (fake_bin / "gs").chmod(0o755)
+    script = (
+        "from mme5.synth.images import ImagePool\n"
+        f"pool = ImagePool.from_folder({str(folder)!r})\n"
+        "print(dict(pool.skipped))\n"
+    )
+    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "{'unreadable_image': 1}"
+    assert not marker.exists()
