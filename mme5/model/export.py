@@ -16,10 +16,13 @@ from typing import Any
 from torch import nn
 
 from mme5.errors import MissingPathError
+from mme5.model.card import model_card
 from mme5.model.encoder import DTYPES, Encoder
 from mme5.model.load import CONFIG_FILE, FORMAT_VERSION, EmbeddingModel, load, load_checkpoint_encoder
 from mme5.model.st_format import (
     embedding_chat_template,
+    prompt_layout,
+    serving_notes,
     write_chat_template,
     write_sentence_transformers_files,
 )
@@ -31,6 +34,7 @@ __all__ = [
     "EmbeddingModel",
     "export",
     "export_checkpoint",
+    "export_notes",
     "load",
     "merged_model",
 ]
@@ -82,16 +86,28 @@ def merged_model(encoder: Encoder) -> nn.Module:
 
 
 def export(
-    module_or_encoder: nn.Module, out_dir: str | os.PathLike, instructions: dict[str, str] | None = None
+    module_or_encoder: nn.Module,
+    out_dir: str | os.PathLike,
+    instructions: dict[str, str] | None = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    repo_id: str | None = None,
 ) -> Path:
     """Write ``module_or_encoder`` (an Encoder, or a module with ``.encoder``) to ``out_dir``.
+
+    Besides the weights, processor and ``mme5_config.json``, the folder gets the serving files
+    (:mod:`mme5.model.st_format`: the embedding chat template and sentence-transformers' module files)
+    and a model card (README.md, :mod:`mme5.model.card`).
 
     Args:
         module_or_encoder: the trained encoder (or the LightningModule holding it).
         out_dir: the folder to write (created; existing files are overwritten).
         instructions: task -> instruction; merged over :data:`DEFAULT_INSTRUCTIONS`.
+        checkpoint: the ``mme5 fit`` checkpoint exported (its run's recipe and scores go in the card).
+        repo_id: the hub repository the folder is meant for (named in the card's examples).
 
-    Returns the folder. Load it with :func:`load`, or as a plain transformers checkpoint.
+    Returns the folder. Load it with :func:`load`, sentence-transformers, vLLM or as a plain
+    transformers checkpoint; :func:`export_notes` lists what those cannot reproduce.
     """
     encoder = _encoder_of(module_or_encoder)
     out = Path(out_dir)
@@ -118,21 +134,54 @@ def export(
         instructions=config["instructions"],
         dtype=encoder.dtype_name,
     )
+    notes = serving_notes(encoder.adapter.family, encoder.processor.tokenizer)
+    card = model_card(
+        config, layout=prompt_layout(encoder.adapter), notes=notes, ckpt=checkpoint, repo_id=repo_id
+    )
+    (out / "README.md").write_text(card)
     return out
 
 
-def export_checkpoint(ckpt: str, out: str, instructions: dict[str, str] | None = None) -> str:
+def export_notes(folder: str | os.PathLike) -> list[str]:
+    """The one-line serving limits of an export folder (what sentence-transformers / vLLM cannot
+    reproduce), as :func:`export_checkpoint` prints them."""
+    from transformers import AutoTokenizer
+
+    config = json.loads((Path(folder) / CONFIG_FILE).read_text())
+    return serving_notes(config["family"], AutoTokenizer.from_pretrained(str(folder)))
+
+
+def export_checkpoint(
+    ckpt: str,
+    out: str,
+    instructions: dict[str, str] | None = None,
+    push_to_hub: str | None = None,
+    private: bool = False,
+) -> str:
     """Export a training checkpoint of ``mme5 fit`` as a Hugging Face-style folder.
 
+    The folder loads with ``mme5.load``, sentence-transformers, transformers and vLLM and carries a
+    model card (README.md); one line is printed for each thing a runtime cannot reproduce.
+
     Args:
-        ckpt: a Lightning checkpoint written by ``mme5 fit`` (e.g. runs/demo/checkpoints/last.ckpt).
-        out: the folder to write (load it with ``mme5.model.export.load``).
+        ckpt: a Lightning checkpoint written by ``mme5 fit`` (e.g. runs/demo/checkpoints/last.ckpt, or a
+            sharded checkpoint folder).
+        out: the folder to write (load it with ``mme5.load``).
         instructions: task -> instruction stored with the model, over the mmE5-style defaults
             (JSON, e.g. '{"retrieval": "Find me an everyday image that matches the given caption:"}').
+        push_to_hub: also upload the folder to this Hugging Face Hub model repository (user/name),
+            created when missing (huggingface_hub; log in with `hf auth login` or set HF_TOKEN).
+        private: create the hub repository private.
     """
     path = Path(ckpt)
-    if not path.is_file():
+    if not path.exists():
         raise MissingPathError(f"checkpoint '{path}' does not exist")
-    folder = export(load_checkpoint_encoder(path), out, instructions)
+    folder = export(load_checkpoint_encoder(path), out, instructions, checkpoint=path, repo_id=push_to_hub)
     print(f"exported {path} -> {folder}")
+    for note in export_notes(folder):
+        print(f"note: {note}")
+    if push_to_hub:
+        from mme5.model.hub import push_to_hub as upload
+
+        print(f"uploaded {folder} -> {upload(folder, push_to_hub, private=private)}")
     return str(folder)

@@ -32,6 +32,7 @@ __all__ = [
     "embedding_chat_template",
     "prompt_layout",
     "sentence_transformers_note",
+    "serving_notes",
     "write_chat_template",
     "write_sentence_transformers_files",
 ]
@@ -130,6 +131,31 @@ def write_chat_template(folder: str | os.PathLike, template: str) -> None:
         if isinstance(data, dict) and "chat_template" in data:
             data["chat_template"] = template
             file.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def adds_special_tokens(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` adds special tokens (a BOS, an EOS) to a text by default."""
+    return tokenizer("a")["input_ids"] != tokenizer("a", add_special_tokens=False)["input_ids"]
+
+
+def serving_notes(family: str, tokenizer: Any) -> list[str]:
+    """One line for each thing sentence-transformers or vLLM cannot reproduce for this export."""
+    notes = []
+    st_note = sentence_transformers_note(family)
+    if st_note:
+        notes.append(st_note)
+    if family == "mllama":
+        notes.append(
+            "vLLM: Mllama (Llama-3.2-Vision) is not served by vLLM after 0.10.2; train Qwen2-VL, "
+            "Qwen2.5-VL, Qwen3-VL or LLaVA-NeXT to serve with vLLM"
+        )
+    elif adds_special_tokens(tokenizer):
+        notes.append(
+            'vLLM: send chat-style /v1/embeddings requests with "add_special_tokens": true (this '
+            "tokenizer's special tokens are part of the training prompt; vLLM leaves them out of chat "
+            "requests by default)"
+        )
+    return notes
 
 
 def sentence_transformers_note(family: str) -> str | None:
