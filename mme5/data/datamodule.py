@@ -357,7 +357,9 @@ class ShardDataModule(L.LightningDataModule):
             return
         if state_dict.get("version") != STATE_VERSION:
             raise DataError(
-                f"checkpoint data state has version {state_dict.get('version')}, expected {STATE_VERSION}"
+                f"checkpoint data state has version {state_dict.get('version')}, expected {STATE_VERSION}: "
+                "it was written by another mme5 whose epochs draw samples in another order, so its data "
+                "position cannot be continued exactly (start a new fit, or export its weights)"
             )
         if not self.sets:
             self.setup("fit")
