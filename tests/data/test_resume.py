@@ -239,3 +239,40 @@ def test_resume_to_train_longer_continues_the_epoch_a_max_steps_stop_ended(tmp_p
     b = torch.load(tmp_path / "longer.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 30
     torch.testing.assert_close(b["state_dict"], a["state_dict"], rtol=0, atol=0)
+
+
+def test_resume_to_train_longer_in_process(tmp_path):
+    """The same as the test above in one process (no workers, no subprocess): fast enough for every run."""
+    import lightning as L
+
+    from mme5.training.checkpoints import AtomicCheckpointIO
+    from tests.helpers.resume_fit import RecordingModule
+
+    sets = _mixture(tmp_path)
+    loader = make_datamodule(sets, workers=0).loader(rank=0, world_size=1)
+    reference = []
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        reference += [",".join(batch) for batch in loader]
+
+    def fit(out: str, max_steps: int, ckpt_path: Path | None = None) -> L.Trainer:
+        trainer = L.Trainer(
+            max_epochs=2,
+            max_steps=max_steps,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            plugins=[AtomicCheckpointIO()],
+        )
+        trainer.fit(
+            RecordingModule(str(tmp_path / out), None), make_datamodule(sets, workers=0), ckpt_path=ckpt_path
+        )
+        return trainer
+
+    fit("first.txt", 10).save_checkpoint(tmp_path / "first.ckpt")
+    longer = fit("longer.txt", 30, tmp_path / "first.ckpt")
+    assert longer.global_step == 30
+    assert [ids for _, _, ids in _ids(tmp_path / "first.txt")] == reference[:10]
+    assert [ids for _, _, ids in _ids(tmp_path / "longer.txt")] == reference[10:30]
