@@ -6,6 +6,7 @@ default), it filters, each at the place it comes from:
 - Hugging Face progress bars (hub downloads, transformers' "Loading weights" and writing bars), through
   ``HF_HUB_DISABLE_PROGRESS_BARS`` (inherited by child processes) and the libraries' own switches;
 - bitsandbytes' "MatMul8bitLt: inputs will be cast ..." warning, repeated on every int8 matmul: shown once;
+  its CPU backend's hint about an optional hub kernel ("Failed to load CPU gemm_4bit_forward ...");
 - Lightning's promotional tips ("💡 Tip: For seamless cloud uploads ..." / litlogger) on every fit;
 - torch.compile's (dynamo) graph-break warnings, and the profiler's native ``profiler_start`` /
   ``profiler_stop`` lines (see :func:`quiet_native_output`).
@@ -35,6 +36,10 @@ LIGHTNING_TIP = "💡 Tip:"
 #: bitsandbytes' per-call cast warning (logged, not warned, on every int8 matmul with non-fp16 inputs).
 BNB_LOGGERS = ("bitsandbytes.autograd._functions",)
 BNB_REPEATED = ("MatMul8bitLt: inputs will be cast",)
+#: bitsandbytes' CPU backend, on CPUs with AVX512-BF16, offers a hub kernel from the package named
+#: ``kernels`` (a name mme5 keeps free: see docs/design.md) on every import: an optional speed-up.
+BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+BNB_CPU_HINT = "Failed to load CPU gemm_4bit_forward from kernels-community"
 #: dynamo's loggers (graph breaks, recompilations) keep only errors.
 DYNAMO_LOGGER = "torch._dynamo"
 
@@ -112,6 +117,7 @@ def configure(verbose: bool | None = None) -> bool:
         _add(name, _DropPrefixes([LIGHTNING_TIP]))
     for name in BNB_LOGGERS:
         _add(name, _Once(BNB_REPEATED))
+    _add(BNB_CPU_LOGGER, _DropPrefixes([BNB_CPU_HINT]))
     dynamo = logging.getLogger(DYNAMO_LOGGER)
     _LEVELS[DYNAMO_LOGGER] = dynamo.level
     dynamo.setLevel(logging.ERROR)

@@ -40,6 +40,8 @@ def test_quiet_filters_at_the_source_and_verbose_brings_everything_back(quiet, m
     assert first is not None and "repeats hidden" in first.getMessage()
     assert all(_emit("bitsandbytes.autograd._functions", cast, "torch.float32") is None for _ in range(50))
     assert logging.getLogger("torch._dynamo").getEffectiveLevel() == logging.ERROR
+    hint = "Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure ..."
+    assert _emit("bitsandbytes.backends.cpu.ops", hint, "No module named 'kernels'") is None
 
     monkeypatch.setenv(logs.ENV, "1")
     assert logs.configure() is True
