@@ -1,0 +1,332 @@
+"""MMEB-V2 evaluation: image tasks through the MMEB reader, video and visual-document tasks through
+:mod:`mme5.eval.v2.readers`, each distinct item encoded once (cache, ranks), the summary the official
+report prints.
+
+The summary (``experiments/report_score_v2.py`` of TIGER-AI-Lab/VLM2Vec at 6e1e1d4): per kind, the
+mean of the kind's main metric over the tasks that have a score, with the number of tasks it is from
+(lines 201-205), and the tasks without a score listed (lines 207-212). mme5 adds the per-meta-task
+means and the overall mean over every scored task (the MMEB-V2 leaderboard's "Overall").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from mme5.distributed import DistContext
+from mme5.errors import ConfigError
+from mme5.eval.cache import EmbeddingCache, resolve_cache_dir
+from mme5.eval.datasets import resolve_mmeb
+from mme5.eval.items import ItemTable, check_images
+from mme5.eval.runner import EmbedFn, EncodeStats, EvalResult, encode_items, load_mmeb, run_benchmark
+from mme5.eval.scoring import SCORE_BUDGET, canonical_ids, rows_for_rank
+from mme5.eval.v2.metrics import HIT_KS, NDCG_K, V2Metrics, rank_rows, row_scores
+from mme5.eval.v2.readers import V2Set, read_video_task, read_visdoc_task, task_present
+from mme5.eval.v2.tasks import KIND_METRIC, KINDS, V2_META_TASKS, V2_TASKS, V2Task
+
+log = logging.getLogger("mme5.eval")
+
+
+@dataclass
+class V2TaskScore:
+    """One task's scores (percent): ``metrics[main]`` is the official main metric of its kind."""
+
+    name: str
+    kind: str
+    meta_task: str
+    eval_type: str
+    main: str
+    rows: int
+    total_rows: int
+    skipped: int
+    candidates: int
+    metrics: dict[str, float]
+
+    @property
+    def score(self) -> float:
+        return self.metrics[self.main]
+
+
+@dataclass
+class V2Result:
+    """An MMEB-V2 evaluation: per-task scores, the summary, what was asked for but absent."""
+
+    tasks: list[V2TaskScore]
+    summary: dict[str, float]
+    counts: dict[str, int]
+    missing: list[str]
+    missing_frames: list[str]
+    encode: EncodeStats = field(default_factory=EncodeStats)
+    seconds: float = 0.0
+    step: int | None = None
+
+    benchmark = "mmeb_v2"
+
+    def score(self, name: str) -> V2TaskScore:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def resolve_v2_tasks(names: Sequence[str] | None = None, kinds: Sequence[str] | None = None) -> list[V2Task]:
+    """The tasks asked for (default: all 78, or those of ``kinds``), in report order."""
+    if kinds is not None:
+        bad = [k for k in kinds if k not in KINDS]
+        if bad:
+            raise ConfigError(f"MMEB-V2 kind '{bad[0]}' is not one of {', '.join(KINDS)}")
+    if names is None:
+        return [t for t in V2_TASKS.values() if kinds is None or t.kind in kinds]
+    unknown = [n for n in names if n not in V2_TASKS]
+    if unknown:
+        raise ConfigError(f"'{unknown[0]}' is not one of the 78 MMEB-V2 tasks (see mme5.eval.v2.V2_TASKS)")
+    return [V2_TASKS[n] for n in names if kinds is None or V2_TASKS[n].kind in kinds]
+
+
+@dataclass
+class V2Benchmark:
+    """The video and visual-document tasks read into one item table, and the image tasks' MMEB folder."""
+
+    sets: list[V2Set]
+    items: ItemTable
+    missing: list[str]
+    missing_frames: list[str]
+    image_tasks: list[str]
+    image_dir: str | None
+
+
+def load_mmeb_v2(
+    root: str | os.PathLike | None,
+    tasks: Sequence[V2Task],
+    work_dir: str | os.PathLike,
+    image_dir: str | os.PathLike | None = None,
+    max_rows: int | None = None,
+) -> V2Benchmark:
+    """Read the tasks present; those absent are listed in ``missing`` (image tasks: in ``image_dir``,
+    the MMEB-eval layout read by :mod:`mme5.eval.datasets`)."""
+    items = ItemTable()
+    sets: list[V2Set] = []
+    missing: list[str] = []
+    frames: list[str] = []
+    image_names = [t.name for t in tasks if t.kind == "image"]
+    image_found: list[str] = []
+    if image_names:
+        if image_dir is None:
+            missing += image_names
+        else:
+            found, absent = resolve_mmeb(image_dir, image_names)
+            image_found = [f.name for f in found]
+            missing += absent
+    for task in tasks:
+        if task.kind == "image":
+            continue
+        if root is None or not task_present(root, task):
+            missing.append(task.name)
+            continue
+        if task.kind == "video":
+            s = read_video_task(root, task, items, work_dir, max_rows)
+        else:
+            s = read_visdoc_task(root, task, items, max_rows)
+        frames += s.missing_frames
+        sets.append(s)
+    order = {t.name: i for i, t in enumerate(tasks)}
+    missing.sort(key=lambda n: order[n])
+    return V2Benchmark(sets, items, missing, frames, image_found, str(image_dir) if image_dir else None)
+
+
+def _score_set(s: V2Set, emb: torch.Tensor, canon: torch.Tensor, ctx: DistContext, budget: int) -> dict:
+    metric = V2Metrics().to(emb.device)
+    depth = max(NDCG_K, *HIT_KS)
+    pool = torch.tensor(s.pool, dtype=torch.long, device=emb.device)
+    # first pool position with a bit-identical embedding, so that identical embeddings tie exactly
+    canon_pool = canon.to(emb.device)[pool].tolist()
+    seen: dict[int, int] = {}
+    first = torch.tensor([seen.setdefault(c, j) for j, c in enumerate(canon_pool)], device=emb.device)
+    rows = rows_for_rank(len(s.queries), ctx.rank, ctx.world_size)
+    width = len(s.pool) if s.local is None else max(len(c) for c in s.local)
+    chunk = max(1, budget // max(1, width))
+    for start in range(rows.start, rows.stop, chunk):
+        rr = range(start, min(start + chunk, rows.stop))
+        q = emb[torch.tensor([s.queries[r] for r in rr], dtype=torch.long, device=emb.device)]
+        if s.local is None:
+            top = rank_rows(q, emb[pool], None, first, depth).tolist()
+            lists = [[j for j in t] for t in top]
+        else:
+            k = max(len(s.local[r]) for r in rr)
+            idx = torch.zeros(len(rr), k, dtype=torch.long, device=emb.device)
+            valid = torch.zeros(len(rr), k, dtype=torch.bool, device=emb.device)
+            for i, r in enumerate(rr):
+                idx[i, : len(s.local[r])] = torch.tensor(s.local[r], device=emb.device)
+                valid[i, : len(s.local[r])] = True
+            local_first = torch.zeros_like(idx)
+            for i, r in enumerate(rr):  # per row: first position among the row's own candidates
+                own: dict[int, int] = {}
+                local_first[i, : len(s.local[r])] = torch.tensor(
+                    [own.setdefault(int(first[j]), p) for p, j in enumerate(s.local[r])], device=emb.device
+                )
+            top = rank_rows(q, emb[pool[idx]], valid, local_first, depth).tolist()
+            lists = [[s.local[r][p] for p in t if p < len(s.local[r])] for t, r in zip(top, rr, strict=True)]
+        metric.update([row_scores(t, s.rels[r]) for t, r in zip(lists, rr, strict=True)])
+    return {k: float(v) for k, v in metric.compute().items()}
+
+
+def run_mmeb_v2(
+    embed: EmbedFn,
+    bench: V2Benchmark,
+    image_root: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    cache: EmbeddingCache | None = None,
+    fingerprint: str | None = None,
+    ctx: DistContext | None = None,
+    max_rows: int | None = None,
+    step: int | None = None,
+    score_budget: int = SCORE_BUDGET,
+    image_result: EvalResult | None = None,
+) -> V2Result:
+    """Encode, score and summarise an MMEB-V2 benchmark (every rank calls this).
+
+    Image tasks run through :func:`mme5.eval.runner.run_benchmark` (MMEB-V1's reader; hit@1 = its
+    Precision@1 under the ``truth_wins`` tie rule: the truth, candidate 0, wins an exact tie, as the
+    stable order of :mod:`mme5.eval.v2.metrics` would rank it).
+    """
+    ctx = ctx or DistContext.current()
+    t0 = time.perf_counter()
+    scores: list[V2TaskScore] = []
+    if bench.image_tasks and image_result is None:
+        image = load_mmeb(bench.image_dir, bench.image_tasks, max_rows)  # type: ignore[arg-type]
+        image_result = run_benchmark(
+            "mmeb", embed, image, image_root, batch_size, cache, fingerprint, ctx, step=step
+        )
+    if image_result is not None:
+        for d in image_result.datasets:
+            task = V2_TASKS[d.name]
+            scores.append(
+                V2TaskScore(
+                    d.name,
+                    "image",
+                    task.meta_task,
+                    "local",
+                    "hit@1",
+                    d.rows,
+                    d.total_rows,
+                    0,
+                    d.candidates,
+                    {k: v for k, v in d.metrics.items() if k.startswith("hit@")},
+                )
+            )
+    stats = image_result.encode if image_result is not None else EncodeStats()
+    if bench.sets:
+        check_images(bench.items.items, None, what="MMEB-V2 evaluation")
+        emb, stats2 = encode_items(embed, bench.items.items, None, batch_size, cache, fingerprint, ctx)
+        canon = canonical_ids(emb)
+        for s in bench.sets:
+            values = _score_set(s, emb, canon, ctx, score_budget)
+            rows = int(values.pop("rows"))
+            scores.append(
+                V2TaskScore(
+                    s.name,
+                    s.task.kind,
+                    s.task.meta_task,
+                    s.task.eval_type,
+                    KIND_METRIC[s.task.kind],
+                    rows,
+                    s.total_rows,
+                    s.skipped,
+                    len(s.pool),
+                    {k: 100.0 * v for k, v in values.items()},
+                )
+            )
+            log.info("mmeb_v2 %s: %s %.2f over %d rows", s.name, scores[-1].main, scores[-1].score, rows)
+        stats = EncodeStats(
+            stats.distinct_items + stats2.distinct_items,
+            stats.encoded + stats2.encoded,
+            stats.from_cache + stats2.from_cache,
+            stats.encoded_here + stats2.encoded_here,
+            stats.seconds + stats2.seconds,
+        )
+    order = {n: i for i, n in enumerate(V2_TASKS)}
+    scores.sort(key=lambda t: order[t.name])
+    summary, counts = summarize_v2(scores)
+    if bench.missing:
+        log.warning(
+            "mmeb_v2: %d requested task(s) are absent: %s", len(bench.missing), ", ".join(bench.missing)
+        )
+    if bench.missing_frames:
+        log.warning("mmeb_v2: %d frame folder(s) missing or incomplete", len(bench.missing_frames))
+    return V2Result(
+        scores,
+        summary,
+        counts,
+        list(bench.missing),
+        list(bench.missing_frames),
+        stats,
+        time.perf_counter() - t0,
+        step,
+    )
+
+
+def summarize_v2(scores: list[V2TaskScore]) -> tuple[dict[str, float], dict[str, int]]:
+    """Per-kind, per-meta-task (``kind/meta``) and overall means of the main metric, and how many
+    tasks each mean is from."""
+    summary: dict[str, float] = {}
+    counts: dict[str, int] = {}
+
+    def put(key: str, group: list[V2TaskScore]) -> None:
+        if group:
+            summary[key] = sum(t.score for t in group) / len(group)
+            counts[key] = len(group)
+
+    for kind in KINDS:
+        put(kind, [t for t in scores if t.kind == kind])
+        for meta in V2_META_TASKS[kind]:
+            put(f"{kind}/{meta}", [t for t in scores if t.kind == kind and t.meta_task == meta])
+    put("Overall", scores)
+    return summary, counts
+
+
+def evaluate_mmeb_v2(
+    embed: EmbedFn,
+    root: str | os.PathLike | None,
+    work_dir: str | os.PathLike,
+    image_dir: str | os.PathLike | None = None,
+    image_root: str | os.PathLike | None = None,
+    tasks: Sequence[str] | None = None,
+    kinds: Sequence[str] | None = None,
+    max_rows: int | None = None,
+    batch_size: int = 64,
+    cache_dir: str | os.PathLike | None = None,
+    fingerprint: str | None = None,
+    ctx: DistContext | None = None,
+) -> V2Result:
+    """MMEB-V2: hit@1 (image, video) and ndcg_linear@5 (visual documents) per task, the summary.
+
+    ``root``: the MMEB-V2 folder of video and visual-document tasks (:mod:`mme5.eval.v2.readers`);
+    ``image_dir`` / ``image_root``: the image tasks' MMEB folder and image root (as for
+    :func:`mme5.eval.evaluate_mmeb`); ``work_dir``: where the tiled video frames are written.
+    Tasks asked for (default: all 78) but absent are listed in ``missing``.
+    """
+    chosen = resolve_v2_tasks(tasks, kinds)
+    bench = load_mmeb_v2(root, chosen, work_dir, image_dir, max_rows)
+    if not bench.sets and not bench.image_tasks:
+        raise ConfigError(f"none of the {len(chosen)} requested MMEB-V2 task(s) is present (root '{root}')")
+    folder = resolve_cache_dir(cache_dir)
+    cache = EmbeddingCache(folder) if folder is not None else None
+    return run_mmeb_v2(embed, bench, image_root, batch_size, cache, fingerprint, ctx, max_rows)
+
+
+def default_work_dir(output_dir: str | os.PathLike | None) -> Path:
+    """Where tiled frames go: ``<output_dir>/v2_frames``, else the user cache's ``mme5/v2_frames``."""
+    if output_dir is not None:
+        return Path(output_dir) / "v2_frames"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mme5" / "v2_frames"
