@@ -264,4 +264,5 @@ if __name__ == "__main__":
 
     verbose, argv = logs.take_verbose(sys.argv[1:])
     logs.configure(True if verbose else None)
-    sys.exit(run_command("bench_data", lambda: run_function(main, argv, "bench_data.py")))
+    prog = "tools/bench_data.py"
+    sys.exit(run_command(prog, lambda: run_function(main, argv, prog)))

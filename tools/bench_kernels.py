@@ -496,4 +496,5 @@ if __name__ == "__main__":
 
     verbose, argv = logs.take_verbose(sys.argv[1:])  # --verbose: dynamo and profiler output too
     logs.configure(True if verbose else None)
-    sys.exit(run_command("bench_kernels", lambda: run_function(main, argv, prog="bench_kernels.py")))
+    prog = "tools/bench_kernels.py"
+    sys.exit(run_command(prog, lambda: run_function(main, argv, prog=prog)))

@@ -432,6 +432,5 @@ if __name__ == "__main__":
     verbose, argv = logs.take_verbose(sys.argv[1:])
     logs.configure(True if verbose else None)
     functions = [main, run_one, replot]
-    sys.exit(
-        run_command("bench_train", lambda: run_function(functions, argv, "bench_train.py", positional=True))
-    )
+    prog = "tools/bench_train.py"
+    sys.exit(run_command(prog, lambda: run_function(functions, argv, prog, positional=True)))
