@@ -149,7 +149,13 @@ def serving_notes(family: str, tokenizer: Any) -> list[str]:
             "vLLM: Mllama (Llama-3.2-Vision) is not served by vLLM after 0.10.2; train Qwen2-VL, "
             "Qwen2.5-VL, Qwen3-VL or LLaVA-NeXT to serve with vLLM"
         )
-    elif adds_special_tokens(tokenizer):
+    elif family in ("llava", "llava_next"):
+        notes.append(
+            "vLLM: vLLM 0.32 does not load this export (its vision tower weights, saved by transformers "
+            "5 as vision_tower.embeddings.*, do not match vLLM's vision_tower.vision_model.* names); "
+            "Qwen2-VL exports serve"
+        )
+    if family != "mllama" and adds_special_tokens(tokenizer):
         notes.append(
             'vLLM: send chat-style /v1/embeddings requests with "add_special_tokens": true (this '
             "tokenizer's special tokens are part of the training prompt; vLLM leaves them out of chat "

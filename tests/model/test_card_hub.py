@@ -56,8 +56,8 @@ def test_the_card_holds_base_model_recipe_scores_prompt_and_loading(run, tmp_pat
     out = capsys.readouterr().out
     # one line per serving limit (this tokenizer prepends <s>, which vLLM's chat requests leave out)
     notes = [line for line in out.splitlines() if line.startswith("note: ")]
-    assert notes == [f"note: {n}" for n in export_notes(folder)] and len(notes) == 1
-    assert "add_special_tokens" in notes[0]
+    assert notes == [f"note: {n}" for n in export_notes(folder)] and len(notes) == 2
+    assert "vision_tower.embeddings" in notes[0] and "add_special_tokens" in notes[1]
 
 
 def test_a_card_without_a_run_says_so(tmp_path):
