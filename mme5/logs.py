@@ -7,7 +7,8 @@ default), it filters, each at the place it comes from:
   ``HF_HUB_DISABLE_PROGRESS_BARS`` (inherited by child processes) and the libraries' own switches;
 - bitsandbytes' "MatMul8bitLt: inputs will be cast ..." warning, repeated on every int8 matmul: shown once;
   its CPU backend's hint about an optional hub kernel ("Failed to load CPU gemm_4bit_forward ...");
-- Lightning's promotional tips ("💡 Tip: For seamless cloud uploads ..." / litlogger) on every fit;
+- Lightning's promotional tips ("💡 Tip: For seamless cloud uploads ..." / litlogger) on every fit, its
+  note on counting a schedule's steps, and its warning that the default logger is CSV without tensorboard;
 - torch.compile's (dynamo) graph-break warnings, and the profiler's native ``profiler_start`` /
   ``profiler_stop`` lines (see :func:`quiet_native_output`).
 
@@ -33,6 +34,10 @@ FLAG = "--verbose"
 #: Lightning's rank-zero logger(s) (``rank_zero_info`` logs there), where its tips come from.
 LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 LIGHTNING_TIP = "💡 Tip:"
+#: Lightning's notes that say nothing about the run: its tips, and how it counts the steps of a schedule.
+LIGHTNING_NOTES = (LIGHTNING_TIP, "Loading `train_dataloader` to estimate number of stepping batches")
+#: Lightning's warning when its default logger falls back to CSV (the documented default of mme5 fit).
+LIGHTNING_CSV_FALLBACK = r"Starting from v1\.9\.0, `tensorboardX` has been removed as a dependency"
 #: bitsandbytes' per-call cast warning (logged, not warned, on every int8 matmul with non-fp16 inputs).
 BNB_LOGGERS = ("bitsandbytes.autograd._functions",)
 BNB_REPEATED = ("MatMul8bitLt: inputs will be cast",)
@@ -114,7 +119,7 @@ def configure(verbose: bool | None = None) -> bool:
 
             hf_logging.disable_progress_bar()
     for name in LIGHTNING_LOGGERS:
-        _add(name, _DropPrefixes([LIGHTNING_TIP]))
+        _add(name, _DropPrefixes(LIGHTNING_NOTES))
     for name in BNB_LOGGERS:
         _add(name, _Once(BNB_REPEATED))
     _add(BNB_CPU_LOGGER, _DropPrefixes([BNB_CPU_HINT]))
@@ -124,8 +129,13 @@ def configure(verbose: bool | None = None) -> bool:
     # torch configures its loggers from TORCH_LOGS when it is first imported ("-dynamo": errors only)
     if "torch" not in sys.modules and not os.environ.get("TORCH_LOGS"):
         os.environ["TORCH_LOGS"] = "-dynamo"
-    warnings.filterwarnings("ignore", message=r".*Graph break", module=r"torch\._dynamo.*")
+    for pattern, module in _WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern, module=module)
     return False
+
+
+#: (message, module) regexes of the warnings filtered when quiet.
+_WARNINGS = ((r".*Graph break", r"torch\._dynamo.*"), (LIGHTNING_CSV_FALLBACK, ""))
 
 
 def _add(name: str, flt: logging.Filter) -> None:
@@ -138,6 +148,8 @@ def _remove() -> None:
     while _FILTERS:
         logger, flt = _FILTERS.pop()
         logger.removeFilter(flt)
+    ours = {pattern for pattern, _ in _WARNINGS}
+    warnings.filters[:] = [f for f in warnings.filters if getattr(f[1], "pattern", None) not in ours]
     for name, level in _LEVELS.items():
         logging.getLogger(name).setLevel(level)
     _LEVELS.clear()

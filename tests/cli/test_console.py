@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,16 @@ def test_quiet_filters_at_the_source_and_verbose_brings_everything_back(quiet, m
     hint = "Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure ..."
     assert _emit("bitsandbytes.backends.cpu.ops", hint, "No module named 'kernels'") is None
 
+    def csv_fallback_shown() -> bool:
+        with warnings.catch_warnings(record=True) as seen:
+            message = "Starting from v1.9.0, `tensorboardX` has been removed as a dependency"
+            warnings.warn(message, stacklevel=1)
+        return bool(seen)
+
+    assert not csv_fallback_shown()
     monkeypatch.setenv(logs.ENV, "1")
     assert logs.configure() is True
+    assert csv_fallback_shown()
     assert _emit("lightning.pytorch.utilities.rank_zero", tip) is not None
     assert _emit("bitsandbytes.autograd._functions", cast, "torch.float32") is not None
     assert logging.getLogger("torch._dynamo").getEffectiveLevel() != logging.ERROR
@@ -108,5 +117,6 @@ def test_fit_through_a_pipe_prints_progress_lines_and_logs_the_learning_rate(tmp
     assert all("samples/s" in s and "train/loss" in s and "| lr " in s for s in steps[1:])
     assert "training done: 5 step(s)" in proc.stdout
     assert "💡" not in out and "Loading weights" not in out and "%|" not in out  # no tip, no bars
+    assert "tensorboardX" not in out and "to estimate number of stepping batches" not in out
     metrics = next((tmp_path / "run" / "lightning_logs").rglob("metrics.csv")).read_text().splitlines()
     assert "lr-AdamW/pg1" in metrics[0].split(",")  # one column per parameter group (weight decay or not)
