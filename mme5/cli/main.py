@@ -38,6 +38,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "convert": ("mme5.cli.convert", "turn public parquet training sets into mme5 shards"),
     "synthesize": ("mme5.cli.synthesize", "generate synthetic training shards from images with a VLM"),
     "demo": ("mme5.cli.demo", "generate the demo corpus (no download) and print where it is"),
+    "mine": ("mme5.cli.mine", "mine hard negatives for a shard set with a model into a new shard set"),
 }
 
 

@@ -59,7 +59,7 @@ def mine(
         dtype: weight dtype (default: the export's).
         overwrite: replace shards and a report already in OUT.
     """
-    from mme5.mining.mine import MiningOptions
+    from mme5.mining.mine import MiningOptions, check_paths
     from mme5.mining.mine import mine as run
     from mme5.model.load import load
 
@@ -74,6 +74,7 @@ def mine(
         query_block=query_block,
         candidate_block=candidate_block,
     )
+    check_paths(shards, out, overwrite)  # before the model loads: a wrong path fails at once
     embedder = load(model, dtype=dtype, device=None if device == "auto" else device)
     report = run(
         embedder,

@@ -182,6 +182,15 @@ def _prepare_output(out: Path, inputs: list[tuple[str, int]], overwrite: bool) -
         p.unlink()
 
 
+def check_paths(shards: str, out: str | os.PathLike, overwrite: bool = False) -> list[tuple[str, int]]:
+    """The input's (shard, samples) and a ready output folder, or one line saying what is wrong: the
+    input is no shard set or holds no sample, the output is the input's folder or already holds
+    shards (removed with ``overwrite``). Cheap: call it before loading a model."""
+    inputs = _resolve_input(shards)
+    _prepare_output(Path(out), inputs, overwrite)
+    return inputs
+
+
 def mine(
     model: EmbeddingModel,
     shards: str,
@@ -210,9 +219,8 @@ def mine(
     if batch_size < 1 or samples_per_shard < 1:
         raise ConfigError("batch_size and samples_per_shard must be >= 1")
     started = time.perf_counter()
-    inputs = _resolve_input(shards)
+    inputs = check_paths(shards, out, overwrite)
     out_dir = Path(out)
-    _prepare_output(out_dir, inputs, overwrite)
 
     # ---- pass 1: queries, distinct candidates, groups --------------------------------------------
     skips: Counter[str] = Counter()

@@ -33,6 +33,7 @@ def test_help_lists_exactly_the_verbs_with_their_summaries(capsys):
             "convert",
             "synthesize",
             "demo",
+            "mine",
         ]
     )
     for _, summary in VERBS.values():
