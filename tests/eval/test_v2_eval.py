@@ -1,0 +1,161 @@
+"""MMEB-V2 end to end on a drawn V2-layout corpus (frame sequences, document pages), against an oracle
+that re-encodes every side and ranks as VLM2Vec's ``eval.py`` does (lines 302-343, stable order)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mme5.demo.v2 import build_v2_demo
+from mme5.eval.cache import EmbeddingCache
+from mme5.eval.items import load_side
+from mme5.eval.v2 import (
+    V2_TASKS,
+    evaluate_mmeb_v2,
+    load_mmeb_v2,
+    resolve_v2_tasks,
+    run_mmeb_v2,
+    v2_table,
+    write_v2,
+)
+from mme5.eval.v2.frames import load_frames, sample_frames
+from tests.eval.test_v2_metrics import oracle_hit, oracle_ndcg, oracle_rank
+
+TASKS = ["K700", "SmthSmthV2", "MSR-VTT", "ViDoRe_arxivqa"]  # report order
+
+
+@pytest.fixture(scope="module")
+def v2_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("v2") / "MMEB-V2"
+    build_v2_demo(root)
+    # bad input: a frame folder with a gap (frame 3 deleted) and one emptied
+    (root / "video-tasks/frames/video_ret/MSR-VTT/video0/frame_0003.jpg").unlink()
+    empty = root / "video-tasks/frames/video_cls/SSv2/clip5"
+    shutil.rmtree(empty)
+    empty.mkdir()
+    return root
+
+
+def _oracle(bench, embedder):
+    out = {}
+    for s in bench.sets:
+        sides = [load_side(bench.items[i], None) for i in [*s.queries, *s.pool]]
+        emb = F.normalize(embedder(sides), dim=-1).numpy().astype(np.float64)
+        q, pool = emb[: len(s.queries)], emb[len(s.queries) :]
+        hits, ndcgs = [], []
+        for r in range(len(s.queries)):
+            own = list(range(len(s.pool))) if s.local is None else s.local[r]
+            names = [s.names[j] for j in own]
+            pred = oracle_rank(pool[own] @ q[r], names)
+            labels = [s.names[j] for j in s.rels[r]]
+            grades = list(s.rels[r].values())
+            hits.append(oracle_hit(pred, labels, 1))
+            ndcgs.append(oracle_ndcg(pred, labels, 5, grades))
+        out[s.name] = (100 * np.mean(hits), 100 * np.mean(ndcgs))
+    return out
+
+
+def test_frames_are_sampled_as_the_official_code_samples(tmp_path):
+    build_v2_demo(tmp_path)
+    frames = load_frames(tmp_path / "video-tasks/frames/video_ret/MSR-VTT/video1")
+    assert [p.name for p in frames][:2] == ["frame_0001.jpg", "frame_0002.jpg"]
+    picked = sample_frames(frames, 8)
+    idx = np.linspace(0, 9, 8, dtype=int).tolist()  # vision_utils.py line 256
+    assert picked == [frames[i] for i in idx]
+    assert sample_frames(frames[:3], 8) == frames[:3]  # fewer than num_frames: all kept
+
+
+def test_v2_scores_match_the_oracle_and_bad_input_is_listed(v2_root, tmp_path, embedder):
+    bench = load_mmeb_v2(v2_root, resolve_v2_tasks(TASKS), tmp_path / "work")
+    result = run_mmeb_v2(embedder, bench)
+    assert [t.name for t in result.tasks] == TASKS
+    want = _oracle(bench, embedder)
+    for t in result.tasks:
+        hit, ndcg = want[t.name]
+        assert t.metrics["hit@1"] == pytest.approx(hit)
+        assert t.metrics["ndcg_linear@5"] == pytest.approx(ndcg)
+        assert t.main == ("ndcg_linear@5" if t.kind == "visdoc" else "hit@1")
+    # the gap and the empty folder are listed; their rows are counted as skipped, not scored
+    assert any("video0" in m and "frame 3 missing" in m for m in result.missing_frames)
+    assert any("clip5" in m and "no frames" in m for m in result.missing_frames)
+    assert result.score("MSR-VTT").skipped == 1 and result.score("MSR-VTT").rows == 11
+    assert result.score("SmthSmthV2").skipped == 1
+    # global: every video is a candidate of every caption; local: the row's own four class names
+    assert result.score("MSR-VTT").candidates == 11
+    assert result.score("K700").candidates == 4
+    # summary: per kind, per meta-task, overall
+    s = result.summary
+    assert s["video"] == pytest.approx(np.mean([result.score(n).score for n in TASKS[:3]]))
+    assert s["visdoc/ViDoRe-V1"] == pytest.approx(result.score("ViDoRe_arxivqa").score)
+    assert s["Overall"] == pytest.approx(np.mean([t.score for t in result.tasks]))
+    table = v2_table(result)
+    assert "Missing or incomplete frame folders (2)" in table and "| video | Video-CLS | 2 |" in table
+    js, md = write_v2(tmp_path / "out", result)
+    assert json.loads(js.read_text())["summary"]["Overall"] == pytest.approx(s["Overall"])
+    assert md.read_text() == table
+
+
+def test_absent_tasks_are_listed_and_items_encoded_once(v2_root, tmp_path, embedder, fixture_folders):
+    cache = tmp_path / "cache"
+    result = evaluate_mmeb_v2(
+        embedder,
+        v2_root,
+        tmp_path / "work",
+        image_dir=fixture_folders.mmeb_dir,
+        image_root=fixture_folders.image_root,
+        cache_dir=cache,
+        fingerprint="hash",
+    )
+    scored = {t.name for t in result.tasks}
+    assert {*TASKS, "ImageNet-1K", "VisualNews_t2i"} <= scored
+    assert set(result.missing) == set(V2_TASKS) - scored  # all 78 accounted for
+    assert len(result.missing) + len(result.tasks) == 78
+    first = result.encode
+    assert first.encoded == first.distinct_items and first.from_cache == 0
+    seen = embedder.sides_seen
+    again = evaluate_mmeb_v2(
+        embedder,
+        v2_root,
+        tmp_path / "work",
+        image_dir=fixture_folders.mmeb_dir,
+        image_root=fixture_folders.image_root,
+        cache_dir=cache,
+        fingerprint="hash",
+    )
+    assert embedder.sides_seen == seen  # everything from the cache: the tiled frames were kept
+    assert again.encode.from_cache == first.distinct_items
+    assert [t.metrics for t in again.tasks] == [t.metrics for t in result.tasks]
+    assert EmbeddingCache(cache) is not None
+
+
+def test_image_tasks_are_hit_at_1_of_the_v1_reader(tmp_path, embedder, fixture_folders):
+    from mme5.eval import evaluate_mmeb
+
+    v1 = evaluate_mmeb(embedder, fixture_folders.mmeb_dir, fixture_folders.image_root)
+    v2 = evaluate_mmeb_v2(
+        embedder,
+        None,
+        tmp_path,
+        image_dir=fixture_folders.mmeb_dir,
+        image_root=fixture_folders.image_root,
+        kinds=["image"],
+    )
+    for d in v1.datasets:
+        if d.name in V2_TASKS:
+            assert v2.score(d.name).score == pytest.approx(d.metrics["precision@1"])
+    assert all(V2_TASKS[n].kind == "image" for n in v2.missing)
+
+
+def test_unknown_task_and_kind_fail_in_one_line():
+    from mme5.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not one of the 78"):
+        resolve_v2_tasks(["MSR_VTT"])
+    with pytest.raises(ConfigError, match="kind"):
+        resolve_v2_tasks(kinds=["audio"])
+    assert torch.tensor(1)  # keep torch imported for the embedder's tensors
