@@ -149,7 +149,11 @@ def _remove() -> None:
         logger, flt = _FILTERS.pop()
         logger.removeFilter(flt)
     ours = {pattern for pattern, _ in _WARNINGS}
-    warnings.filters[:] = [f for f in warnings.filters if getattr(f[1], "pattern", None) not in ours]
+    filters: list[Any] = warnings.filters  # type: ignore[assignment]  # a list at runtime
+    filters[:] = [f for f in filters if getattr(f[1], "pattern", None) not in ours]
+    mutated = getattr(warnings, "_filters_mutated", None)  # what filterwarnings calls (Python <= 3.13)
+    if callable(mutated):
+        mutated()
     for name, level in _LEVELS.items():
         logging.getLogger(name).setLevel(level)
     _LEVELS.clear()
