@@ -11,6 +11,12 @@ Shard layout (one sample = one key)::
     <key>.qry.jpg     query image            (any PIL-readable extension)
     <key>.pos.jpg     positive image
     <key>.neg0.jpg    hard-negative images, numbered by position in ``negs``
+    <key>.qry.f000.jpg  frame 0 of a side's frame list (video frames, document pages), then
+    <key>.qry.f001.jpg  frame 1, ...: the side's JSON holds ``"frames": N`` (schema 2)
+
+A side holds a text, one image, an ordered frame list, or a text with either. A sample without frame
+lists is written as schema 1, which every reader knows; one with frames as schema 2, which older
+readers refuse (``schema_version``) rather than drop its frames unseen.
 
 A shard set is a folder of ``*.tar`` shards plus ``sizes.json`` (``{shard file name: samples}``).
 """
@@ -26,7 +32,7 @@ import tarfile
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +48,18 @@ MODALITIES = ("IT2I", "T2IT", "IT2IT", "I2I", "I2T", "IT2T", "T2I", "T2T")
 #: Phi-3.5-V's image token, used inside the texts of the public MMEB / mmE5 data.
 PUBLIC_IMAGE_TOKEN = "<|image_1|>"
 #: Written into every sample's JSON; a reader refuses samples of a newer schema (``schema_version``).
-SCHEMA_VERSION = 1
+#: 1: texts and one image per side; 2: adds frame lists (``"frames": N`` + ``<role>.fNNN.<ext>``).
+SCHEMA_VERSION = 2
+#: The schema of a sample without frame lists (what every reader, old or new, reads).
+BASE_SCHEMA_VERSION = 1
+#: Most frames one side may declare (a guard against a hostile count, far above the 8 to 32 frames
+#: video embedding models sample).
+MAX_FRAMES = 512
 SIZES_FILE = "sizes.json"
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 ROLE_PATTERN = re.compile(r"^(qry|pos|neg\d+)\.(" + "|".join(IMAGE_EXTENSIONS) + r")$")
+#: ``<role>.f<index>.<ext>``: one frame of a side's frame list (index written with 3+ digits).
+FRAME_PATTERN = re.compile(r"^(qry|pos|neg\d+)\.f(\d{3,6})\.(" + "|".join(IMAGE_EXTENSIONS) + r")$")
 #: The only formats :func:`decode_image` opens (PIL plugin names). Anything else, e.g. PostScript
 #: (which PIL would hand to Ghostscript), is refused as ``image_format`` without being parsed.
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -63,27 +77,83 @@ class RecordError(Mme5Error, ValueError):
 
 @dataclass
 class Side:
-    """One side of a pair: a text, an image, or both.
+    """One side of a pair: a text, an image, an ordered frame list, or a text with either.
 
     ``text`` is raw (it may already hold an instruction or the public ``<|image_1|>`` token);
     backbone adapters turn it into the model's own prompt. ``image_bytes`` keeps the encoded image
     when known, so that re-writing a shard does not re-encode and content ids are stable.
+    ``frames`` holds a video's sampled frames (or a document's pages) as encoded ``(bytes, ext)``
+    pairs, in order; :meth:`load_frames` decodes them (each through :func:`decode_image`, with its
+    format allow-list and pixel cap). A side has one image or a frame list, never both.
     """
 
     text: str | None = None
     image: Image.Image | None = None
     image_bytes: bytes | None = None
     image_ext: str = "jpg"
+    frames: list[tuple[bytes, str]] = field(default_factory=list)
+    frame_images: list[Image.Image] | None = field(default=None, repr=False, compare=False)
+    """The decoded frames (set by :meth:`load_frames`)."""
+
+    @classmethod
+    def from_frames(cls, images: Iterable[Image.Image | bytes], text: str | None = None) -> Side:
+        """A frame-list side from PIL images (encoded as JPEG) or already encoded bytes (kept as they are)."""
+        frames: list[tuple[bytes, str]] = []
+        for im in images:
+            if isinstance(im, (bytes, bytearray)):
+                frames.append((bytes(im), _sniff_ext(bytes(im))))
+            else:
+                buf = io.BytesIO()
+                im.convert("RGB").save(buf, format="JPEG", quality=92)
+                frames.append((buf.getvalue(), "jpg"))
+        return cls(text=text, frames=frames)
 
     @property
     def has_image(self) -> bool:
+        """One image (not a frame list)."""
         return self.image is not None or self.image_bytes is not None
+
+    @property
+    def has_frames(self) -> bool:
+        """An ordered frame list (a video's frames or a document's pages)."""
+        return bool(self.frames)
+
+    @property
+    def has_visual(self) -> bool:
+        """An image or a frame list."""
+        return self.has_image or self.has_frames
 
     def load_image(self, max_pixels: int | None = None, max_side: int | None = None) -> Image.Image | None:
         """Return the decoded RGB image (decoding ``image_bytes`` on first use)."""
         if self.image is None and self.image_bytes is not None:
             self.image = decode_image(self.image_bytes, max_pixels=max_pixels, max_side=max_side)
         return self.image
+
+    def load_frames(self, max_pixels: int | None = None, max_side: int | None = None) -> list[Image.Image]:
+        """The decoded RGB frames (on first use; ``max_pixels`` / ``max_side`` apply to each frame).
+
+        A frame that cannot be decoded fails the whole side as ``video_decode`` (a video with a
+        broken frame is skipped, never shown with a hole); a frame over the pixel cap is
+        ``image_too_large``, as an image would be.
+        """
+        if self.frame_images is None:
+            decoded = []
+            for i, (data, _ext) in enumerate(self.frames):
+                try:
+                    decoded.append(decode_image(data, max_pixels=max_pixels, max_side=max_side))
+                except RecordError as exc:
+                    reason = exc.reason if exc.reason == "image_too_large" else "video_decode"
+                    detail = str(exc).removeprefix(exc.reason + ": ")
+                    raise RecordError(reason, f"frame {i} of {len(self.frames)}: {detail}") from None
+            self.frame_images = decoded
+        return self.frame_images
+
+    def load_visual(self, max_pixels: int | None = None, max_side: int | None = None) -> None:
+        """Decode the image or the frames, whichever the side holds."""
+        if self.has_image:
+            self.load_image(max_pixels=max_pixels, max_side=max_side)
+        elif self.has_frames:
+            self.load_frames(max_pixels=max_pixels, max_side=max_side)
 
     def encoded_image(self) -> tuple[bytes, str] | None:
         """The image as (bytes, extension), encoding a PIL image as JPEG when no bytes are kept."""
@@ -97,14 +167,27 @@ class Side:
         return self.image_bytes, self.image_ext
 
     def content_id(self) -> int:
-        """A signed 64-bit hash of text + image bytes: equal content, equal id (false-negative masking)."""
+        """A signed 64-bit hash of text + image or frame bytes: equal content, equal id (false negatives)."""
         h = hashlib.blake2b(digest_size=8)
         h.update((self.text or "").encode("utf-8"))
         h.update(b"\x00")
         enc = self.encoded_image()
         if enc is not None:
             h.update(enc[0])
+        for data, _ext in self.frames:  # a text-only or one-image side hashes as it did before frames
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
         return int.from_bytes(h.digest(), "little", signed=True)
+
+
+def _sniff_ext(data: bytes) -> str:
+    """The file extension of encoded image bytes, from their magic number (``jpg`` when unknown)."""
+    for magic, ext in ((b"\x89PNG", "png"), (b"RIFF", "webp"), (b"GIF8", "gif"), (b"BM", "bmp")):
+        if data.startswith(magic):
+            return ext
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    return "jpg"
 
 
 def compose_text(instruction: str | None, text: str | None) -> str | None:
@@ -132,12 +215,12 @@ class Example:
     def query_side(self) -> Side:
         """The query as the encoder sees it: instruction prepended to the text."""
         q = self.query
-        return Side(compose_text(self.instruction, q.text), q.image, q.image_bytes, q.image_ext)
+        return replace(q, text=compose_text(self.instruction, q.text))
 
     def candidate_sides(self) -> list[Side]:
         """Positive first, then the hard negatives, each with ``doc_instruction`` prepended."""
         return [
-            Side(compose_text(self.doc_instruction, s.text), s.image, s.image_bytes, s.image_ext)
+            replace(s, text=compose_text(self.doc_instruction, s.text))
             for s in [self.positive, *self.negatives]
         ]
 
@@ -148,13 +231,22 @@ def sample_key(example_id: str) -> str:
 
 
 def _side_json(side: Side) -> dict[str, Any]:
-    return {"text": side.text, "image": side.has_image}
+    if side.has_image and side.has_frames:
+        raise ValueError("a Side holds one image or a frame list, not both")
+    out: dict[str, Any] = {"text": side.text, "image": side.has_image}
+    if side.has_frames:
+        out["frames"] = len(side.frames)
+    return out
 
 
 def encode_sample(example: Example) -> dict[str, Any]:
     """Example -> a WebDataset sample dict (``__key__`` plus member name -> bytes)."""
+    roles = [("qry", example.query), ("pos", example.positive)] + [
+        (f"neg{i}", s) for i, s in enumerate(example.negatives)
+    ]
+    with_frames = any(side.has_frames for _, side in roles)
     meta = {
-        "schema": SCHEMA_VERSION,
+        "schema": SCHEMA_VERSION if with_frames else BASE_SCHEMA_VERSION,
         "id": example.id,
         "source": example.source,
         "task": example.task,
@@ -171,14 +263,13 @@ def encode_sample(example: Example) -> dict[str, Any]:
         "__key__": sample_key(example.id),
         "json": json.dumps(meta, ensure_ascii=False).encode(),
     }
-    roles = [("qry", example.query), ("pos", example.positive)] + [
-        (f"neg{i}", s) for i, s in enumerate(example.negatives)
-    ]
     for role, side in roles:
         enc = side.encoded_image()
         if enc is not None:
             data, ext = enc
             sample[f"{role}.{ext}"] = data
+        for i, (data, ext) in enumerate(side.frames):
+            sample[f"{role}.f{i:03d}.{ext}"] = data
     return sample
 
 
@@ -225,7 +316,9 @@ def decode_sample(
     JSON that parses (not nested too deeply, no integer beyond Python's digit limit), fields of the
     right types, and strings that encode as UTF-8 (``bad_text``: a lone surrogate escape). Images
     stay encoded (``Side.image_bytes``) unless ``decode_images`` is set, so that decoding can happen
-    later in a worker with its own limits.
+    later in a worker with its own limits. A side's ``"frames": N`` needs members ``<role>.f000.<ext>``
+    to ``<role>.f{N-1}.<ext>``; one missing is ``missing_frame`` (frames decode as images do, see
+    :meth:`Side.load_frames`).
     """
     key = _printable(str(sample.get("__key__", "?")))
     raw = sample.get("json")
@@ -244,10 +337,14 @@ def decode_sample(
             f"{SCHEMA_VERSION} (written by a newer mme5?)",
         )
     images: dict[str, tuple[bytes, str]] = {}
+    frames: dict[str, dict[int, tuple[bytes, str]]] = {}
     for name, value in sample.items():
-        m = ROLE_PATTERN.match(name)
-        if m and isinstance(value, (bytes, bytearray)):
+        if not isinstance(value, (bytes, bytearray)):
+            continue
+        if m := ROLE_PATTERN.match(name):
             images[m.group(1)] = (bytes(value), m.group(2))
+        elif m := FRAME_PATTERN.match(name):
+            frames.setdefault(m.group(1), {}).setdefault(int(m.group(2)), (bytes(value), m.group(3)))
 
     def side(obj: Any, role: str) -> Side:
         where = f"sample '{key}' side '{role}'"
@@ -258,6 +355,25 @@ def decode_sample(
         if not isinstance(wants_image, bool):
             raise RecordError("bad_type", f"{where}: field 'image' must be true/false")
         s = Side(text=text)
+        n_frames = obj.get("frames", 0)
+        if type(n_frames) is not int or not 0 <= n_frames <= MAX_FRAMES:
+            raise RecordError(
+                "bad_type", f"{where}: field 'frames' must be an integer from 0 to {MAX_FRAMES}"
+            )
+        if n_frames and wants_image:
+            raise RecordError("bad_type", f"{where}: declares both an image and {n_frames} frames")
+        if n_frames:
+            have = frames.get(role, {})
+            missing = [i for i in range(n_frames) if i not in have]
+            if missing:
+                raise RecordError(
+                    "missing_frame",
+                    f"{where}: declares {n_frames} frames but has no {role}.f{missing[0]:03d}.<ext> member"
+                    + (f" ({len(missing)} missing)" if len(missing) > 1 else ""),
+                )
+            s.frames = [have[i] for i in range(n_frames)]
+            if decode_images:
+                s.load_frames(max_pixels=max_pixels, max_side=max_side)
         if wants_image:
             if role not in images:
                 raise RecordError(
@@ -266,8 +382,8 @@ def decode_sample(
             s.image_bytes, s.image_ext = images[role]
             if decode_images:
                 s.load_image(max_pixels=max_pixels, max_side=max_side)
-        if s.text is None and not s.has_image:
-            raise RecordError("empty_side", f"{where}: neither text nor image")
+        if s.text is None and not s.has_visual:
+            raise RecordError("empty_side", f"{where}: neither text nor image nor frames")
         return s
 
     if "qry" not in meta or "pos" not in meta:

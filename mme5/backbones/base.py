@@ -84,6 +84,12 @@ class BackboneAdapter:
     #: Modules kept in full precision when quantizing (heads, projectors, the vision tower): names
     #: anywhere in the dotted module path.
     skip_quantization: ClassVar[tuple[str, ...]] = ("lm_head", "multi_modal_projector")
+    #: How the family takes a side's frame list (video frames, document pages): ``"images"``, one
+    #: image per frame in one prompt (the images separated by :attr:`frame_separator`, so that each
+    #: frame's placeholder run stays apart), or ``"single"``, one image per prompt, where a side of
+    #: more than one frame is refused in one line (:meth:`side_images`).
+    frame_input: ClassVar[Literal["images", "single"]] = "images"
+    frame_separator: ClassVar[str] = "\n"
 
     def __init__(self, path: str | None = None):
         self.path = path
@@ -106,16 +112,46 @@ class BackboneAdapter:
         """The prompt for one side: ``<|image_1|>`` rewritten to the family's image token.
 
         An image side without a token gets the token first, then a newline and the text (the layout
-        of the public data); a text-only side carries no image token at all.
+        of the public data); a text-only side carries no image token at all. A frame side puts
+        :meth:`visual_prompt` (one image token per frame) where an image side puts its token.
         """
         text = side.text or ""
         text = text.replace(PUBLIC_IMAGE_TOKEN, self.image_token)
-        if not side.has_image:
+        if not side.has_visual:
             return text.replace(self.image_token, "").strip("\n") if self.image_token in text else text
+        visual = self.visual_prompt(side)
         if self.image_token not in text:
-            return self.image_token + ("\n" + text if text else "")
-        first = text.index(self.image_token) + len(self.image_token)
-        return text[:first] + text[first:].replace(self.image_token, "")
+            return visual + ("\n" + text if text else "")
+        first = text.index(self.image_token)
+        rest = text[first + len(self.image_token) :].replace(self.image_token, "")
+        return text[:first] + visual + rest
+
+    def visual_prompt(self, side: Side) -> str:
+        """The tokens standing for a side's image (the image token) or frames (one per frame)."""
+        if not side.has_frames or self.frame_input == "single":
+            return self.image_token
+        return self.frame_separator.join([self.image_token] * len(side.frames))
+
+    def side_images(self, side: Side) -> Any:
+        """What the processor gets for one side: ``None`` (text only), one image, or a list of frames.
+
+        Frames are decoded here if the caller has not done so already (``Side.load_frames``). A
+        ``"single"`` family takes a one-frame side as an image and refuses more frames in one line.
+        """
+        if side.has_image:
+            return side.load_image()
+        if not side.has_frames:
+            return None
+        frames = side.load_frames()
+        if self.frame_input == "single":
+            if len(frames) != 1:
+                raise BackboneError(
+                    f"backbone family '{self.family}' has no video input and takes one image per input, "
+                    f"but a side holds {len(frames)} frames: use frames one at a time (one frame per side), "
+                    "or a family that takes several images (llava, llava_next, qwen2_vl, qwen3_vl)"
+                )
+            return frames[0]
+        return list(frames)
 
     # ---- processor --------------------------------------------------------------------------------
     def load_processor(self, path: str | os.PathLike) -> Any:
@@ -159,12 +195,24 @@ class BackboneAdapter:
             return out
         if getattr(self, "placeholder_id", None) is None:
             raise RuntimeError(f"{type(self).__name__}.select_rows needs load_processor() to have run first")
-        has_image = (inputs["input_ids"] == self.placeholder_id).any(dim=1)
-        image_of_row = torch.cumsum(has_image.long(), 0) - 1
-        chosen = image_of_row[index][has_image[index]]
-        if chosen.numel():
-            out.update(self.select_images(inputs, chosen))
+        counts = self.images_per_row(inputs)
+        first = torch.cumsum(counts, 0) - counts
+        ranges = [
+            torch.arange(int(first[r]), int(first[r] + counts[r]), device=device)
+            for r in index.tolist()
+            if int(counts[r])
+        ]
+        if ranges:
+            out.update(self.select_images(inputs, torch.cat(ranges)))
         return out
+
+    def images_per_row(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Long [n]: images per row, the runs of placeholder tokens (a processor repeats an image's
+        placeholder once per feature, and frames are separated, so one run is one image)."""
+        is_placeholder = inputs["input_ids"] == self.placeholder_id
+        starts = is_placeholder.clone()
+        starts[:, 1:] &= ~is_placeholder[:, :-1]
+        return starts.sum(dim=1)
 
     def select_images(self, inputs: dict[str, torch.Tensor], images: torch.Tensor) -> dict[str, torch.Tensor]:
         """The per-image tensors of the given images (indices in batch order)."""
@@ -179,21 +227,27 @@ class BackboneAdapter:
         if not sides:
             raise ValueError("build_inputs needs at least one side")
         texts = [self.truncate_prompt(processor.tokenizer, self.format_text(s), max_length) for s in sides]
-        images = [s.load_image() if s.has_image else None for s in sides]
+        images = [self.side_images(s) for s in sides]
         return dict(self.processor_call(processor, texts, images))
 
     def truncate_prompt(self, tokenizer: Any, prompt: str, max_length: int) -> str:
-        """Cut a formatted prompt to ``max_length`` text tokens, never cutting into the image token."""
+        """Cut a formatted prompt to ``max_length`` text tokens, never cutting into an image token.
+
+        The text before the first image token and after the last one is cut; what lies between image
+        tokens (a frame list's separators) is kept whole, as the image tokens are.
+        """
         if self.image_token not in prompt:
             return truncate_text(tokenizer, prompt, max_length)
-        before, after = prompt.split(self.image_token, 1)
-        before = truncate_text(tokenizer, before, max_length)
+        parts = prompt.split(self.image_token)
+        before = truncate_text(tokenizer, parts[0], max_length)
         used = len(tokenizer(before, add_special_tokens=False)["input_ids"]) if before else 0
-        return before + self.image_token + truncate_text(tokenizer, after, max_length - used)
+        after = truncate_text(tokenizer, parts[-1], max_length - used)
+        return self.image_token.join([before, *parts[1:-1], after])
 
     def processor_call(self, processor: Any, texts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
-        """Run the processor on formatted texts and per-side images (``None`` for text-only sides)."""
-        flat = [im for im in images if im is not None]
+        """Run the processor on formatted texts and per-side images (``None`` for text-only sides, a
+        list for a side's frames)."""
+        flat = [f for im in images if im is not None for f in (im if isinstance(im, list) else [im])]
         kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
         if flat:
             kwargs["images"] = flat

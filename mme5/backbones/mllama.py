@@ -56,6 +56,9 @@ class MllamaAdapter(BackboneAdapter):
     lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj")
     skip_quantization = ("lm_head", "multi_modal_projector", "vision_model")
     per_image_keys = ()  # every tensor is per row: [B, max_images, ...]
+    #: Llama-3.2-Vision has no video input and is used with one image per prompt (mmE5 gives it
+    #: one), so a frame list of more than one frame is refused in one line.
+    frame_input = "single"
     tiny_version = 4  # 4: the twin's tokenizer prepends <|begin_of_text|>, as Llama-3.2-Vision's does
 
     #: What follows the image token in mmE5's prompts (its collator's replacement of ``<|image_1|>\n``).

@@ -65,14 +65,17 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     )
     skip_quantization = ("lm_head", "visual")
     tiny_version = 1
+    #: A frame list is a run of images in the user turn, as the chat template renders several image
+    #: parts (each already between vision start / end markers, so nothing separates them).
+    frame_separator = ""
 
     def format_text(self, side: Side) -> str:
         """The chat: system instruction, user turn (the image, then the text), assistant header."""
         text = (side.text or "").replace(PUBLIC_IMAGE_TOKEN, "").replace(self.image_token, "")
         text = text.strip("\n")
-        if not text and not side.has_image:
+        if not text and not side.has_visual:
             text = "NULL"  # as Qwen3-VL-Embedding embeds an empty input (format_model_input, line 270)
-        image = self.image_token if side.has_image else ""
+        image = self.visual_prompt(side) if side.has_visual else ""
         return PROMPT_PREFIX + image + text + PROMPT_SUFFIX
 
     def truncate_prompt(self, tokenizer: Any, prompt: str, max_length: int) -> str:
@@ -80,7 +83,9 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         if not (prompt.startswith(PROMPT_PREFIX) and prompt.endswith(PROMPT_SUFFIX)):
             return super().truncate_prompt(tokenizer, prompt, max_length)
         body = prompt[len(PROMPT_PREFIX) : len(prompt) - len(PROMPT_SUFFIX)]
-        image = self.image_token if body.startswith(self.image_token) else ""
+        image = ""
+        while body.startswith(image + self.image_token):  # one image, or a frame list's images
+            image += self.image_token
         text = truncate_text(tokenizer, body[len(image) :], max_length)
         return PROMPT_PREFIX + image + text + PROMPT_SUFFIX
 

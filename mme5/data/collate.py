@@ -2,6 +2,11 @@
 
 It runs in DataLoader workers, so it is picklable and loads the backbone's processor lazily (once
 per process). Images are decoded here, inside the worker, with the configured size limits.
+
+A side's frame list (video frames, document pages; ``Side.frames``) is decoded the same way, each
+frame under the same limits, and goes to the backbone as the adapter's frame rule says
+(:attr:`mme5.backbones.BackboneAdapter.frame_input`): one image per frame in the side's prompt, or,
+for a family that takes one image per prompt, a one-line error for a side of several frames.
 """
 
 from __future__ import annotations
@@ -46,8 +51,9 @@ class Collator:
         max_negatives: keep at most this many hard negatives per query (None: all); the ones cut
             are counted as ``negatives_cut``. Examples with fewer negatives than the batch's K repeat
             their last one; if any example has none, K = 0.
-        max_pixels: refuse images with more pixels than this (a decoding guard).
-        max_side: downscale images whose longest side exceeds this (None: keep the size).
+        max_pixels: refuse images (and each frame of a frame list) with more pixels than this (a
+            decoding guard).
+        max_side: downscale images and frames whose longest side exceeds this (None: keep the size).
     """
 
     def __init__(
@@ -97,9 +103,9 @@ class Collator:
         return min(k, self.max_negatives) if self.max_negatives is not None else k
 
     def _decoded(self, side: Side, example: Example) -> Side:
-        if side.has_image:
+        if side.has_visual:
             try:
-                side.load_image(max_pixels=self.max_pixels, max_side=self.max_side)
+                side.load_visual(max_pixels=self.max_pixels, max_side=self.max_side)
             except RecordError as exc:
                 raise RecordError(exc.reason, f"example '{example.id}': {exc}") from None
         return side
