@@ -82,6 +82,13 @@ class Qwen2VLAdapter(BackboneAdapter):
     lines 29-34, ``src/dataset.py`` line 80), without vision start / end markers, the newline after it
     stays, and the processor repeats it once per merged patch (``processing_qwen2_vl.py`` 133-142);
     the Qwen2 tokenizer adds no BOS or EOS.
+
+    Frame lists go in as images (``frame_input = "images"``: one ``<|image_pad|>`` per frame, newline
+    separated), not through ``videos=``: transformers' Qwen2-VL / Qwen3-VL video processors import
+    torchvision, which the tiny twins' environment lacks (the processor is built without its video
+    part, :func:`processor_without_video`), and one path keeps embeddings the same on every machine.
+    VLM2Vec-V2 itself writes ``<|video_pad|>`` for Qwen2-VL videos (``src/model/processor.py:74-77``
+    at 6e1e1d4).
     """
 
     family = "qwen2_vl"
