@@ -9,6 +9,7 @@ from mme5.errors import ConfigError
 from mme5.eval.datasets import XTD_LANGUAGES
 from mme5.eval.metrics import TieRule
 from mme5.eval.runner import EvalResult
+from mme5.eval.v2.runner import V2Result
 from mme5.model.settings import DType, Quantization
 
 
@@ -20,6 +21,9 @@ def evaluate(
     mmeb_image_root: str | None = None,
     xtd_image_root: str | None = None,
     demo_root: str | None = None,
+    mmeb_v2_root: str | None = None,
+    v2_tasks: list[str] | None = None,
+    v2_kinds: list[str] | None = None,
     datasets: list[str] | None = None,
     languages: Sequence[str] = XTD_LANGUAGES,
     max_rows: int | None = None,
@@ -30,8 +34,8 @@ def evaluate(
     quantization: Quantization | None = None,
     dtype: DType | None = None,
     device: str = "auto",
-) -> dict[str, EvalResult]:
-    """Evaluate an embedding model on MMEB and/or XTD and print the tables.
+) -> dict[str, EvalResult | V2Result]:
+    """Evaluate an embedding model on MMEB, XTD and/or MMEB-V2 and print the tables.
 
     Args:
         model: a Lightning checkpoint (*.ckpt), a folder written by `mme5 export`, a Hugging Face model
@@ -44,6 +48,11 @@ def evaluate(
         xtd_image_root: XTD's image folder: Haon-Chen/XTD-10's XTD10_dataset.tar.gz unpacked
             (`tar -xzf XTD10_dataset.tar.gz`, then `--xtd_image_root XTD10_dataset`).
         demo_root: use the demo corpus in this folder (generated when missing) for MMEB, XTD and images.
+        mmeb_v2_root: MMEB-V2 folder of video and visual-document tasks (mme5.eval.v2.readers); its image
+            tasks are read from mmeb_dir. "demo": the drawn V2 demo subset, written under
+            <demo_root>/mmeb_v2 (or <output_dir>/mmeb_v2_demo). Skipped when None.
+        v2_tasks: MMEB-V2 tasks to evaluate (default: all 78; absent ones are listed as missing).
+        v2_kinds: only these MMEB-V2 kinds (image, video, visdoc).
         datasets: MMEB datasets to evaluate (default: the 36 official + the folder's datasets.json).
         languages: XTD languages to evaluate.
         max_rows: only the first N rows of each dataset / language (None: all).
@@ -67,8 +76,8 @@ def evaluate(
     mmeb_dir, xtd_dir, image_root = folders_with_demo(demo_root, mmeb_dir, xtd_dir, image_root)
     mmeb_root = mmeb_image_root if mmeb_image_root is not None else image_root
     xtd_root = xtd_image_root if xtd_image_root is not None else image_root
-    if mmeb_dir is None and xtd_dir is None:
-        raise ConfigError("nothing to evaluate: give --mmeb_dir, --xtd_dir or --demo_root")
+    if mmeb_dir is None and xtd_dir is None and mmeb_v2_root is None:
+        raise ConfigError("nothing to evaluate: give --mmeb_dir, --xtd_dir, --mmeb_v2_root or --demo_root")
     loaded = load_model(model, quantization=quantization, device=device, dtype=dtype, batch_size=batch_size)
     results: dict[str, EvalResult] = {}
     common = {
@@ -82,14 +91,74 @@ def evaluate(
         results["mmeb"] = evaluate_mmeb(loaded.embed, mmeb_dir, mmeb_root, datasets=datasets, **common)
     if xtd_dir is not None:
         results["xtd"] = evaluate_xtd(loaded.embed, xtd_dir, xtd_root, languages=languages, **common)
-    report = markdown_report(**results, title=loaded.description)
+    report = markdown_report(**results, title=loaded.description) if results else ""
     print(report)
-    if output_dir is not None:
+    if output_dir is not None and results:
         out = Path(output_dir)
         write_json(out / "results.json", **results)
         write_text(out / "results.md", report)
         print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
-    return results
+    everything: dict[str, EvalResult | V2Result] = dict(results)
+    if mmeb_v2_root is not None:
+        everything["mmeb_v2"] = _evaluate_v2(
+            loaded,
+            mmeb_v2_root,
+            demo_root,
+            mmeb_dir,
+            mmeb_root,
+            v2_tasks,
+            v2_kinds,
+            results.get("mmeb"),
+            output_dir,
+            common,
+        )
+    return everything
+
+
+def _covers(result: EvalResult | None, names: list[str]) -> bool:
+    """Whether an MMEB run scored every one of ``names`` under the official tie rule (then reused)."""
+    if result is None or not names or result.tie_rule != "truth_wins":
+        return False
+    return set(names) <= {d.name for d in result.datasets}
+
+
+def _evaluate_v2(
+    loaded, root, demo_root, mmeb_dir, mmeb_root, tasks, kinds, mmeb_result, output_dir, common
+) -> V2Result:
+    """MMEB-V2 (image tasks from ``mmeb_dir``, reusing the MMEB run when there was one)."""
+    from mme5.eval.cache import EmbeddingCache, resolve_cache_dir
+    from mme5.eval.v2 import load_mmeb_v2, resolve_v2_tasks, run_mmeb_v2, v2_table, write_v2
+    from mme5.eval.v2.runner import default_work_dir
+
+    if root == "demo":
+        from mme5.demo.v2 import build_v2_demo
+
+        base = (
+            Path(demo_root) / "mmeb_v2" if demo_root else default_work_dir(output_dir).parent / "mmeb_v2_demo"
+        )
+        root = str(build_v2_demo(base))
+    chosen = resolve_v2_tasks(tasks, kinds)
+    bench = load_mmeb_v2(root, chosen, default_work_dir(output_dir), mmeb_dir, common["max_rows"])
+    if not bench.sets and not bench.image_tasks:
+        raise ConfigError(
+            f"none of the {len(chosen)} requested MMEB-V2 task(s) is in '{root}' or '{mmeb_dir}'"
+        )
+    folder = resolve_cache_dir(common["cache_dir"])
+    result = run_mmeb_v2(
+        loaded.embed,
+        bench,
+        mmeb_root,
+        common["batch_size"],
+        EmbeddingCache(folder) if folder is not None else None,
+        common["fingerprint"],
+        max_rows=common["max_rows"],
+        image_result=mmeb_result if _covers(mmeb_result, bench.image_tasks) else None,
+    )
+    print(v2_table(result))
+    if output_dir is not None:
+        js, md = write_v2(output_dir, result)
+        print(f"wrote {js} and {md}")
+    return result
 
 
 def folders_with_demo(

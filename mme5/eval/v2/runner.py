@@ -209,6 +209,8 @@ def run_mmeb_v2(
         )
     if image_result is not None:
         for d in image_result.datasets:
+            if d.name not in bench.image_tasks:
+                continue
             task = V2_TASKS[d.name]
             scores.append(
                 V2TaskScore(
