@@ -23,7 +23,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -143,12 +143,19 @@ def _iter_examples(urls: list[tuple[str, int]], skips: Counter[str] | None) -> I
                     skips[exc.reason] += 1
 
 
-def _embed(model: EmbeddingModel, sides: list[Side], batch_size: int) -> tuple[torch.Tensor, dict[int, str]]:
+def _embed(
+    model: EmbeddingModel, sides: list[Side], batch_size: int, desc: str | None = None
+) -> tuple[torch.Tensor, dict[int, str]]:
     """Embeddings of ``sides``; a batch that fails on a bad image is redone item by item and the items
-    that fail are returned (index -> reason) with zero rows."""
+    that fail are returned (index -> reason) with zero rows. ``desc``: show a progress bar so named."""
     out: list[torch.Tensor] = []
     failed: dict[int, str] = {}
-    for start in range(0, len(sides), batch_size):
+    starts: Iterable[int] = range(0, len(sides), batch_size)
+    if desc is not None:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="batch")
+    for start in starts:
         chunk = sides[start : start + batch_size]
         try:
             out.append(model.encode_sides(chunk, batch_size=batch_size, progress=False))
@@ -213,7 +220,7 @@ def mine(
         samples_per_shard: samples per output shard.
         overwrite: replace shards and report already in ``out``.
         model_name: how the report names the model (default: its fingerprint only).
-        progress: print a line per embedding stage.
+        progress: print a line per stage and show progress bars while embedding.
     """
     opts = options or MiningOptions()
     if batch_size < 1 or samples_per_shard < 1:
@@ -268,8 +275,8 @@ def mine(
 
     if progress:
         print(f"mine: embedding {n} queries and {len(cand_sides)} distinct candidates", flush=True)
-    q_emb, q_failed = _embed(model, query_sides, batch_size)
-    c_emb, c_failed = _embed(model, cand_sides, batch_size)
+    q_emb, q_failed = _embed(model, query_sides, batch_size, "queries" if progress else None)
+    c_emb, c_failed = _embed(model, cand_sides, batch_size, "candidates" if progress else None)
     query_sides.clear()  # the decoded images go with them
     cand_sides.clear()
 
