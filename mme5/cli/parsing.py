@@ -129,12 +129,12 @@ def _holds_text(hint: Any) -> bool:
 
 
 def _as_list(value: str, hint: Any) -> str:
-    """``value`` as a one-item YAML list, unless it already is a list, a mapping or null."""
+    """``value`` as a one-item YAML list, unless it already is a list or null."""
     try:
         loaded = yaml.safe_load(value)
     except yaml.YAMLError:
         loaded = value
-    if loaded is None or isinstance(loaded, (list, dict)):
+    if loaded is None or isinstance(loaded, list):
         return value
     return json.dumps([value]) if _holds_text(hint) else f"[{value}]"
 
