@@ -67,8 +67,8 @@ class _BenchmarkEvaluation(Callback):
         self.tie_rule: TieRule = tie_rule
         resolve_tie_rule(self.benchmark, tie_rule)  # a bad value fails when the callback is built
         self.history: list[dict[str, float]] = []
-        self.last_result: EvalResult | None = None
-        self._bench: Benchmark | None = None
+        self.last_result: Any = None
+        self._bench: Any = None
         self._last_step: int | None = None
 
     # ---- what subclasses provide ---------------------------------------------------------------
@@ -152,23 +152,12 @@ class _BenchmarkEvaluation(Callback):
                 else model_fingerprint(pl_module)
             )
         try:
-            result = run_benchmark(
-                self.benchmark,
-                embed,
-                self._bench,
-                self.image_root,
-                self.batch_size,
-                cache,
-                fingerprint,
-                DistContext.current(),
-                step=step,
-                tie_rule=self.tie_rule,
-            )
+            result = self._run(embed, cache, fingerprint, step)
         finally:
             pl_module.train(was_training)
         self._last_step = step
         self.last_result = result
-        numbers = headline(**{self.benchmark: result})
+        numbers = self._headline(result)
         self.history.append({"step": step, **numbers})
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in numbers.items()})
         if trainer.is_global_zero:
@@ -176,6 +165,23 @@ class _BenchmarkEvaluation(Callback):
                 logger.log_metrics(numbers, step=step)
             self._write(trainer, result)
         return result
+
+    def _run(self, embed: Any, cache: EmbeddingCache | None, fingerprint: str | None, step: int) -> Any:
+        return run_benchmark(
+            self.benchmark,
+            embed,
+            self._bench,  # type: ignore[arg-type]
+            self.image_root,
+            self.batch_size,
+            cache,
+            fingerprint,
+            DistContext.current(),
+            step=step,
+            tie_rule=self.tie_rule,
+        )
+
+    def _headline(self, result: Any) -> dict[str, float]:
+        return headline(**{self.benchmark: result})
 
     def _write(self, trainer: pl.Trainer, result: EvalResult) -> None:
         out = self.out_dir(trainer)
@@ -191,7 +197,7 @@ class _BenchmarkEvaluation(Callback):
             "%s at step %d: %s",
             name,
             result.step,
-            ", ".join(f"{k} {v:.1f}" for k, v in headline(**{name: result}).items()),
+            ", ".join(f"{k} {v:.1f}" for k, v in self._headline(result).items()),
         )
 
 
@@ -294,3 +300,87 @@ class XTDEvaluation(_BenchmarkEvaluation):
 
     def _load(self) -> Benchmark:
         return load_xtd(self.xtd_dir, self.languages, self.max_rows)
+
+
+class MMEBV2Evaluation(_BenchmarkEvaluation):
+    """Evaluate on MMEB-V2 during fit: hit@1 (image, video) / ndcg_linear@5 (visual documents) per task,
+    per-kind, per-meta-task and overall means (:mod:`mme5.eval.v2`); logged as ``mmeb_v2/<key>``.
+
+    Args:
+        root: MMEB-V2 folder of video and visual-document tasks (layout: :mod:`mme5.eval.v2.readers`).
+        image_dir: the image tasks' MMEB folder (None: the image tasks are listed as missing).
+        image_root: folder the image tasks' image paths are relative to.
+        tasks: task names (default: all 78; absent ones are listed as missing); kinds: only these kinds.
+        work_dir: where the tiled video frames go (default: ``<output dir>/v2_frames``).
+        every_n_steps, on_fit_end, max_rows, batch_size, output_dir, cache_dir: as for
+            :class:`MMEBEvaluation`.
+    """
+
+    benchmark = "mmeb_v2"
+
+    def __init__(
+        self,
+        root: str | None,
+        image_dir: str | None = None,
+        image_root: str | None = None,
+        tasks: Sequence[str] | None = None,
+        kinds: Sequence[str] | None = None,
+        work_dir: str | None = None,
+        every_n_steps: int | None = None,
+        on_fit_end: bool = True,
+        max_rows: int | None = None,
+        batch_size: int = 64,
+        output_dir: str | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        from mme5.eval.v2 import resolve_v2_tasks
+
+        super().__init__(image_root, every_n_steps, on_fit_end, max_rows, batch_size, output_dir, cache_dir)
+        self.root, self.image_dir, self.work_dir = root, image_dir, work_dir
+        self.tasks = resolve_v2_tasks(tasks, kinds)  # a bad name fails when the callback is built
+        self._trainer_out: Path | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(root=str(self.root), tasks=[t.name for t in self.tasks])
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer_out = self.out_dir(trainer)
+        super().setup(trainer, pl_module, stage)
+
+    def _load(self) -> Any:
+        from mme5.eval.v2 import load_mmeb_v2
+
+        work = self.work_dir or (self._trainer_out or Path(self.output_dir or ".")) / "v2_frames"
+        return load_mmeb_v2(self.root, self.tasks, work, self.image_dir, self.max_rows)
+
+    def _run(self, embed: Any, cache: EmbeddingCache | None, fingerprint: str | None, step: int) -> Any:
+        from mme5.eval.v2 import run_mmeb_v2
+
+        return run_mmeb_v2(
+            embed,
+            self._bench,
+            self.image_root,
+            self.batch_size,
+            cache,
+            fingerprint,
+            DistContext.current(),
+            max_rows=self.max_rows,
+            step=step,
+        )
+
+    def _headline(self, result: Any) -> dict[str, float]:
+        return {f"mmeb_v2/{k}": v for k, v in result.summary.items()}
+
+    def _write(self, trainer: pl.Trainer, result: Any) -> None:
+        from mme5.eval.v2 import write_v2
+
+        out = self.out_dir(trainer)
+        write_v2(out, result, stem=f"mmeb_v2_step{result.step}")
+        write_text(out / "mmeb_v2_history.json", json.dumps(self.history, indent=1))
+        plot_history(self.history, out / "mmeb_v2_scores.png", title="MMEB-V2 during training")
+        log.info(
+            "mmeb_v2 at step %d: %s",
+            result.step,
+            ", ".join(f"{k} {v:.1f}" for k, v in self._headline(result).items()),
+        )
