@@ -48,6 +48,7 @@ __all__ = [
     "Item",
     "ItemTable",
     "MMEBEvaluation",
+    "MMEBV2Evaluation",
     "RankingMetrics",
     "RetrievalSet",
     "XTDEvaluation",
@@ -66,7 +67,7 @@ __all__ = [
 
 def __getattr__(name: str):
     # Lightning, matplotlib, model loading and bitsandbytes are imported only when these are asked for.
-    if name in ("MMEBEvaluation", "XTDEvaluation"):
+    if name in ("MMEBEvaluation", "MMEBV2Evaluation", "XTDEvaluation"):
         from mme5.eval import callbacks
 
         return getattr(callbacks, name)
