@@ -146,6 +146,7 @@ def load_mmeb_v2(
 
 def _score_set(s: V2Set, emb: torch.Tensor, canon: torch.Tensor, ctx: DistContext, budget: int) -> dict:
     metric = V2Metrics().to(emb.device)
+    metric.update([])  # a rank without rows still takes part in the sync
     depth = max(NDCG_K, *HIT_KS)
     pool = torch.tensor(s.pool, dtype=torch.long, device=emb.device)
     # first pool position with a bit-identical embedding, so that identical embeddings tie exactly
