@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from torch.multiprocessing.spawn import spawn
 
 from mme5.demo.v2 import build_v2_demo
 from mme5.eval.v2 import evaluate_mmeb_v2
@@ -40,7 +40,7 @@ def test_two_processes_equal_one(tmp_path):
     root = build_v2_demo(tmp_path / "v2")
     single = evaluate_mmeb_v2(HashEmbedder(), root, tmp_path / "work", tasks=TASKS)
     torch.set_num_threads(1)
-    mp.spawn(_worker, args=(2, _free_port(), str(root), str(tmp_path)), nprocs=2, join=True)
+    spawn(_worker, args=(2, _free_port(), str(root), str(tmp_path)), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for rec in ranks:
         for t in single.tasks:
