@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from mme5.devices import check_device
 from mme5.errors import ConfigError
 from mme5.model.load import load
 from mme5.model.settings import DType, Quantization
@@ -38,6 +39,7 @@ def pick_device(device: str) -> torch.device:
             if torch.cuda.is_available()
             else torch.device("cpu")
         )
+    check_device(device, option="device")
     try:
         return torch.device(device)
     except RuntimeError:

@@ -460,8 +460,12 @@ def _check_backbone(name: str, path: Path) -> None:
         )
     if name in TINY_NAMES or path.exists():
         return
+    from mme5.backbones.hub import HubModelError
+
     try:
         get_adapter(name)
+    except HubModelError:
+        raise  # it already says how to download the model
     except BackboneError:
         raise MissingPathError(
             f"model '{name}' does not exist: expected an export folder, a checkpoint (*.ckpt), "

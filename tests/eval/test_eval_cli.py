@@ -6,6 +6,7 @@ import json
 import shutil
 
 import lightning
+import pytest
 import torch
 
 from mme5.cli.main import main as mme5_main
@@ -147,3 +148,14 @@ def test_evaluate_takes_an_image_root_per_benchmark(fixture_folders, tmp_path, c
     shared = [a for a in args if a not in ("--xtd_image_root", str(images / "XTD10_dataset"))]
     shared[shared.index("--mmeb_image_root")] = "--image_root"
     assert mme5_main(shared) == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_load_model_on_cuda_without_cuda_is_one_line():
+    """From Python, as from the command line, a device the machine lacks is one DeviceError line."""
+    from mme5.devices import DeviceError
+    from mme5.eval.models import pick_device
+
+    with pytest.raises(DeviceError, match="no CUDA GPU is visible") as info:
+        pick_device("cuda")
+    assert "\n" not in str(info.value)

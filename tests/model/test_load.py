@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import mme5
+from mme5.backbones.hub import HubModelError
 from mme5.errors import ConfigError, MissingPathError
 from mme5.eval.models import load_model
 from mme5.model.encoder import Encoder, EncoderSettings, LoraSettings
@@ -101,8 +102,12 @@ def test_unusable_inputs_are_one_line_errors(tmp_path):
         load(foreign)
     with pytest.raises(MissingPathError, match=r"checkpoint .*none\.ckpt' does not exist"):
         load(tmp_path / "none.ckpt")
-    with pytest.raises(MissingPathError, match="model 'no/such-model' does not exist"):
+    with pytest.raises(MissingPathError, match="model 'no_such_model' does not exist"):
+        load("no_such_model")
+    # a hub id that is neither cached nor reachable says how to download it (not 'does not exist')
+    with pytest.raises(HubModelError, match=r"hf download no/such-model") as hub_info:
         load("no/such-model")
+    assert "\n" not in str(hub_info.value)
     with pytest.raises(ConfigError, match="quantized loading needs an exported folder"):
         load(foreign, quantization="nf4")
 
