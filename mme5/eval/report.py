@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mme5.atomic import atomic_open, write_text
 from mme5.eval.datasets import XTD_LANGUAGES
@@ -127,6 +128,33 @@ def headline(mmeb: EvalResult | None = None, xtd: EvalResult | None = None) -> d
     return out
 
 
+def draw_history(ax: Any, history: Sequence[dict]) -> list[Any]:
+    """One line per metric on matplotlib axes ``ax``, a point per evaluation; returns the lines.
+
+    Each series gets its own marker and dash and is half transparent, so series with equal scores stay
+    visible on top of each other.
+    """
+    markers = "osD^v<>ph*"
+    styles = ("-", "--", "-.", ":")
+    lines = []
+    keys = sorted({k for h in history for k in h if k != "step"})
+    for i, key in enumerate(keys):
+        pts = [(h["step"], h[key]) for h in history if key in h and not math.isnan(h[key])]
+        if pts:
+            (line,) = ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker=markers[i % len(markers)],
+                linestyle=styles[(i // len(markers)) % len(styles)],
+                markersize=5,
+                alpha=0.75,
+                label=key,
+                linewidth=2.5 if key.endswith(("Overall", "mean_R@10")) else 1.2,
+            )
+            lines.append(line)
+    return lines
+
+
 def plot_history(
     history: Sequence[dict], path: str | os.PathLike, title: str = "evaluation during training"
 ) -> Path:
@@ -137,18 +165,8 @@ def plot_history(
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    keys = sorted({k for h in history for k in h if k != "step"})
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key in keys:
-        pts = [(h["step"], h[key]) for h in history if key in h and not math.isnan(h[key])]
-        if pts:
-            ax.plot(
-                [p[0] for p in pts],
-                [p[1] for p in pts],
-                marker="o",
-                label=key,
-                linewidth=2.5 if key.endswith(("Overall", "mean_R@10")) else 1.2,
-            )
+    keys = [line.get_label() for line in draw_history(ax, history)]
     ax.set_xlabel("global step")
     ax.set_ylabel("score (%)")
     ax.set_title(title)
