@@ -43,8 +43,9 @@ from mme5.atomic import atomic_open, write_text
 from mme5.errors import Mme5Error
 
 TASKS = ("classification", "vqa", "retrieval", "grounding")
-#: Modality combinations (query -> document) of the mmE5 synthesis plus the labelled sets.
-MODALITIES = ("IT2I", "T2IT", "IT2IT", "I2I", "I2T", "IT2T", "T2I", "T2T")
+#: Modality combinations (query -> document) of the mmE5 synthesis plus the labelled sets, then
+#: VLM2Vec-V2's video ones (``V``: a frame list).
+MODALITIES = ("IT2I", "T2IT", "IT2IT", "I2I", "I2T", "IT2T", "T2I", "T2T", "V2T", "VT2T", "T2V")
 #: Phi-3.5-V's image token, used inside the texts of the public MMEB / mmE5 data.
 PUBLIC_IMAGE_TOKEN = "<|image_1|>"
 #: Written into every sample's JSON; a reader refuses samples of a newer schema (``schema_version``).

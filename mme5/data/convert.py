@@ -39,7 +39,11 @@ Layouts (found under each input folder; hidden folders such as ``.cache`` are ig
 * hub files: ``<Subset>/<split>-00000-of-00001.parquet`` (MMEB-train, mmE5-MMEB-hardneg) and
   ``<Subset>/<Subset>.parquet`` (mmE5-synthetic, split ``train``);
 * the hub's parquet converter (``refs/convert/parquet``): ``<Subset>/<split>/0000.parquet``;
-* a subset folder of either, or single parquet files.
+* a subset folder of either, or single parquet files;
+* VLM2Vec-V2's video and visual-document sets (see "VLM2Vec-V2 training sets" below): a LLaVA-Hound
+  ``.jsonl`` (rows ``id``, ``video``, ``conversations``) whose frame folders ``<video>/`` lie under
+  ``image_root``, giving frame-list samples (``Side.frames``); ViDoRe (``colpali_train_set``) and
+  VisRAG parquet files, found by their columns.
 
 Image paths are joined to ``image_root`` as the official loaders do (``os.path.join(image_dir, path)``,
 ``src/dataset.py:72``); the official paths start with ``images/<Subset>/``, so the root is the folder
@@ -95,8 +99,20 @@ NEG_COLUMNS = ("neg_text", "neg_image_path")
 COLUMNS = BASE_COLUMNS + NEG_COLUMNS
 STATE_FILE = "convert_state.json"
 REPORT_FILE = "convert_report.json"
+#: Frames per video in VLM2Vec-V2's training mixture (``experiments/public/train/train_video.yaml``,
+#: ``num_frames: 8``).
+V2_NUM_FRAMES = 8
 
-DatasetName = Literal["auto", "mmeb-train", "mmeb-hardneg", "mmE5-synthetic"]
+DatasetName = Literal[
+    "auto",
+    "mmeb-train",
+    "mmeb-hardneg",
+    "mmE5-synthetic",
+    "llavahound-caption",
+    "llavahound-qa",
+    "vidore",
+    "visrag",
+]
 
 #: ``train-00000-of-00001.parquet`` (``datasets`` push_to_hub; older versions add ``-<hash>``).
 HUB_FILE = re.compile(r"^(?P<split>[A-Za-z][A-Za-z0-9_]*)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet$")
@@ -730,18 +746,36 @@ def convert(
     image_token: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    num_frames: int | None = V2_NUM_FRAMES,
 ) -> list[ConvertReport]:
     """Convert training sets (folders as downloaded, subset folders or parquet files) into one shard
-    set per subset under ``out_dir``; writes ``<out_dir>/convert_report.json``. See the module doc."""
+    set per subset under ``out_dir``; writes ``<out_dir>/convert_report.json``. See the module doc.
+
+    VLM2Vec-V2 sets (LLaVA-Hound JSONL with frame folders under ``image_root``, ViDoRe and VisRAG
+    parquet) are found by :func:`detect_v2_layout` and converted by :func:`convert_v2`, ``num_frames``
+    frames per video."""
     plan: list[tuple[Subset, SetRule]] = []
+    v2_jobs: list[tuple[str | os.PathLike, str, list[Path]]] = []
+    v2_names: set[str] = set()
     for item in inputs:
+        v2 = detect_v2_layout(item) if dataset == "auto" or dataset in V2_LAYOUTS else None
+        if dataset in V2_LAYOUTS and v2 is None:
+            raise ConvertError(
+                f"input '{item}' holds no {dataset} set (VLM2Vec-V2 layouts: {', '.join(V2_LAYOUTS)})"
+            )
+        if v2 is not None:  # a VLM2Vec-V2 set: video (LLaVA-Hound) or visual documents (ViDoRe, VisRAG)
+            layout = dataset if dataset in V2_LAYOUTS else v2[0]
+            v2_jobs.append((item, layout, v2[1]))
+            stem = Path(item).stem if Path(item).is_file() else Path(item).name
+            v2_names |= {stem, f"{stem}-video"} if layout == "llavahound-caption" else {stem}
+            continue
         found = find_subsets(item)
         name = dataset if dataset != "auto" else detect_dataset(Path(item), found)
         if name not in RULES:
             raise ConvertError(f"unknown dataset '{name}'; expected one of {', '.join(RULES)}")
         plan += [(sub, RULES[name]) for sub in found.values()]
     if subsets is not None:
-        names = {sub.name for sub, _ in plan}
+        names = {sub.name for sub, _ in plan} | v2_names
         unknown = [s for s in subsets if s not in names]
         if unknown:
             raise ConvertError(
@@ -789,6 +823,18 @@ def convert(
                 progress,
             )
         )
+    for item, layout, files in v2_jobs:
+        reports += convert_v2(
+            item,
+            out_dir,
+            layout,
+            files,
+            frame_root=image_root,
+            num_frames=num_frames,
+            rows_per_subset=None if rows_per_subset == "auto" else rows_per_subset,
+            samples_per_shard=samples_per_shard,
+            subsets=subsets,
+        )
     write_run_report(out_dir, reports)
     return reports
 
@@ -813,3 +859,323 @@ def write_run_report(out_dir: str | os.PathLike, reports: Sequence[ConvertReport
     payload = {**run_totals(reports), "sources": [r.to_json() for r in reports]}
     write_text(path, json.dumps(payload, indent=1))
     return path
+
+
+# ---- VLM2Vec-V2 training sets (video, visual documents) -------------------------------------------
+#
+# Facts from TIGER-AI-Lab/VLM2Vec at 6e1e1d4 (``src/data/dataset/``; the training mixture in
+# ``experiments/public/train/train_video.yaml`` and ``train_alltasks.yaml:162-170``):
+#
+# * LLaVA-Hound (``llavahound_dataset_caption.py``, ``llavahound_dataset_qa.py``): a JSONL file
+#   (``load_dataset("json", ...)``, caption.py:83) of rows ``id``, ``video``, ``conversations``; the
+#   frames of a row are the image files of ``<video_frame_basedir>/<video>/`` (caption.py:39),
+#   natural-sorted, ``.jpg`` / ``.jpeg`` / ``.png`` only (``src/utils/vision_utils/vision_utils.py:21,
+#   232-251``), sampled to ``num_frames`` (8 in train_video.yaml) at ``np.linspace(0, n - 1, k,
+#   dtype=int)`` and padded with the last one when there are fewer (vision_utils.py:254-284); a row
+#   without frames is skipped (caption.py:40, qa.py:30-32). Caption retrieval: the query is the first
+#   turn with ``<video>`` replaced by the video token and the frames, the positive the second turn's
+#   text (caption.py:10-13, 37-49). Video retrieval: the query is ``VRET_QRY_PROMPT`` + the caption,
+#   the positive ``VRET_TGT_PROMPT`` + the video token with the frames (caption.py:15-25, 50-62). QA:
+#   ``QA_QUERY_PROMPT`` + the first turn (``<video>`` replaced), the answer as positive (qa.py:10-17,
+#   28-42). No negatives. The official mixture trains caption and video retrieval of the same file as
+#   two sets (train_video.yaml ``video_caption_300k`` and ``video_caption_300k-video``); here they are
+#   the subsets ``<name>`` and ``<name>-video``.
+# * ViDoRe (``vidore_dataset.py``, ``vidore/colpali_train_set``): parquet rows ``query``, ``image``
+#   (``{bytes, path}``), ``image_filename``, ``answer``, ... (line 26-27, 87); the query is
+#   ``f"{image_token} {query}"`` with the page image (12-17, 29, 34-46), the positive the answer text
+#   (32); the ``prompt`` column is ignored (28).
+# * VisRAG (``visrag_dataset.py``, ``openbmb/VisRAG-Ret-Train-In-domain-data``): parquet rows
+#   ``query``, ``image``, ``source`` (48); the query is ``f"{prompt} {query} "`` with the prompt of its
+#   source (10-15, 17-28, 50), the positive ``f"{target prompt} {image_token}"`` with the page image
+#   (29-40, 52, 67). No negatives.
+
+V2Layout = Literal["llavahound-caption", "llavahound-qa", "vidore", "visrag"]
+V2_LAYOUTS = ("llavahound-caption", "llavahound-qa", "vidore", "visrag")
+#: The frame files VLM2Vec reads from a frame folder (``vision_utils.py:21``).
+V2_FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
+VRET_QRY_PROMPT = "Find a video that contains the following visual content: "
+VRET_TGT_PROMPT = "Understand the content of the provided video: "
+QA_QUERY_PROMPT = "Answer a question based on the content of a video. "
+#: VisRAG's per-source query prompts (``visrag_dataset.py:17-28``).
+VISRAG_QUERY_PROMPTS = {
+    "NeurIPS Papers": "This query is about a research paper from NeurIPS, a leading AI/ML conference. The document contains technical discussions, methodologies, and findings. Identify relevant papers and sections that address the query: ",  # noqa: E501
+    "Textbooks": "This query is related to a college-level textbook, which provides structured explanations, definitions, and examples. Find the most relevant concepts or explanations that address the query: ",  # noqa: E501
+    "ICML Papers": "This query is about a research paper from ICML, a leading AI/ML conference. The document contains theoretical insights, experiments, and applications. Identify relevant papers and sections that best answer the query: ",  # noqa: E501
+    "Manuallib": "This query pertains to a product manual, which contains detailed technical specifications, usage instructions, and troubleshooting steps. Find the most relevant section that answers the query: ",  # noqa: E501
+    "ArxivQA": "This query is related to retrieving a relevant figure from an ArXiv research paper. The retrieved figure should contain scientific plots, mathematical visualizations, or experimental results that best address the query: ",  # noqa: E501
+    "ChartQA": "This query is related to retrieving a relevant chart that visually represents numerical or categorical data. The retrieved chart should contain bar graphs, line charts, or other visual elements necessary to analyze trends, compare values, or extract insights related to the query: ",  # noqa: E501
+    "MP-DocVQA": "This query is related to retrieving a relevant page from a multi-page document, such as reports, invoices, or research papers. The retrieved document should contain text, tables, or structured information necessary to answer the query: ",  # noqa: E501
+    "InfoVQA": "This query is related to retrieving an infographic that visually presents statistical or factual information using charts, icons, and structured layouts. The retrieved image should contain the necessary visual elements to provide the best context for answering the query: ",  # noqa: E501
+    "PlotQA": "This query relates to retrieving a relevant plot or chart that visually represents numerical data. The retrieved figure should contain the necessary information to analyze trends, compare values, or extract key insights related to the query: ",  # noqa: E501
+    "SlideVQA": "This query is related to retrieving a relevant presentation slide that visually presents structured information. The retrieved slide should contain the necessary text, charts, or graphics to provide the best answer to the query: ",  # noqa: E501
+}
+#: VisRAG's per-source target prompts (``visrag_dataset.py:29-40``).
+VISRAG_TARGET_PROMPTS = {
+    "Textbooks": "A textbook page with structured educational content and explanations.",
+    "ICML Papers": "A research paper from ICML, covering machine learning topics.",
+    "NeurIPS Papers": "A research paper from NeurIPS on AI and ML topics.",
+    "Manuallib": "A product manual page with technical specifications and instructions.",
+    "InfoVQA": "An infographic with structured data, charts, and annotations.",
+    "PlotQA": "A numerical data visualization, such as bar charts or line graphs.",
+    "SlideVQA": "A presentation slide with text, bullet points, and diagrams.",
+    "ArxivQA": "A figure from a research paper, including plots or experimental results.",
+    "MP-DocVQA": "A page from a multi-page document with text or tables.",
+    "ChartQA": "A statistical chart comparing values or analyzing trends.",
+}
+_VIDORE_COLUMNS = ("query", "image", "image_filename", "answer")
+_VISRAG_COLUMNS = ("query", "image", "source")
+
+
+def _prompted(prompt: str, query: str, image_token: str) -> str:
+    """VLM2Vec's ``process_query`` of ``visrag_dataset.py:10-15``: ``f"{prompt} {query} {token}"``."""
+    return f"{prompt} {query} {image_token}" if prompt else f"{query} {image_token}"
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def sample_frame_names(names: Sequence[str], num_frames: int | None) -> list[str]:
+    """The frames VLM2Vec takes from a folder's file names: natural order, its extensions only, then
+    ``num_frames`` at ``linspace(0, n - 1, k)`` (integer); all of them when there are fewer."""
+    frames = sorted(
+        (n for n in names if os.path.splitext(n)[1].lower() in V2_FRAME_EXTENSIONS), key=_natural_key
+    )
+    if num_frames is None or not frames:
+        return frames
+    if num_frames == 0:
+        return []
+    if num_frames > len(frames):  # fewer frames than asked for: all of them (vision_utils.py:282)
+        return frames
+    step = (len(frames) - 1) / (num_frames - 1) if num_frames > 1 else 0.0
+    picks = [int(i * step) for i in range(num_frames)]
+    if num_frames > 1:
+        picks[-1] = len(frames) - 1  # linspace ends exactly at its stop
+    return [frames[i] for i in picks]
+
+
+def detect_v2_layout(item: str | os.PathLike) -> tuple[str, list[Path]] | None:
+    """``(layout, files)`` when ``item`` (a file or a folder) holds a VLM2Vec-V2 training set, else None.
+
+    A ``.jsonl`` file (or a folder of them) is LLaVA-Hound (caption rows; ``llavahound-qa`` must be
+    asked for, the rows look the same); parquet files whose columns hold ViDoRe's or VisRAG's (and none
+    of the MMEB sets' ``qry``) are those sets.
+    """
+    p = Path(item)
+    if p.is_file():
+        files = [p]
+    elif p.is_dir():
+        files = sorted(
+            f
+            for f in [*p.rglob("*.jsonl"), *p.rglob("*.parquet")]
+            if not any(part.startswith(".") for part in f.relative_to(p).parts)
+        )
+    else:
+        return None
+    jsonl = [f for f in files if f.suffix == ".jsonl"]
+    if jsonl:
+        return "llavahound-caption", jsonl
+    parquets = [f for f in files if f.suffix == ".parquet"]
+    if not parquets:
+        return None
+    try:
+        names = set(pq.ParquetFile(parquets[0]).schema_arrow.names)
+    except Exception:  # not a parquet: the MMEB path reports it
+        return None
+    if "qry" in names:
+        return None
+    if set(_VIDORE_COLUMNS) <= names:
+        return "vidore", parquets
+    if set(_VISRAG_COLUMNS) <= names:
+        return "visrag", parquets
+    return None
+
+
+def _image_cell(value: Any, column: str) -> tuple[bytes, str]:
+    """A ``datasets`` Image cell (``{bytes, path}``) -> ``(bytes, ext)``, checked to be an allowed image."""
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if not isinstance(data, (bytes, bytearray)) or not data:
+        raise RecordError("missing_image", f"column '{column}' holds no image bytes")
+    try:
+        with Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as img:
+            fmt = (img.format or "").lower()
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise RecordError(
+            "bad_image", f"column '{column}' is not a JPEG/PNG/WebP/GIF/BMP/TIFF: {exc}"
+        ) from None
+    return bytes(data), {"jpeg": "jpg"}.get(fmt, fmt)
+
+
+def _text_cell(row: dict[str, Any], column: str) -> str:
+    value = row.get(column)
+    if not isinstance(value, str):
+        raise RecordError("bad_type", f"column '{column}' holds {type(value).__name__}, expected a string")
+    return value
+
+
+class _FrameReader:
+    """The sampled frames of ``<root>/<video>/`` as encoded ``(bytes, ext)`` pairs (root-confined)."""
+
+    def __init__(self, root: str | os.PathLike | None, num_frames: int | None):
+        self.images = ImageLoader(root, cache_size=64)
+        self.num_frames = num_frames
+
+    def frames(self, video: Any) -> list[tuple[bytes, str]]:
+        if not isinstance(video, str) or not video:
+            raise RecordError(
+                "bad_type", f"column 'video' holds {type(video).__name__}, expected a folder name"
+            )
+        folder = self.images.resolve(video)
+        try:
+            names = os.listdir(folder) if folder.is_dir() else []
+        except OSError:
+            names = []
+        chosen = sample_frame_names(names, self.num_frames)
+        if not chosen:
+            raise RecordError("missing_frame", f"frame folder '{folder}' holds no .jpg/.jpeg/.png frame")
+        out = []
+        for name in chosen:
+            try:
+                out.append(self.images.load(f"{video}/{name}"))
+            except RecordError as exc:
+                if exc.reason == "image_outside_root":
+                    raise
+                raise RecordError("video_decode", f"video '{video}' frame '{name}': {exc}") from None
+        return out
+
+
+def _v2_rows(layout: str, files: Sequence[Path]) -> Iterator[tuple[int, dict[str, Any] | RecordError]]:
+    """``(row index, row or the RecordError of an unreadable JSONL line)`` over the files in order."""
+    index = 0
+    for path in files:
+        if layout.startswith("llavahound"):
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                        yield (
+                            index,
+                            row if isinstance(row, dict) else RecordError("bad_json", "row is no object"),
+                        )
+                    except ValueError as exc:
+                        yield (
+                            index,
+                            RecordError("bad_json", f"line {index + 1} of '{path}': {str(exc)[:120]}"),
+                        )
+                    index += 1
+        else:
+            pf = pq.ParquetFile(path)
+            wanted = _VIDORE_COLUMNS if layout == "vidore" else _VISRAG_COLUMNS
+            for batch in pf.iter_batches(batch_size=256, columns=list(wanted)):
+                for row in batch.to_pylist():
+                    yield index, row
+                    index += 1
+
+
+def v2_examples(
+    layout: str, mode: str, index: int, row: dict[str, Any], source: str, frames: _FrameReader
+) -> Example:
+    """One VLM2Vec-V2 row -> Example, as the official loader builds its pair (module notes above)."""
+    token = PUBLIC_IMAGE_TOKEN
+    if layout.startswith("llavahound"):
+        turns = row.get("conversations")
+        if not isinstance(turns, list) or len(turns) < 2 or not all(isinstance(t, dict) for t in turns[:2]):
+            raise RecordError("bad_type", "column 'conversations' must hold at least two turns")
+        first, second = _text_cell(turns[0], "value"), _text_cell(turns[1], "value")
+        video = frames.frames(row.get("video"))
+        if mode == "video":
+            query, positive = Side(VRET_QRY_PROMPT + second), Side(VRET_TGT_PROMPT + token, frames=video)
+            modality = "T2V"
+        else:
+            prompt = QA_QUERY_PROMPT if layout == "llavahound-qa" else ""
+            query, positive = Side(prompt + first.replace("<video>", token), frames=video), Side(second)
+            modality = "VT2T"
+        task = "vqa" if layout == "llavahound-qa" else "retrieval"
+    elif layout == "vidore":
+        image, ext = _image_cell(row.get("image"), "image")
+        query = Side(f"{token} {_text_cell(row, 'query')}", image_bytes=image, image_ext=ext)
+        positive, modality, task = Side(_text_cell(row, "answer")), "IT2T", "vqa"
+    else:
+        image, ext = _image_cell(row.get("image"), "image")
+        found = row.get("source")
+        origin = found if isinstance(found, str) else ""
+        query = Side(_prompted(VISRAG_QUERY_PROMPTS.get(origin, ""), _text_cell(row, "query"), ""))
+        target = _prompted(VISRAG_TARGET_PROMPTS.get(origin, ""), "", token)
+        positive, modality, task = Side(target, image_bytes=image, image_ext=ext), "T2I", "retrieval"
+    return Example(
+        id=f"{source}-{index}",
+        query=query,
+        positive=positive,
+        task=task,
+        modality=modality if modality in MODALITIES else modality_of(query, positive),
+        source=source,
+        meta={"row": str(index), "layout": layout},
+    )
+
+
+def convert_v2(
+    item: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    layout: str,
+    files: Sequence[Path],
+    frame_root: str | None = None,
+    num_frames: int | None = V2_NUM_FRAMES,
+    rows_per_subset: int | None = None,
+    samples_per_shard: int = 1000,
+    subsets: Sequence[str] | None = None,
+) -> list[ConvertReport]:
+    """Convert one VLM2Vec-V2 training set into shard sets under ``out_dir`` (one per subset; LLaVA-Hound
+    caption files give ``<name>`` and ``<name>-video``). Rows in = samples out + skipped, by reason."""
+    if layout not in V2_LAYOUTS:
+        raise ConvertError(f"unknown VLM2Vec-V2 layout '{layout}'; expected one of {', '.join(V2_LAYOUTS)}")
+    if layout.startswith("llavahound") and (frame_root is None or not Path(frame_root).is_dir()):
+        raise ConvertError(
+            f"'{item}' is a LLaVA-Hound video set: pass --image_root, the folder of its frame folders "
+            "(VLM2Vec's video_frame_basedir)"
+        )
+    name = Path(item).stem if Path(item).is_file() else Path(item).name
+    modes = ["caption", "video"] if layout == "llavahound-caption" else ["caption"]
+    reports = []
+    for mode in modes:
+        source = f"{name}-video" if mode == "video" else name
+        if subsets is not None and source not in subsets:
+            continue
+        out = Path(out_dir) / source
+        reader = _FrameReader(frame_root, num_frames)
+        skipped: Counter[str] = Counter()
+        first_skip: dict[str, str] = {}
+        rows = samples = 0
+        with ShardSetWriter(out, prefix=source, samples_per_shard=samples_per_shard) as writer:
+            for index, row in _v2_rows(layout, files):
+                if rows_per_subset is not None and index >= rows_per_subset:
+                    break
+                rows += 1
+                try:
+                    if isinstance(row, RecordError):
+                        raise row
+                    writer.write(v2_examples(layout, mode, index, row, source, reader))
+                    samples += 1
+                except RecordError as exc:
+                    skipped[exc.reason] += 1
+                    first_skip.setdefault(exc.reason, f"row {index}: {exc}")
+        report = ConvertReport(
+            source,
+            str(out),
+            dataset=f"vlm2vec-v2 {layout}" + (" (video retrieval)" if mode == "video" else ""),
+            split="train",
+            files=[str(f) for f in files],
+            rows_in_split=rows,
+            rows_per_subset=rows_per_subset,
+            rows_in=rows,
+            samples_out=samples,
+            shards=writer.shard_index,
+            skipped=dict(skipped),
+            first_skip=first_skip,
+            complete=True,
+        )
+        write_text(out / REPORT_FILE, json.dumps(report.to_json(), indent=1))
+        _check_readable(report)
+        reports.append(report)
+    return reports
