@@ -159,3 +159,46 @@ def test_unknown_task_and_kind_fail_in_one_line():
     with pytest.raises(ConfigError, match="kind"):
         resolve_v2_tasks(kinds=["audio"])
     assert torch.tensor(1)  # keep torch imported for the embedder's tensors
+
+
+def test_pages_kept_in_the_corpus_table_are_written_out(tmp_path, embedder):
+    """Hub-style BEIR parquet with the page images in the corpus table (``{"bytes", "path"}``): the
+    pages are written beside it (``vidore_dataset.py`` lines 60-63); VisRAG names are shortened
+    (``visrag_dataset.py`` lines 30-33)."""
+    import hashlib
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from mme5.eval.v2.readers import page_file
+
+    root = tmp_path / "V2"
+    long_id = "a" * 60 + ".jpg"
+    for name, ids in (("ViDoRe_docvqa", ["d0", "d1"]), ("VisRAG_ChartQA", [long_id, "b.png"])):
+        task = V2_TASKS[name]
+        folder = root / task.data_dir
+        folder.mkdir(parents=True)
+        images = []
+        for i, _ in enumerate(ids):
+            buf = io.BytesIO()
+            Image.new("RGB", (20, 30), (40 * i, 100, 200)).save(buf, format="PNG")
+            images.append({"bytes": buf.getvalue(), "path": None})
+        pq.write_table(pa.table({"corpus-id": ids, "image": images}), folder / "corpus.parquet")
+        pq.write_table(pa.table({"query-id": ["q"], "query": ["which page"]}), folder / "queries.parquet")
+        pq.write_table(
+            pa.table({"query-id": ["q", "q"], "corpus-id": [ids[1], ids[0]], "score": [1, 0]}),
+            folder / "qrels.parquet",
+        )
+        for docid in ids:
+            assert not (folder / page_file(task, docid)).exists()
+    short = "a" * 50 + "_" + hashlib.md5(long_id.encode()).hexdigest()[:8] + ".jpg"
+    assert page_file(V2_TASKS["VisRAG_ChartQA"], long_id) == short
+    result = evaluate_mmeb_v2(embedder, root, tmp_path / "work", kinds=["visdoc"])
+    assert (root / "visdoc-tasks/VisRAG_ChartQA" / short).is_file()
+    assert (root / "visdoc-tasks/ViDoRe_docvqa/d0.png").is_file()
+    for name in ("ViDoRe_docvqa", "VisRAG_ChartQA"):
+        t = result.score(name)
+        assert t.candidates == 2 and t.rows == 1  # qrels with score 0 are not labels
+    assert len(result.missing) == 22

@@ -5,7 +5,8 @@ Layout under an MMEB-V2 root (the folders are those of VLM2Vec's ``experiments/p
     video-tasks/frames/<group>/<Folder>/<video>/frame_0001.jpg ...   frame folders (video.yaml frame_root)
     video-tasks/<Task>.jsonl | .parquet                                rows (below)
     video-tasks/<Task>.corpus.jsonl | .parquet                         optional extra candidates
-    visdoc-tasks/<Folder>/<corpus-id>.png                              pages (visdoc.yaml image_root)
+    visdoc-tasks/<Folder>/<corpus-id>.png                              pages (visdoc.yaml image_root;
+                                                                       VisRAG: a shortened name)
     visdoc-tasks/<Folder>/queries|qrels|corpus.jsonl | .parquet        BEIR tables
 
 A video row has the fields of the official query dataset (``EVAL_QRY_FEATURES``,
@@ -38,6 +39,8 @@ that needs it leaves the pool). Nothing is dropped without being listed.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -45,7 +48,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
+from mme5.atomic import atomic_open
 from mme5.eval.datasets import EvalDataError
 from mme5.eval.items import Item, ItemTable
 from mme5.eval.v2.frames import frame_gaps, load_frames, sample_frames, write_tiled
@@ -248,6 +253,35 @@ def read_video_task(
     return out
 
 
+def page_file(task: V2Task, corpus_id: str) -> str:
+    """The file name of a page: ``<corpus-id>.png`` (``vidore_dataset.py`` lines 29, 60); VisRAG tasks
+    shorten the name to its first 50 characters + ``_`` + 8 hex digits of its MD5, keeping the
+    extension the id carries (``visrag_dataset.py`` lines 30-33, 65-68)."""
+    if task.name.startswith("VisRAG_"):
+        base, ext = os.path.splitext(corpus_id)
+        return base[:50] + "_" + hashlib.md5(corpus_id.encode("utf-8")).hexdigest()[:8] + ext
+    return f"{corpus_id}.png"
+
+
+def _save_page(value: object, path: Path, task: str) -> None:
+    """Write a corpus row's page image (raw bytes or a Hugging Face ``{"bytes", "path"}`` image) to
+    ``path``, saved in the format its extension names (``image.save(image_path)``,
+    ``vidore_dataset.py`` lines 60-63, ``visrag_dataset.py`` lines 69-71)."""
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if not isinstance(data, bytes | bytearray):
+        raise EvalDataError(f"{task}: corpus image for '{path.name}' is not image bytes")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            page = im.copy()
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise EvalDataError(f"{task}: corpus image for '{path.name}' cannot be decoded ({exc})") from None
+    buf = io.BytesIO()
+    page.save(buf, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+    with atomic_open(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
 def read_visdoc_task(
     root: str | os.PathLike, task: V2Task, items: ItemTable, max_rows: int | None = None
 ) -> V2Set:
@@ -267,10 +301,14 @@ def read_visdoc_task(
             qrels[qid][docid] = max(qrels[qid].get(docid, 0.0), score)
     out = V2Set(task)
     index: dict[str, int] = {}
+    for row in tables["corpus"]:  # pages kept in the corpus table are written out first, as there
+        image = folder / page_file(task, str(row["corpus-id"]))
+        if not image.is_file() and row.get("image") is not None:
+            _save_page(row["image"], image, task.name)
 
     def page(docid: str, where: str) -> int:
         if docid not in index:
-            image = folder / f"{docid}.png"
+            image = folder / page_file(task, docid)
             if not image.is_file():
                 raise EvalDataError(f"{where}: page image '{image}' does not exist")
             index[docid] = len(out.pool)
