@@ -11,7 +11,6 @@ import glob
 import hashlib
 import logging
 import os
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,28 +246,3 @@ def fingerprint(sets: Sequence[ResolvedSet]) -> str:
     for r in sets:
         h.update(repr((r.urls, r.sizes, r.weight)).encode())
     return h.hexdigest()
-
-
-def deal_shards(rset: ResolvedSet, slots: int, seed: int, epoch: int, set_index: int) -> list[list[str]]:
-    """Epoch mode: each shard to one slot, shuffled by (seed, epoch), balancing samples per slot.
-
-    Shards are shuffled, then dealt largest first to the slot with the fewest samples so far (ties
-    keep the shuffled order and the lowest slot), which keeps slot totals within one shard of equal.
-    """
-    usable = [i for i, n in enumerate(rset.sizes) if n > 0]
-    if len(usable) < slots:
-        raise DataError(
-            f"shard set '{rset.label}' has {len(usable)} readable shard(s) but {slots} readers "
-            f"(ranks x workers) "
-            f"each need at least one in epoch mode: add shards, lower num_workers, or set resampled=True"
-        )
-    order = usable
-    random.Random(derive_seed(seed, epoch, set_index, "deal")).shuffle(order)
-    order.sort(key=lambda i: -rset.sizes[i])  # stable: equal sizes keep the shuffled order
-    totals = [0] * slots
-    dealt: list[list[str]] = [[] for _ in range(slots)]
-    for i in order:
-        s = min(range(slots), key=lambda k: (totals[k], len(dealt[k]), k))
-        dealt[s].append(rset.urls[i])
-        totals[s] += rset.sizes[i]
-    return dealt
