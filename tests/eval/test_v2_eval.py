@@ -202,3 +202,17 @@ def test_pages_kept_in_the_corpus_table_are_written_out(tmp_path, embedder):
         t = result.score(name)
         assert t.candidates == 2 and t.rows == 1  # qrels with score 0 are not labels
     assert len(result.missing) == 22
+
+
+def test_frame_gaps_follow_the_folders_stride(tmp_path):
+    from pathlib import Path
+
+    from mme5.eval.v2.frames import frame_gaps
+
+    def names(*ns):
+        return [Path(f"frame_{n:04d}.jpg") for n in ns]
+
+    assert frame_gaps(names(1, 2, 3, 4)) == []
+    assert frame_gaps(names(1, 2, 4)) == [3]
+    assert frame_gaps(names(0, 5, 10, 20)) == [15]  # saved every 5th frame: only 15 is missing
+    assert frame_gaps([Path("a.jpg"), Path("b.jpg")]) == []

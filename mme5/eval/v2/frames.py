@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import math
 import re
 from pathlib import Path
@@ -65,7 +66,8 @@ def sample_frames(frames: list[Path], num_frames: int) -> list[Path]:
 
 def frame_gaps(frames: list[Path]) -> list[int]:
     """Frame numbers missing from a folder whose files are numbered (``frame_0001.jpg`` ...): the gaps
-    between the first and the last number. [] when the names carry no number."""
+    between the first and the last number, at the folder's own stride (the gcd of the steps, so that
+    frames saved every k-th are not gaps). [] when the names carry no number."""
     numbers = []
     for p in frames:
         found = re.findall(r"\d+", p.stem)
@@ -74,8 +76,11 @@ def frame_gaps(frames: list[Path]) -> list[int]:
         numbers.append(int(found[-1]))
     if not numbers:
         return []
-    present = set(numbers)
-    return [n for n in range(min(numbers), max(numbers) + 1) if n not in present]
+    present = sorted(set(numbers))
+    diffs = [b - a for a, b in itertools.pairwise(present)]
+    stride = math.gcd(*diffs) if diffs else 1  # frames saved every k-th are numbered k apart
+    have = set(present)
+    return [n for n in range(present[0], present[-1] + 1, stride) if n not in have]
 
 
 def tile_frames(frames: list[Path], max_pixels: int) -> bytes:
