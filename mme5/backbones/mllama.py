@@ -73,7 +73,7 @@ class MllamaAdapter(BackboneAdapter):
         mmE5 (which turns a text-only ``<|image_1|>\n`` into ``<|begin_of_text|>``, line 313).
         """
         text = super().format_text(side)
-        if side.has_image:
+        if side.has_visual:  # an image, or the one frame Mllama takes
             text = text.replace(self.image_token + "\n", self.image_token + self.bos_after_image, 1)
         return text
 
