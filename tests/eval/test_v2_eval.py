@@ -216,3 +216,12 @@ def test_frame_gaps_follow_the_folders_stride(tmp_path):
     assert frame_gaps(names(1, 2, 4)) == [3]
     assert frame_gaps(names(0, 5, 10, 20)) == [15]  # saved every 5th frame: only 15 is missing
     assert frame_gaps([Path("a.jpg"), Path("b.jpg")]) == []
+
+
+def test_scores_do_not_depend_on_the_chunking(v2_root, tmp_path, embedder):
+    bench = load_mmeb_v2(v2_root, resolve_v2_tasks(TASKS), tmp_path / "work")
+    whole = run_mmeb_v2(embedder, bench)
+    tiny = run_mmeb_v2(embedder, bench, score_budget=1)  # one row per chunk
+    for a, b in zip(tiny.tasks, whole.tasks, strict=True):
+        assert a.metrics["hit@1"] == b.metrics["hit@1"]  # counts are exact; sums differ in rounding
+        assert a.metrics == pytest.approx(b.metrics, abs=1e-9)

@@ -158,13 +158,17 @@ def _score_set(s: V2Set, emb: torch.Tensor, canon: torch.Tensor, ctx: DistContex
     seen: dict[int, int] = {}
     first = torch.tensor([seen.setdefault(c, j) for j, c in enumerate(canon_pool)], device=emb.device)
     rows = rows_for_rank(len(s.queries), ctx.rank, ctx.world_size)
-    width = len(s.pool) if s.local is None else max(len(c) for c in s.local)
+    # a chunk's score matrix (global: rows x pool) or gathered candidates (local: rows x K x D) stays
+    # within the budget
+    dim = emb.shape[1]
+    width = len(s.pool) if s.local is None else max(len(c) for c in s.local) * dim
     chunk = max(1, budget // max(1, width))
+    pool_emb = emb[pool] if s.local is None else None
     for start in range(rows.start, rows.stop, chunk):
         rr = range(start, min(start + chunk, rows.stop))
         q = emb[torch.tensor([s.queries[r] for r in rr], dtype=torch.long, device=emb.device)]
         if s.local is None:
-            top = rank_rows(q, emb[pool], None, first, depth).tolist()
+            top = rank_rows(q, pool_emb, None, first, depth).tolist()  # type: ignore[arg-type]
             lists = [[j for j in t] for t in top]
         else:
             k = max(len(s.local[r]) for r in rr)
