@@ -375,6 +375,9 @@ def decode_sample(
             s.frames = [have[i] for i in range(n_frames)]
             if decode_images:
                 s.load_frames(max_pixels=max_pixels, max_side=max_side)
+            else:  # headers only: a frame of another format is a counted skip here, not in the collator
+                for i, (data, _ext) in enumerate(s.frames):
+                    _check_frame_header(data, f"{where}: frame {i} of {n_frames}")
         if wants_image:
             if role not in images:
                 raise RecordError(
@@ -413,6 +416,19 @@ def decode_sample(
         source=_text_field(meta, "source", where) or "unknown",
         meta=extra,
     )
+
+
+def _check_frame_header(data: bytes, where: str) -> None:
+    """Refuse (``video_decode``) a frame whose header is none of :data:`IMAGE_FORMATS` (nothing decoded)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS):
+            pass
+    except Image.DecompressionBombError:
+        pass  # refused by size when decoded, with the reader's pixel cap (``image_too_large``)
+    except Exception as exc:  # UnidentifiedImageError and whatever a damaged header raises
+        raise RecordError(
+            "video_decode", f"{where}: not a {', '.join(IMAGE_FORMATS)} image ({exc})"
+        ) from None
 
 
 def _printable(text: str, limit: int = 200) -> str:

@@ -134,7 +134,13 @@ def test_missing_or_bad_frames_are_refused_by_reason():
         decode_sample(raw)
     assert info.value.reason == "missing_frame" and "qry.f001" in str(info.value)
     raw = dict(encode_sample(video_example("v2")))
-    raw["qry.f002.png"] = b"\x89PNG\r\n\x1a\n broken"
+    raw["qry.f001.png"] = b"GIF89a\x01"  # not a frame format at all: refused from the header already
+    with pytest.raises(RecordError) as info:
+        decode_sample(raw)
+    assert info.value.reason == "video_decode" and "frame 1 of 3" in str(info.value)
+    raw = dict(encode_sample(video_example("v2")))
+    good = raw["qry.f002.png"]
+    raw["qry.f002.png"] = good[:60]  # a valid header, damaged data
     assert decode_sample(raw).query.has_frames  # frames stay encoded until asked for
     with pytest.raises(RecordError) as info:
         decode_sample(raw, decode_images=True)
@@ -167,6 +173,10 @@ def test_a_missing_frame_is_a_counted_skip_in_training(tmp_path):
     for i in range(4):
         members += _raw_members(video_example(f"good{i}", seed=i))
     broken = [m for m in _raw_members(video_example("holey", seed=9)) if not m[0].endswith("qry.f001.png")]
+    broken += [
+        (name, b"%!PS-Adobe-3.0\n" if name.endswith("qry.f002.png") else data)
+        for name, data in _raw_members(video_example("postscript", seed=8))
+    ]
     _tar(folder / "v-000000.tar", members[: len(members) // 2] + broken + members[len(members) // 2 :])
     dm = ShardDataModule(
         train=[ShardSet(str(folder / "v-000000.tar"), name="video")],
@@ -182,8 +192,9 @@ def test_a_missing_frame_is_a_counted_skip_in_training(tmp_path):
     batches = list(dm.loader(rank=0, world_size=1))
     dm.teardown("fit")
     seen = [i for b in batches for i in b]
-    assert len(seen) == 4 and set(seen) <= {f"good{i}" for i in range(4)}  # 'holey' never trained on
-    assert dm.skip_counts().get("missing_frame") == 1
+    assert len(seen) == 4 and set(seen) <= {f"good{i}" for i in range(4)}  # the broken ones never trained on
+    counts = dm.skip_counts()
+    assert counts.get("missing_frame") == 1 and counts.get("video_decode") == 1
 
 
 @pytest.fixture(scope="module")
