@@ -9,7 +9,7 @@ from mme5.errors import ConfigError
 from mme5.eval.datasets import XTD_LANGUAGES
 from mme5.eval.metrics import TieRule
 from mme5.eval.runner import EvalResult
-from mme5.eval.v2.runner import V2Result
+from mme5.eval.v2.runner import FrameInput, V2Result
 from mme5.model.settings import DType, Quantization
 
 
@@ -24,6 +24,7 @@ def evaluate(
     mmeb_v2_root: str | None = None,
     v2_tasks: list[str] | None = None,
     v2_kinds: list[str] | None = None,
+    v2_frame_input: FrameInput = "frames",
     datasets: list[str] | None = None,
     languages: Sequence[str] = XTD_LANGUAGES,
     max_rows: int | None = None,
@@ -53,6 +54,8 @@ def evaluate(
             <demo_root>/mmeb_v2 (or <output_dir>/mmeb_v2_demo). Skipped when None.
         v2_tasks: MMEB-V2 tasks to evaluate (default: all 78; absent ones are listed as missing).
         v2_kinds: only these MMEB-V2 kinds (image, video, visdoc).
+        v2_frame_input: how a video reaches the model: "frames" (its 8 sampled frames as a frame list,
+            one image per frame) or "tiled" (the frames tiled into one image, for a one-image model).
         datasets: MMEB datasets to evaluate (default: the 36 official + the folder's datasets.json).
         languages: XTD languages to evaluate.
         max_rows: only the first N rows of each dataset / language (None: all).
@@ -108,6 +111,7 @@ def evaluate(
             mmeb_root,
             v2_tasks,
             v2_kinds,
+            v2_frame_input,
             results.get("mmeb"),
             output_dir,
             common,
@@ -123,7 +127,7 @@ def _covers(result: EvalResult | None, names: list[str]) -> bool:
 
 
 def _evaluate_v2(
-    loaded, root, demo_root, mmeb_dir, mmeb_root, tasks, kinds, mmeb_result, output_dir, common
+    loaded, root, demo_root, mmeb_dir, mmeb_root, tasks, kinds, frame_input, mmeb_result, output_dir, common
 ) -> V2Result:
     """MMEB-V2 (image tasks from ``mmeb_dir``, reusing the MMEB run when there was one)."""
     from mme5.eval.cache import EmbeddingCache, resolve_cache_dir
@@ -153,6 +157,7 @@ def _evaluate_v2(
         common["fingerprint"],
         max_rows=common["max_rows"],
         image_result=mmeb_result if _covers(mmeb_result, bench.image_tasks) else None,
+        frame_input=frame_input,
     )
     print(v2_table(result))
     if output_dir is not None:

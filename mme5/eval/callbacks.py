@@ -312,6 +312,7 @@ class MMEBV2Evaluation(_BenchmarkEvaluation):
         image_root: folder the image tasks' image paths are relative to.
         tasks: task names (default: all 78; absent ones are listed as missing); kinds: only these kinds.
         work_dir: where the tiled video frames go (default: ``<output dir>/v2_frames``).
+        frame_input: a video as its frame list ("frames") or tiled into one image ("tiled").
         every_n_steps, on_fit_end, max_rows, batch_size, output_dir, cache_dir: as for
             :class:`MMEBEvaluation`.
     """
@@ -326,6 +327,7 @@ class MMEBV2Evaluation(_BenchmarkEvaluation):
         tasks: Sequence[str] | None = None,
         kinds: Sequence[str] | None = None,
         work_dir: str | None = None,
+        frame_input: str = "frames",
         every_n_steps: int | None = None,
         on_fit_end: bool = True,
         max_rows: int | None = None,
@@ -337,6 +339,9 @@ class MMEBV2Evaluation(_BenchmarkEvaluation):
 
         super().__init__(image_root, every_n_steps, on_fit_end, max_rows, batch_size, output_dir, cache_dir)
         self.root, self.image_dir, self.work_dir = root, image_dir, work_dir
+        if frame_input not in ("frames", "tiled"):
+            raise ConfigError(f"MMEBV2Evaluation: frame_input is 'frames' or 'tiled', not '{frame_input}'")
+        self.frame_input: Any = frame_input
         self.tasks = resolve_v2_tasks(tasks, kinds)  # a bad name fails when the callback is built
         self._trainer_out: Path | None = None
 
@@ -367,6 +372,7 @@ class MMEBV2Evaluation(_BenchmarkEvaluation):
             DistContext.current(),
             max_rows=self.max_rows,
             step=step,
+            frame_input=self.frame_input,
         )
 
     def _headline(self, result: Any) -> dict[str, float]:

@@ -33,3 +33,5 @@ def test_v2_callback_evaluates_during_fit(tmp_path, fixture_folders):
 def test_v2_callback_refuses_an_unknown_task():
     with pytest.raises(ConfigError, match="not one of the 78"):
         MMEBV2Evaluation("x", tasks=["NoSuchTask"])
+    with pytest.raises(ConfigError, match="frame_input"):
+        MMEBV2Evaluation("x", frame_input="video")

@@ -72,7 +72,7 @@ def test_frames_are_sampled_as_the_official_code_samples(tmp_path):
 
 def test_v2_scores_match_the_oracle_and_bad_input_is_listed(v2_root, tmp_path, embedder):
     bench = load_mmeb_v2(v2_root, resolve_v2_tasks(TASKS), tmp_path / "work")
-    result = run_mmeb_v2(embedder, bench)
+    result = run_mmeb_v2(embedder, bench, frame_input="tiled")  # the oracle sees the same tiles
     assert [t.name for t in result.tasks] == TASKS
     want = _oracle(bench, embedder)
     for t in result.tasks:
@@ -220,8 +220,30 @@ def test_frame_gaps_follow_the_folders_stride(tmp_path):
 
 def test_scores_do_not_depend_on_the_chunking(v2_root, tmp_path, embedder):
     bench = load_mmeb_v2(v2_root, resolve_v2_tasks(TASKS), tmp_path / "work")
-    whole = run_mmeb_v2(embedder, bench)
-    tiny = run_mmeb_v2(embedder, bench, score_budget=1)  # one row per chunk
+    whole = run_mmeb_v2(embedder, bench, frame_input="tiled")
+    tiny = run_mmeb_v2(embedder, bench, score_budget=1, frame_input="tiled")  # one row per chunk
     for a, b in zip(tiny.tasks, whole.tasks, strict=True):
         assert a.metrics["hit@1"] == b.metrics["hit@1"]  # counts are exact; sums differ in rounding
         assert a.metrics == pytest.approx(b.metrics, abs=1e-9)
+
+
+def test_videos_reach_the_encoder_as_their_sampled_frames(v2_root, tmp_path):
+    """frame_input "frames" (the default): a video side carries its 8 sampled frames, in order, as
+    VLM2Vec's collator hands them to the processor (eval_collator.py lines 144-179)."""
+    seen = []
+
+    def embed(sides):
+        seen.extend(sides)
+        return torch.stack(
+            [torch.tensor([1.0, float(len(s.frames)), float(len(s.text or ""))]) for s in sides]
+        )
+
+    bench = load_mmeb_v2(v2_root, resolve_v2_tasks(["MSR-VTT"]), tmp_path / "work")
+    run_mmeb_v2(embed, bench)
+    videos = [s for s in seen if s.has_frames]
+    assert len(videos) == 11 and all(len(s.frames) == 8 and not s.has_image for s in videos)
+    folder = v2_root / "video-tasks/frames/video_ret/MSR-VTT/video1"
+    want = [p.read_bytes() for p in sample_frames(load_frames(folder), 8)]
+    assert any([data for data, _ in s.frames] == want for s in videos)
+    assert not any(s.has_image for s in seen)  # no tiled image reaches the encoder
+    assert "list of their 8 sampled frames" in v2_table(run_mmeb_v2(embed, bench))

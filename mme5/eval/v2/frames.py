@@ -15,11 +15,13 @@ Frame folders (TIGER-AI-Lab/VLM2Vec at 6e1e1d4, ``src/utils/vision_utils/vision_
 What the encoder sees. The official collator hands a video to the processor as a list of frames
 (``src/data/collator/eval_collator.py`` lines 144-179): Qwen2-VL-style backbones take it as their video
 input (``src/model/processor.py`` line 414, ``processor(videos=[images])``), image-only backbones as a
-multi-image input (``processor.py`` line 224, ``processor(images=images)``). mme5's evaluation sides
-(:class:`mme5.records.Side`) hold one image and its adapters have no video input yet, so a video item
-is given to the encoder as its sampled frames tiled into one image, in temporal order, row-major
-(:func:`tile_frames`). This is mme5's stand-in, not the official input, and scores are not comparable
-with the official ones until the adapters take frame lists.
+multi-image input (``processor.py`` line 224, ``processor(images=images)``). mme5 gives the encoder
+the sampled frames as a frame-list :class:`mme5.records.Side` (``frame_input="frames"``, the
+default; each adapter formats it as its frame input, one image per frame), or, for an encoder that
+takes one image only, tiled into one image in temporal order, row-major (``frame_input="tiled"``,
+:func:`tile_frames`), which is not the official input. The tiled image is written in both modes: it
+is the item's file on disk (its path and mtime key the embedding cache), and in ``frames`` mode its
+pixels map back to the frame files (:func:`pixel_key`).
 """
 
 from __future__ import annotations
@@ -104,6 +106,12 @@ def tile_frames(frames: list[Path], max_pixels: int) -> bytes:
     buf = io.BytesIO()
     grid.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def pixel_key(image: Image.Image) -> bytes:
+    """A key of an image's RGB pixels (a tiled image read back from its PNG gives the same key)."""
+    rgb = image.convert("RGB")
+    return hashlib.blake2b(f"{rgb.size}".encode() + rgb.tobytes(), digest_size=16).digest()
 
 
 def write_tiled(frames: list[Path], out_dir: Path, max_pixels: int) -> Path:

@@ -53,7 +53,7 @@ from PIL import Image
 from mme5.atomic import atomic_open
 from mme5.eval.datasets import EvalDataError
 from mme5.eval.items import Item, ItemTable
-from mme5.eval.v2.frames import frame_gaps, load_frames, sample_frames, write_tiled
+from mme5.eval.v2.frames import frame_gaps, load_frames, pixel_key, sample_frames, write_tiled
 from mme5.eval.v2.tasks import NUM_FRAMES, V2Task
 
 VISDOC_QUERY_INSTRUCTION = "Find a document image that matches the given query:"  # vidore_dataset.py:9
@@ -78,6 +78,7 @@ class V2Set:
     total_rows: int = 0
     skipped: int = 0
     missing_frames: list[str] = field(default_factory=list)
+    tiles: dict[bytes, list[str]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -135,6 +136,7 @@ class _Videos:
         self.task = task
         self.done: dict[str, str | None] = {}
         self.missing: list[str] = []
+        self.tiles: dict[bytes, list[str]] = {}  # tiled image pixels -> its sampled frame files
 
     def image(self, folder: str) -> str | None:
         """The tiled image path of a frame folder ("" for none; None when the folder is unusable)."""
@@ -157,6 +159,8 @@ class _Videos:
         else:
             picked = sample_frames(frames, self.num_frames)
             out = str(write_tiled(picked, self.work_dir / self.task, self.max_pixels))
+            with Image.open(out) as tile:
+                self.tiles[pixel_key(tile)] = [str(p) for p in picked]
         self.done[folder] = out
         return out
 
@@ -248,6 +252,7 @@ def read_video_task(
     if out.local is not None:
         out.local = rows_cands
     out.missing_frames = videos.missing
+    out.tiles = videos.tiles
     if not out.queries:
         raise EvalDataError(f"{task.name}: no usable rows in {path}")
     return out

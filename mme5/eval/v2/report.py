@@ -54,11 +54,12 @@ def v2_table(result: V2Result) -> str:
     if result.missing_frames:
         lines += ["", f"Missing or incomplete frame folders ({len(result.missing_frames)}):"]
         lines += [f"- {m}" for m in result.missing_frames]
-    lines += [
-        "",
-        "Video items are given to the encoder as their 8 sampled frames tiled into one image "
-        "(mme5 has no video input yet); not comparable with official video scores.",
-    ]
+    if any(t.kind == "video" for t in result.tasks):
+        how = {
+            "frames": "as the list of their 8 sampled frames (one image per frame, as the official collator)",
+            "tiled": "as their 8 sampled frames tiled into one image (not the official input)",
+        }.get(result.frame_input, result.frame_input)
+        lines += ["", f"Videos reach the encoder {how}."]
     return "\n".join(lines)
 
 

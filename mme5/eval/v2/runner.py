@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -26,15 +27,32 @@ from mme5.eval.datasets import resolve_mmeb
 from mme5.eval.items import ItemTable, check_images
 from mme5.eval.runner import EmbedFn, EncodeStats, EvalResult, encode_items, load_mmeb, run_benchmark
 from mme5.eval.scoring import SCORE_BUDGET, canonical_ids, rows_for_rank
+from mme5.eval.v2.frames import pixel_key
 from mme5.eval.v2.metrics import HIT_KS, NDCG_K, V2Metrics, rank_rows, row_scores
 from mme5.eval.v2.readers import V2Set, read_video_task, read_visdoc_task, task_present
 from mme5.eval.v2.tasks import KIND_METRIC, KINDS, V2_META_TASKS, V2_TASKS, V2Task
+from mme5.records import Side
 
 log = logging.getLogger("mme5.eval")
-#: Said once per evaluation with video tasks: mme5's adapters have no video input yet.
-VIDEO_AS_FRAMES = (
-    "mmeb_v2: the encoder has no video input; video tasks use their 8 sampled frames tiled into one image"
-)
+#: Said once per evaluation whose video tasks are given to the encoder as tiled frames.
+VIDEO_AS_FRAMES = "mmeb_v2: frame_input 'tiled': each video's 8 sampled frames are tiled into one image"
+FrameInput = Literal["frames", "tiled"]
+
+
+def frames_embed(embed: EmbedFn, tiles: dict[bytes, list[str]]) -> EmbedFn:
+    """``embed`` with each tiled video image replaced by the list of its sampled frames (read as bytes,
+    decoded by the adapter with the training decoder's checks)."""
+
+    def wrapped(sides: list[Side]) -> torch.Tensor:
+        out = []
+        for side in sides:
+            files = tiles.get(pixel_key(side.image)) if side.image is not None else None
+            if files:
+                side = Side.from_frames([Path(f).read_bytes() for f in files], text=side.text)
+            out.append(side)
+        return embed(out)
+
+    return wrapped
 
 
 @dataclass
@@ -69,6 +87,7 @@ class V2Result:
     encode: EncodeStats = field(default_factory=EncodeStats)
     seconds: float = 0.0
     step: int | None = None
+    frame_input: str = "frames"
 
     benchmark = "mmeb_v2"
 
@@ -201,8 +220,14 @@ def run_mmeb_v2(
     step: int | None = None,
     score_budget: int = SCORE_BUDGET,
     image_result: EvalResult | None = None,
+    frame_input: FrameInput = "frames",
 ) -> V2Result:
     """Encode, score and summarise an MMEB-V2 benchmark (every rank calls this).
+
+    ``frame_input``: how a video reaches the encoder: ``frames`` (default) as the list of its sampled
+    frames (:class:`mme5.records.Side` ``frames``; each adapter formats it as its frame input, one
+    image per frame, as VLM2Vec's collator hands frames to the processor), ``tiled`` as the frames tiled
+    into one image (for an encoder that takes one image only). The embedding cache keeps the two apart.
 
     Image tasks run through :func:`mme5.eval.runner.run_benchmark` (MMEB-V1's reader; hit@1 = its
     Precision@1 under the ``truth_wins`` tie rule: the truth, candidate 0, wins an exact tie, as the
@@ -236,11 +261,16 @@ def run_mmeb_v2(
                 )
             )
     stats = image_result.encode if image_result is not None else EncodeStats()
+    v2_embed, v2_fingerprint = embed, fingerprint
     if any(s.task.kind == "video" for s in bench.sets):
-        log.warning(VIDEO_AS_FRAMES)
+        if frame_input == "frames":
+            v2_embed = frames_embed(embed, {k: v for s in bench.sets for k, v in s.tiles.items()})
+            v2_fingerprint = f"{fingerprint}+frames" if fingerprint is not None else None
+        else:
+            log.warning(VIDEO_AS_FRAMES)
     if bench.sets:
         check_images(bench.items.items, None, what="MMEB-V2 evaluation")
-        emb, stats2 = encode_items(embed, bench.items.items, None, batch_size, cache, fingerprint, ctx)
+        emb, stats2 = encode_items(v2_embed, bench.items.items, None, batch_size, cache, v2_fingerprint, ctx)
         canon = canonical_ids(emb)
         for s in bench.sets:
             values = _score_set(s, emb, canon, ctx, score_budget)
@@ -285,6 +315,7 @@ def run_mmeb_v2(
         stats,
         time.perf_counter() - t0,
         step,
+        frame_input,
     )
 
 
@@ -320,8 +351,12 @@ def evaluate_mmeb_v2(
     cache_dir: str | os.PathLike | None = None,
     fingerprint: str | None = None,
     ctx: DistContext | None = None,
+    frame_input: FrameInput = "frames",
 ) -> V2Result:
     """MMEB-V2: hit@1 (image, video) and ndcg_linear@5 (visual documents) per task, the summary.
+
+    ``frame_input``: ``frames`` (a video as its frame list) or ``tiled`` (one tiled image); see
+    :func:`run_mmeb_v2`.
 
     ``root``: the MMEB-V2 folder of video and visual-document tasks (:mod:`mme5.eval.v2.readers`);
     ``image_dir`` / ``image_root``: the image tasks' MMEB folder and image root (as for
@@ -334,7 +369,9 @@ def evaluate_mmeb_v2(
         raise ConfigError(f"none of the {len(chosen)} requested MMEB-V2 task(s) is present (root '{root}')")
     folder = resolve_cache_dir(cache_dir)
     cache = EmbeddingCache(folder) if folder is not None else None
-    return run_mmeb_v2(embed, bench, image_root, batch_size, cache, fingerprint, ctx, max_rows)
+    return run_mmeb_v2(
+        embed, bench, image_root, batch_size, cache, fingerprint, ctx, max_rows, frame_input=frame_input
+    )
 
 
 def default_work_dir(output_dir: str | os.PathLike | None) -> Path:
