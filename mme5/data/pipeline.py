@@ -433,8 +433,8 @@ class MixtureDataset(IterableDataset):
             try:
                 ex = decode_sample(raw)
                 for side in (ex.query, ex.positive, *ex.negatives):
-                    if side.has_image:
-                        side.load_image(self.max_image_pixels, self.max_image_side)
+                    if side.has_visual:
+                        side.load_visual(self.max_image_pixels, self.max_image_side)
             except RecordError as exc:
                 skips.add(
                     exc.reason, f"{str(exc).removeprefix(exc.reason + ': ')} (shard '{raw.get('__url__')}')"

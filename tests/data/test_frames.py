@@ -16,6 +16,7 @@ from PIL import Image
 from mme5.backbones import TINY_NAMES, BackboneError
 from mme5.data import ShardDataModule, ShardSet
 from mme5.data.collate import Collator
+from mme5.data.skips import DataError
 from mme5.model.encoder import Encoder
 from mme5.records import (
     BASE_SCHEMA_VERSION,
@@ -195,6 +196,35 @@ def test_a_missing_frame_is_a_counted_skip_in_training(tmp_path):
     assert len(seen) == 4 and set(seen) <= {f"good{i}" for i in range(4)}  # the broken ones never trained on
     counts = dm.skip_counts()
     assert counts.get("missing_frame") == 1 and counts.get("video_decode") == 1
+
+
+def test_a_frame_cut_inside_its_pixel_data_is_a_counted_skip_in_training(tmp_path):
+    """The PNG header is intact, so only decoding finds the cut: the reader decodes frames as it does
+    images, and such a sample is a ``video_decode`` skip there, never an error in the collator."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    members: list[tuple[str, bytes]] = []
+    for i in range(3):
+        members += [
+            (name, data[: len(data) // 2] if name.endswith("qry.f000.png") else data)
+            for name, data in _raw_members(video_example(f"cut{i}", seed=i))
+        ]
+    _tar(folder / "v-000000.tar", members)
+    dm = ShardDataModule(
+        train=[ShardSet(str(folder / "v-000000.tar"), name="video")],
+        batch_size=1,
+        num_workers=0,
+        collate_fn=list_collate,
+        shuffle_buffer=1,
+        epoch_samples=1,
+        max_consecutive_skips=2,
+        warn_interval_s=3600,
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    with pytest.raises(DataError, match=r"could not be decoded.*video_decode: 3"):
+        list(dm.loader(rank=0, world_size=1))
+    dm.teardown("fit")
 
 
 @pytest.fixture(scope="module")
