@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from mme5.data.convert import V2_NUM_FRAMES, DatasetName
+
 
 def convert(
     inputs: list[str] | str,
     out: str,
     image_root: str | None = None,
-    dataset: Literal["auto", "mmeb-train", "mmeb-hardneg", "mmE5-synthetic"] = "auto",
+    dataset: DatasetName = "auto",
     split: str = "auto",
     rows_per_subset: int | Literal["auto"] | None = "auto",
     negatives: int | None = None,
@@ -28,6 +30,7 @@ def convert(
     image_token: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    num_frames: int | None = V2_NUM_FRAMES,
 ) -> None:
     """Convert public training sets into mme5 shards, one shard set per subset under ``out``.
 
@@ -45,8 +48,10 @@ def convert(
             itself). Paths that are absolute, hold ``..`` or lead out of it by a symlink are refused
             and counted as ``image_outside_root``.
         dataset: which set's rules to apply: ``mmeb-train`` (TIGER-Lab/MMEB-train), ``mmeb-hardneg``
-            (intfloat/mmE5-MMEB-hardneg), ``mmE5-synthetic`` (intfloat/mmE5-synthetic), or ``auto``:
-            from the folder's name as downloaded, else its splits and subsets.
+            (intfloat/mmE5-MMEB-hardneg), ``mmE5-synthetic`` (intfloat/mmE5-synthetic), VLM2Vec-V2's
+            ``llavahound-caption`` / ``llavahound-qa`` (video, frame folders under ``image_root``),
+            ``vidore`` / ``visrag`` (visual documents), or ``auto``: from the folder's name as
+            downloaded, else its files, splits and subsets (``llavahound-qa`` must be named).
         split: the split (variant) to convert, e.g. ``original``, ``diverse_instruction``, ``train``;
             ``auto``: what mmE5 trains on (``train`` for the mmE5 sets) and ``original`` for
             MMEB-train (VLM2Vec's default; ``train`` when a subset has no ``original``).
@@ -64,6 +69,8 @@ def convert(
             backbone adapters rewrite it at encode time).
         seed: seed of the draw that fills an empty negative text (mmE5 draws it at random).
         progress: show a progress bar.
+        num_frames: frames sampled per video of a VLM2Vec-V2 video set (evenly spaced, as VLM2Vec
+            samples them; null: all).
     """
     from mme5.data.convert import convert as convert_sets
     from mme5.data.convert import run_totals
@@ -82,6 +89,7 @@ def convert(
         image_token=image_token,
         seed=seed,
         progress=progress,
+        num_frames=num_frames,
     )
     for r in reports:
         print(r.summary())

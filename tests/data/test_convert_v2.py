@@ -180,3 +180,17 @@ def test_visrag_in_domain(tmp_path):
     assert a.positive.text == f"{VISRAG_TARGET_PROMPTS['Manuallib']}  {PUBLIC_IMAGE_TOKEN}"
     assert a.positive.image_bytes == table.column("image")[0].as_py()["bytes"] and not a.query.has_visual
     assert b.query.text == "what grows fastest? " and b.positive.text == f" {PUBLIC_IMAGE_TOKEN}"
+
+
+def test_mme5_convert_takes_the_v2_sets_and_num_frames(tmp_path, capsys):
+    """The verb's ``--dataset`` choices and ``--num_frames`` are the library's: ``llavahound-qa`` (which
+    auto-detection cannot tell from caption rows) is chosen on the command line, 2 frames per video."""
+    from mme5.cli.main import main
+
+    data, root = _llavahound(tmp_path, _rows(), {"vid0": 6, "vid1": 5, "vid2": 3})
+    out = tmp_path / "out"
+    argv = ["convert", str(data), str(out), "--image_root", str(root), "--dataset", "llavahound-qa"]
+    assert main([*argv, "--num_frames", "2", "--progress", "false"]) == 0
+    assert "samples out 3" in capsys.readouterr().out
+    examples = examples_of(out / "video_caption_300k")
+    assert [len(ex.query.frames) for ex in examples] == [2, 2, 2] and examples[0].task == "vqa"
