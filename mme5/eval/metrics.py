@@ -8,12 +8,15 @@ much as the truth is each benchmark's official rule, the default (``tie_rule="of
   line 16 and ``eval.py`` lines 149-150 at b1dc1e6; haon-chen/mmE5 ``evaluation/eval_utils.py`` line 14,
   ``eval.py`` lines 221-223). A candidate outranks the truth only when its score is strictly greater,
   so a tie counts for the truth. hit@k, MRR and nDCG@k use the same rank (VLM2Vec's later ``eval.py``
-  line 334 ranks with ``np.argsort(-score)``, which for a stable sort is the same rule).
+  line 334 ranks with ``np.argsort(-score)``: the same rule under a stable sort; numpy's default
+  sort is not stable, so there the order among exact ties is numpy's, and mme5 fixes it).
 - XTD (``truth_loses``): the official Recall@k (haon-chen/mmE5 ``evaluation/eval_utils.py`` lines
-  49-51, called from ``eval_multi.py`` lines 196-197) is ``np.argsort(scores)[-k:][::-1]``: an
+  49-51, called from ``eval_multi.py`` lines 196-197) is ``np.argsort(scores)[-k:][::-1]``: a stable
   ascending sort puts the truth (index 0) first among equal scores, and reversing it puts the truth
   after every candidate it ties with. So the rank of the truth is ``#{j > 0 : s_j >= s_0}``, and the
-  official Precision@1 (the same argsort) agrees with Recall@1.
+  official Precision@1 (the same argsort) agrees with Recall@1. numpy's default sort (introsort) does
+  not promise that order among ties, so the official number itself can depend on numpy's sort on
+  tied rows; mme5 takes the stable reading, and the share of tied rows is reported beside the score.
 
 Under either rule, candidates whose embedding is bit-identical to the truth's (the truth repeated in
 its row, or the same content under another path) tie with it exactly; they are found by id (see
