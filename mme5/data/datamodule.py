@@ -12,7 +12,7 @@ import lightning as L
 import torch.distributed as dist
 
 from mme5.data.collate import MAX_IMAGE_PIXELS
-from mme5.data.pipeline import EpochPlan, MixtureDataset, ReaderPosition
+from mme5.data.pipeline import EpochPlan, MixtureDataset, ReaderPosition, one_source_capacity
 from mme5.data.resume import STATE_VERSION, PositionTracker, ResumableLoader
 from mme5.data.shardsets import ResolvedSet, ShardSet, fingerprint, resolve
 from mme5.data.skips import DataError, format_counts
@@ -66,6 +66,13 @@ class ShardDataModule(L.LightningDataModule):
         pin_memory: copy batches into pinned memory (faster host-to-GPU transfer).
         max_consecutive_skips: undecodable samples in a row from one set before the run stops.
         warn_interval_s: at most one warning per skip reason and worker in this many seconds.
+        batch_from_one_source: every batch a rank yields holds samples of one shard set only (harder
+            in-batch negatives; video / document sides never mixed with image sides), the set of each
+            batch drawn in proportion to what is left of the sets' epoch quotas, whose totals follow
+            the weights in whole batches. VLM2Vec-V2's ``homogeneous_batch_size_per_device`` (see
+            :class:`mme5.data.pipeline.MixtureDataset`). Each set's share is cut to whole batches, so
+            ``epoch_remainder()`` grows by up to ``batch_size - 1`` per set (plus up to
+            ``world_size - 1`` batches); resume stays exact.
     """
 
     def __init__(
@@ -89,6 +96,7 @@ class ShardDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         max_consecutive_skips: int = 1000,
         warn_interval_s: float = 30.0,
+        batch_from_one_source: bool = False,
     ):
         super().__init__()
         if batch_size < 1:
@@ -116,6 +124,7 @@ class ShardDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.max_consecutive_skips = max_consecutive_skips
         self.warn_interval_s = warn_interval_s
+        self.batch_from_one_source = batch_from_one_source
         self.sets: list[ResolvedSet] = []
         self.tracker = PositionTracker()
         self._resume_state: dict[str, Any] | None = None
@@ -180,6 +189,16 @@ class ShardDataModule(L.LightningDataModule):
     def batches_per_rank(self, world_size: int | None = None) -> int:
         """Batches each rank yields per epoch (equal on every rank; the progress bar's total)."""
         world = world_size or self._distributed()[1]
+        if self.batch_from_one_source:
+            weights = [s.weight for s in self.sets]
+            n = sum(one_source_capacity(self.samples_per_epoch, weights, self.batch_size)) // world
+            if n < 1:
+                raise DataError(
+                    f"with batch_from_one_source, the sets' shares of an epoch of {self.samples_per_epoch} "
+                    f"samples hold fewer than one whole batch of {self.batch_size} per rank for {world} "
+                    "rank(s): lower batch_size or raise epoch_samples"
+                )
+            return n
         n = self.samples_per_epoch // (world * self.batch_size)
         if n < 1:
             raise DataError(
@@ -192,7 +211,9 @@ class ShardDataModule(L.LightningDataModule):
         """Samples of ``samples_per_epoch`` that an epoch does not draw: fewer than one batch per rank.
 
         An epoch draws ``world_size x batches_per_rank x batch_size`` samples; in epoch mode the rest of
-        each set's shuffled order for the epoch (a different remainder every epoch) is left out.
+        each set's shuffled order for the epoch (a different remainder every epoch) is left out. With
+        ``batch_from_one_source`` each set's share is whole batches, so up to ``batch_size - 1`` more per
+        set (and up to ``world_size - 1`` more batches) are left out.
         """
         world = world_size or self._distributed()[1]
         return self.samples_per_epoch - world * self.batches_per_rank(world) * self.batch_size
@@ -204,6 +225,7 @@ class ShardDataModule(L.LightningDataModule):
         return (
             f"{'; '.join(parts)}; {'resampled' if self.resampled else 'epoch'} mode, "
             f"{self.samples_per_epoch} samples per epoch"
+            f"{', one set per batch' if self.batch_from_one_source else ''}"
         )
 
     # ---- loaders ----------------------------------------------------------------------------------
@@ -224,6 +246,8 @@ class ShardDataModule(L.LightningDataModule):
             max_image_side=self.max_image_side,
             max_consecutive_skips=self.max_consecutive_skips,
             warn_interval_s=self.warn_interval_s,
+            batch_from_one_source=self.batch_from_one_source,
+            epoch_samples=self.samples_per_epoch,
         )
 
     def loader(self, rank: int | None = None, world_size: int | None = None) -> ResumableLoader:
@@ -346,6 +370,7 @@ class ShardDataModule(L.LightningDataModule):
             "batch_size": self.batch_size,
             "resampled": self.resampled,
             "samples_per_epoch": self.samples_per_epoch,
+            "batch_from_one_source": self.batch_from_one_source,
             "fingerprint": fingerprint(self.sets),
             "epoch_offset": self._epoch_offset,
             "ranks": ranks,
@@ -371,8 +396,10 @@ class ShardDataModule(L.LightningDataModule):
             "seed": self.seed,
             "resampled": self.resampled,
             "samples_per_epoch": self.samples_per_epoch,
+            "batch_from_one_source": self.batch_from_one_source,
         }
-        diff = [f"{k} {state_dict.get(k)} -> {v}" for k, v in now.items() if state_dict.get(k) != v]
+        saved = {"batch_from_one_source": False, **state_dict}  # checkpoints from before the option
+        diff = [f"{k} {saved.get(k)} -> {v}" for k, v in now.items() if saved.get(k) != v]
         if diff:
             raise DataError(
                 "cannot resume the data position exactly: the checkpoint was written with other data "

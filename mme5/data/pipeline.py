@@ -16,6 +16,10 @@ rank, the worker and the data, so a position is a handful of integers and resumi
 * draw ``d`` of a reader picks its set with probability proportional to the reader's quota left per
   set, from a hash of (seed, epoch, rank, worker, d): the position is the draw count and the draws
   taken per set.
+* with ``batch_from_one_source`` (as VLM2Vec-V2's homogeneous batches) a batch is drawn whole from one
+  set: each set's epoch draws are whole batches (:func:`one_source_capacity`), split over the readers
+  in batches, and batch ``b`` of a reader picks its set in proportion to the reader's batches left
+  per set, from a hash of (seed, epoch, rank, worker, b); the position is the same.
 * a sample that fails to decode is counted and replaced by the next sample of the same set (the
   quotas hold); each batch carries the reader's position after it and the skip counts since the
   previous batch.
@@ -153,6 +157,18 @@ def epoch_quotas(weights: Sequence[float], reader_draws: Sequence[int]) -> list[
         left = [a - b for a, b in zip(left, row, strict=True)]
         out.append(row)
     return out
+
+
+def one_source_capacity(samples_per_epoch: int, weights: Sequence[float], batch_size: int) -> list[int]:
+    """Whole batches each set can give one epoch when every batch comes from one set.
+
+    The epoch's ``samples_per_epoch`` draws are split over the sets by weight (:func:`apportion`, as
+    in per-draw mixing) and each set's share is cut down to whole batches, so a set never draws more
+    than its share (at most once per sample when its share equals its size). The epoch then draws
+    ``sum(...) // world_size`` batches per rank; the batches of each set are ``apportion(world_size x
+    batches_per_rank, capacity)``, each at most its capacity (:meth:`MixtureDataset.quotas`).
+    """
+    return [share // batch_size for share in apportion(samples_per_epoch, weights)]
 
 
 class SetStream:
@@ -327,6 +343,19 @@ class EpochPlan:
 class MixtureDataset(IterableDataset):
     """Yields ``(batch, info)`` pairs: a collated batch and its reader's position and skip counts.
 
+    ``batch_from_one_source``: every batch holds samples of one set only, the set of each batch drawn
+    in proportion to the reader's batches left per set (whose epoch totals follow the weights). This
+    is VLM2Vec-V2's homogeneous batching (TIGER-AI-Lab/VLM2Vec, commit 6e1e1d4):
+    ``src/arguments.py:63`` ``homogeneous_batch_size_per_device``, "number of consecutive samples
+    from the same dataset PER DEVICE"; ``src/data/loader/mixed_dataset.py:24-27,42`` turns it into an
+    ``interleave_batch_size`` of that many times the world size; ``src/data/dataset/hf_datasets.py``
+    lines 206-214 and 345 draw a source per chunk by the mixture probabilities and repeat it for the
+    whole chunk, which ``split_dataset_by_node`` then deals to the ranks (``mixed_dataset.py:46-47``);
+    ``experiments/public/train/train_v2-qwen2vl-2B.sh:28`` trains V2 with ``--interleave_batch_size
+    64`` of 128 per device. Here the chunk is the whole per-rank batch, and the sets' batches per
+    epoch are exact quotas rather than independent draws, so the coverage guarantee and exact resume
+    hold.
+
     Batch ``b`` of a rank's epoch is produced by logical worker ``b % num_workers``; after a resume at
     batch ``k`` the DataLoader worker ``j`` plays logical worker ``(j + k) % num_workers``, so the
     DataLoader's round robin continues the uninterrupted order exactly.
@@ -345,8 +374,12 @@ class MixtureDataset(IterableDataset):
         max_image_side: int | None = None,
         max_consecutive_skips: int = 1000,
         warn_interval_s: float = 30.0,
+        batch_from_one_source: bool = False,
+        epoch_samples: int | None = None,
     ):
         self.sets = list(sets)
+        self.batch_from_one_source = batch_from_one_source
+        self.epoch_samples = epoch_samples  # one-source batches: None is the sum of the sets' sizes
         self.batch_size = batch_size
         self.collate_fn = collate_fn
         self.seed = seed
@@ -363,18 +396,37 @@ class MixtureDataset(IterableDataset):
         self.plan = plan
 
     def quotas(self, plan: EpochPlan) -> list[list[int]]:
-        """Draws of the epoch per reader (``rank * num_workers + worker``) and set: :func:`epoch_quotas`."""
-        draws = [
-            batches_for_worker(plan.batches_per_rank, plan.num_workers, w) * self.batch_size
+        """Draws of the epoch per reader (``rank * num_workers + worker``) and set: :func:`epoch_quotas`.
+
+        With ``batch_from_one_source`` the split is made in whole batches (over the sets by their
+        :func:`one_source_capacity`), so every quota is a multiple of ``batch_size``.
+        """
+        batches = [
+            batches_for_worker(plan.batches_per_rank, plan.num_workers, w)
             for _ in range(plan.world_size)
             for w in range(plan.num_workers)
         ]
-        return epoch_quotas([s.weight for s in self.sets], draws)
+        weights = [s.weight for s in self.sets]
+        if self.batch_from_one_source:
+            samples = (
+                self.epoch_samples if self.epoch_samples is not None else sum(s.samples for s in self.sets)
+            )
+            capacity = one_source_capacity(samples, weights, self.batch_size)
+            if sum(capacity) < sum(batches):
+                raise DataError(
+                    f"one-source batches: the sets give {sum(capacity)} whole batches of {self.batch_size} "
+                    f"per epoch, fewer than the {sum(batches)} planned"
+                )
+            return [[n * self.batch_size for n in row] for row in epoch_quotas(capacity, batches)]
+        return epoch_quotas(weights, [n * self.batch_size for n in batches])
 
-    def choose_set(self, epoch: int, rank: int, worker: int, draw: int, left: Sequence[int]) -> int:
+    def choose_set(
+        self, epoch: int, rank: int, worker: int, draw: int, left: Sequence[int], tag: str = "mix"
+    ) -> int:
         """The set of draw ``draw``: set ``i`` with probability ``left[i] / sum(left)`` (the reader's
-        remaining quota per set), from a hash of (seed, epoch, rank, worker, draw)."""
-        u = derive_seed(self.seed, epoch, rank, worker, "mix", draw) * sum(left) >> 64
+        remaining quota per set), from a hash of (seed, epoch, rank, worker, tag, draw); one-source
+        batches choose per batch (``tag`` "batch", ``draw`` the reader's batch number)."""
+        u = derive_seed(self.seed, epoch, rank, worker, tag, draw) * sum(left) >> 64
         for i, n in enumerate(left):
             if u < n:
                 return i
@@ -426,9 +478,15 @@ class MixtureDataset(IterableDataset):
         failures = [0] * len(self.sets)
         examples: list[Example] = []
         produced = 0
+        batch_set: int | None = None  # one-source batches: the set of the batch being filled
         while produced < todo:
             left = [q - t for q, t in zip(quotas[slot], pos.taken, strict=True)]
-            i = self.choose_set(plan.epoch, plan.rank, worker, pos.draws, left)
+            if not self.batch_from_one_source:
+                i = self.choose_set(plan.epoch, plan.rank, worker, pos.draws, left)
+            else:
+                if batch_set is None:  # quotas and positions are whole batches: left too
+                    batch_set = self.choose_set(plan.epoch, plan.rank, worker, pos.batches, left, "batch")
+                i = batch_set
             raw = next(iters[i])
             try:
                 ex = decode_sample(raw)
@@ -455,6 +513,7 @@ class MixtureDataset(IterableDataset):
             if len(examples) == self.batch_size:
                 batch = self.collate_fn(examples)
                 examples = []
+                batch_set = None
                 produced += 1
                 pos.batches += 1
                 pos.sets = [(s.position[0], s.position[1]) for s in streams]
