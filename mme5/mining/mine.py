@@ -11,9 +11,10 @@ samples in the same order and writes each one, with its mined negatives (plus th
 ``mining.json`` beside the shards records the model fingerprint, the options and the counts.
 
 Excluded from a query's candidates: the positives of every sample with the same query (the same
-content as the encoder sees it), candidates of another group (``scope="doc_instruction"``: only
-candidates that carry the query's own ``doc_instruction``, so that a mined negative is embedded in
-training exactly as it was scored), and candidates scoring above the margin threshold.
+content as the encoder sees it) and any candidate with the raw content of one of them (the same
+text and image under another instruction), candidates of another group (``scope="doc_instruction"``:
+only candidates that carry the query's own ``doc_instruction``, so that a mined negative is embedded
+in training exactly as it was scored), and candidates scoring above the margin threshold.
 """
 
 from __future__ import annotations
