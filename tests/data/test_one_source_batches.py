@@ -117,6 +117,29 @@ def test_a_set_too_small_for_a_batch_gets_no_batch(tmp_path):
     assert dm.epoch_remainder(1) == 2
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_bad_sample_is_replaced_from_the_same_set(tmp_path, workers):
+    """A sample that fails to decode is counted and replaced by the next sample of its set: the batch
+    stays one set's and full."""
+    from mme5.records import encode_sample
+    from tests.helpers.shard_fixtures import make_example, write_raw_shard
+
+    write_set(tmp_path / "a", "a", 3, 6, sizes_file=False)
+    members = []
+    for i in range(4):
+        members.append((f"k{i}.json", encode_sample(make_example(f"a-3-{i}"))["json"]))
+        if i == 1:
+            members.append(("bad1.json", b"{not json"))
+    members.append(("bad2.json", b"{not json"))
+    write_raw_shard(tmp_path / "a" / "a-000003.tar", members)
+    a = ShardSet(str(tmp_path / "a" / "a-{000000..000003}.tar"), 24.0, "a")
+    b = ShardSet(write_set(tmp_path / "b", "b", 2, 6), 12.0, "b")
+    dm = _module([a, b], num_workers=workers)
+    (batches,) = _epoch(dm, 1)
+    assert len(batches) == 12 and Counter(_set_of(x) for x in batches) == {"a": 8, "b": 4}
+    assert dm.skip_counts().get("bad_json", 0) >= 2
+
+
 def test_fewer_whole_batches_than_ranks_is_one_error(tmp_path):
     sets = [ShardSet(write_set(tmp_path / "a", "a", 1, 5), 1.0, "a")]
     with pytest.raises(DataError, match="fewer than one whole batch of 4 per rank for 2 rank"):
