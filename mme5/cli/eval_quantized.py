@@ -19,6 +19,8 @@ def eval_quantized(
     mmeb_dir: str | None = None,
     xtd_dir: str | None = None,
     image_root: str | None = None,
+    mmeb_image_root: str | None = None,
+    xtd_image_root: str | None = None,
     demo_root: str | None = None,
     datasets: list[str] | None = None,
     languages: Sequence[str] = XTD_LANGUAGES,
@@ -42,7 +44,9 @@ def eval_quantized(
         settings: precision settings, the first is the reference of the deltas.
         mmeb_dir: MMEB folder (skipped when None).
         xtd_dir: XTD folder (skipped when None).
-        image_root: the folder image paths are relative to.
+        image_root: the folder image paths are relative to, for a benchmark without its own root below.
+        mmeb_image_root: MMEB's image folder (TIGER-Lab/MMEB-eval's images.zip unpacked).
+        xtd_image_root: XTD's image folder (Haon-Chen/XTD-10's XTD10_dataset.tar.gz unpacked).
         demo_root: use the demo corpus in this folder (generated when missing).
         datasets: MMEB datasets (default: all found).
         languages: XTD languages.
@@ -65,7 +69,7 @@ def eval_quantized(
         settings,
         mmeb_dir,
         xtd_dir,
-        image_root,
+        mmeb_image_root if mmeb_image_root is not None else image_root,
         datasets,
         languages,
         max_rows,
@@ -76,6 +80,7 @@ def eval_quantized(
         isolate,
         embedding_precisions,
         dims,
+        xtd_image_root if xtd_image_root is not None else image_root,
     )
     print(comparison_table(results, device_name()))
     print(f"wrote {output_dir}/quantized.json, .md, .csv, .png")

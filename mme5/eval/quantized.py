@@ -141,10 +141,13 @@ def evaluate_setting(
     batch_size: int,
     embedding_precisions: Sequence[str] = (),
     dims: Sequence[int] | None = (),
+    xtd_image_root: str | None = None,
 ) -> list[SettingResult]:
     """Load ``model`` in one setting and evaluate it (no embedding cache); then, for each embedding
     variant (``dims`` x (float32 + ``embedding_precisions``), and each precision at the full dimension),
-    the same evaluation on the replayed, transformed embeddings. ``dims=None``: d/4 and d/2."""
+    the same evaluation on the replayed, transformed embeddings. ``dims=None``: d/4 and d/2.
+    ``image_root`` is MMEB's image folder and XTD's unless ``xtd_image_root`` gives XTD its own."""
+    xtd_root = xtd_image_root if xtd_image_root is not None else image_root
     if setting not in SETTINGS:
         raise ConfigError(f"setting '{setting}' is not supported; expected one of {SETTINGS}")
     dev = pick_device(device)
@@ -182,7 +185,7 @@ def evaluate_setting(
             xtd = evaluate_xtd(
                 embed,
                 xtd_dir,
-                image_root,
+                xtd_root,
                 languages=languages,
                 max_rows=max_rows,
                 batch_size=batch_size,
@@ -228,7 +231,7 @@ def evaluate_setting(
                 )
             if xtd_dir is not None:
                 v_xtd = evaluate_xtd(
-                    replay, xtd_dir, image_root, languages=languages, max_rows=max_rows, batch_size=batch_size
+                    replay, xtd_dir, xtd_root, languages=languages, max_rows=max_rows, batch_size=batch_size
                 )
             replay.finish()
             d = dim if dim is not None else full_dim
@@ -346,8 +349,11 @@ def compare_quantized(
     isolate: bool = False,
     embedding_precisions: Sequence[str] = ("int8", "ubinary"),
     dims: Sequence[int] | None = None,
+    xtd_image_root: str | None = None,
 ) -> list[SettingResult]:
     """Evaluate ``model`` in each setting; write ``quantized.json|.md|.csv|.png`` into ``output_dir``.
+
+    ``image_root`` is MMEB's image folder, and XTD's unless ``xtd_image_root`` gives XTD its own.
 
     ``dtype="auto"`` is bfloat16 on CUDA and float32 on the CPU (the full-precision setting's weights
     and the 4-bit compute dtype). ``isolate`` runs each setting in a fresh process (exact peak memory
@@ -366,6 +372,7 @@ def compare_quantized(
     jobs: list[tuple[Any, ...]] = [
         (model, s, dtype, device, mmeb_dir, xtd_dir, image_root, datasets, languages, max_rows, batch_size)
         + ((tuple(embedding_precisions), None if dims is None else tuple(dims)) if i == 0 else ((), ()))
+        + (xtd_image_root,)
         for i, s in enumerate(settings)
     ]
     results: list[SettingResult] = []

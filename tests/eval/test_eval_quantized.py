@@ -139,3 +139,24 @@ def test_embedding_variants_and_their_errors():
         embedding_variants([], [65], 64)
     with pytest.raises(ConfigError, match="unknown precision 'int4'"):
         compare_quantized("tiny-llava", ["full"], mmeb_dir="x", embedding_precisions=["int4"])
+
+
+def test_each_benchmark_reads_images_from_its_own_root(fixture_folders, tmp_path, capsys):
+    """``mme5 eval-quantized --mmeb_image_root A --xtd_image_root B``: MMEB's images are read under A
+    only and XTD's under B only (the official folders differ: eval_images/ vs XTD10_dataset/)."""
+    from mme5.cli.main import main
+
+    fx = fixture_folders
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    common = ["eval-quantized", "--model", "tiny-llava", "--settings", "[full]", "--device", "cpu"]
+    common += ["--mmeb_dir", str(fx.mmeb_dir), "--xtd_dir", str(fx.xtd_dir), "--datasets", "[OVEN]"]
+    common += ["--languages", "[it]", "--max_rows", "3", "--isolate", "false", "--dims", "[]"]
+    common += ["--embedding_precisions", "[]"]
+    out = ["--output_dir", str(tmp_path / "q")]
+    assert main([*common, *out, "--mmeb_image_root", str(fx.image_root), "--xtd_image_root", str(empty)]) == 2
+    assert f"image_root '{empty}'" in capsys.readouterr().err
+    assert main([*common, *out, "--mmeb_image_root", str(empty), "--xtd_image_root", str(fx.image_root)]) == 2
+    assert f"image_root '{empty}'" in capsys.readouterr().err
+    both = ["--mmeb_image_root", str(fx.image_root), "--xtd_image_root", str(fx.image_root)]
+    assert main([*common, *out, *both]) == 0
