@@ -88,6 +88,30 @@ def is_verbose() -> bool:
     return os.environ.get(ENV, "0").strip().lower() in ("1", "true", "yes")
 
 
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Inside: no transformers progress bars ("Loading weights"), unless verbose; restored after.
+
+    For the Python API (``mme5.load``), where :func:`configure` has not run: a 30 kB model should not
+    draw a bar on every load.
+    """
+    if is_verbose():
+        yield
+        return
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def take_verbose(argv: Sequence[str]) -> tuple[bool, list[str]]:
     """Remove ``--verbose`` from ``argv`` (before a ``--``): returns (whether it was there, the rest)."""
     args = list(argv)

@@ -34,6 +34,7 @@ from PIL import Image
 from torch import nn
 
 from mme5.errors import ConfigError, MissingPathError, Mme5Error
+from mme5.logs import quiet_loading
 from mme5.model.encoder import Encoder
 from mme5.model.settings import DType, EncoderSettings, Quantization
 from mme5.records import RecordError, Side, compose_text, decode_image
@@ -492,6 +493,17 @@ def load(
             by bitsandbytes).
         max_length: override the saved maximum text tokens per side.
     """
+    with quiet_loading():
+        return _load(model, dtype, quantization, device, max_length)
+
+
+def _load(
+    model: str | os.PathLike,
+    dtype: DType | None,
+    quantization: Quantization | None,
+    device: str | torch.device | None,
+    max_length: int | None,
+) -> EmbeddingModel:
     overrides: dict[str, Any] = {"dtype": dtype, "quantization": quantization, "max_length": max_length}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     path = Path(model)

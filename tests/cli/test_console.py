@@ -120,3 +120,22 @@ def test_fit_through_a_pipe_prints_progress_lines_and_logs_the_learning_rate(tmp
     assert "tensorboardX" not in out and "to estimate number of stepping batches" not in out
     metrics = next((tmp_path / "run" / "lightning_logs").rglob("metrics.csv")).read_text().splitlines()
     assert "lr-AdamW/pg1" in metrics[0].split(",")  # one column per parameter group (weight decay or not)
+
+
+def test_the_python_loader_draws_no_loading_bar_unless_verbose(tmp_path):
+    """``mme5.load`` (the quick start's Python line) prints no "Loading weights" bar; MME5_VERBOSE=1
+    brings it back."""
+    code = "import mme5; print(mme5.load('tiny-llava').encode(['un cerchio rosso']).shape)"
+    env = {k: v for k, v in os.environ.items() if k not in ("MME5_VERBOSE", "HF_HUB_DISABLE_PROGRESS_BARS")}
+    quiet = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.strip() == "(1, 64)"
+    assert "Loading weights" not in quiet.stderr
+    loud = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "MME5_VERBOSE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loud.returncode == 0 and "Loading weights" in loud.stderr
