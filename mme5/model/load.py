@@ -518,16 +518,8 @@ def _load(
         config = read_export_config(path)
         saved = EncoderSettings.from_dict(config["encoder"], source=str(path / CONFIG_FILE))
         # the folder holds merged full-precision weights: no adapters; quantized only when asked
-        encoder = Encoder(
-            replace(
-                saved,
-                model=str(path),
-                lora=None,
-                gradient_checkpointing=False,
-                quantization=None,
-                **overrides,
-            )
-        )
+        fixed: dict[str, Any] = {"model": str(path), "lora": None, "gradient_checkpointing": False}
+        encoder = Encoder(replace(saved, **{"quantization": None, **fixed, **overrides}))
     else:
         _check_backbone(str(model), path)
         encoder = Encoder(EncoderSettings(model=str(model), **overrides))

@@ -121,3 +121,17 @@ def test_an_old_export_is_told_to_re_export(tmp_path):
     ) as info:
         load(folder)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("quantization", ["int8", "nf4"])
+def test_an_export_loads_quantized(tmp_path, quantization):
+    """The seam `mme5 export` -> `mme5 eval-quantized`: an export loads with bitsandbytes weights (it
+    used to fail with "replace() got multiple values for keyword argument 'quantization'")."""
+    pytest.importorskip("bitsandbytes")
+    folder = export(Encoder("tiny-llava"), tmp_path / "e")
+    full = load(folder, device="cpu").encode(["a red circle", "Кошка на столе"])
+    quant = load(folder, quantization=quantization, device="cpu")
+    assert quant.encoder.quantization == quantization
+    got = quant.encode(["a red circle", "Кошка на столе"])
+    assert got.shape == full.shape
+    assert ((got * full).sum(-1) > 0.9).all()
