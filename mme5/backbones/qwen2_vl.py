@@ -74,6 +74,36 @@ def processor_without_video(
     return proc
 
 
+def tiny_tokenizer_and_image_processor(
+    chat_template: str, padding_side: str
+) -> tuple[Any, Any, dict[str, int]]:
+    """The Qwen-VL tiny twins' offline tokenizer (Qwen's special tokens, ``chat_template``), their small
+    image processor (8 px patches, 2x2 merge, 32-64 px images) and the special tokens' ids."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    tok = build_tokenizer(
+        SPECIAL_TOKENS,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_attributes={
+            "image_token": "<|image_pad|>",
+            "video_token": "<|video_pad|>",
+            "vision_bos_token": "<|vision_start|>",
+            "vision_eos_token": "<|vision_end|>",
+        },
+        chat_template=chat_template,
+        padding_side=padding_side,
+    )
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=8,
+        merge_size=2,
+        temporal_patch_size=2,
+        size={"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS},
+    )
+    ids: dict[str, int] = {t: int(tok.convert_tokens_to_ids(t)) for t in SPECIAL_TOKENS}  # type: ignore[arg-type]
+    return tok, image_processor, ids
+
+
 class Qwen2VLAdapter(BackboneAdapter):
     """Qwen2-VL (``qwen2_vl``) and Qwen2.5-VL (``qwen2_5_vl``); left padding, as the family generates.
 
@@ -164,28 +194,8 @@ class Qwen2VLAdapter(BackboneAdapter):
 
     def build_tiny(self, out_dir: str | os.PathLike, seed: int = 0) -> str:
         from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-        tok = build_tokenizer(
-            SPECIAL_TOKENS,
-            eos_token="<|im_end|>",
-            pad_token="<|endoftext|>",
-            extra_attributes={
-                "image_token": "<|image_pad|>",
-                "video_token": "<|video_pad|>",
-                "vision_bos_token": "<|vision_start|>",
-                "vision_eos_token": "<|vision_end|>",
-            },
-            chat_template=CHAT_TEMPLATE,
-            padding_side=self.padding_side,
-        )
-        image_processor = Qwen2VLImageProcessorPil(
-            patch_size=8,
-            merge_size=2,
-            temporal_patch_size=2,
-            size={"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS},
-        )
-        ids: dict[str, int] = {t: int(tok.convert_tokens_to_ids(t)) for t in SPECIAL_TOKENS}  # type: ignore[arg-type]
+        tok, image_processor, ids = tiny_tokenizer_and_image_processor(CHAT_TEMPLATE, self.padding_side)
         config = Qwen2VLConfig(
             text_config={
                 "vocab_size": len(tok),

@@ -22,13 +22,10 @@ import torch
 
 from mme5.backbones.base import truncate_text
 from mme5.backbones.qwen2_vl import (
-    SPECIAL_TOKENS,
-    TINY_MAX_PIXELS,
-    TINY_MIN_PIXELS,
     Qwen2VLAdapter,
+    tiny_tokenizer_and_image_processor,
     write_processor_files,
 )
-from mme5.backbones.tokenizer import build_tokenizer
 from mme5.records import PUBLIC_IMAGE_TOKEN, Side
 
 #: Qwen3-VL-Embedding's default instruction (its ``Qwen3VLEmbedder.default_instruction``).
@@ -101,28 +98,8 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
 
     def build_tiny(self, out_dir: str | os.PathLike, seed: int = 0) -> str:
         from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-        tok = build_tokenizer(
-            SPECIAL_TOKENS,
-            eos_token="<|im_end|>",
-            pad_token="<|endoftext|>",
-            extra_attributes={
-                "image_token": "<|image_pad|>",
-                "video_token": "<|video_pad|>",
-                "vision_bos_token": "<|vision_start|>",
-                "vision_eos_token": "<|vision_end|>",
-            },
-            chat_template=CHAT_TEMPLATE,
-            padding_side=self.padding_side,
-        )
-        image_processor = Qwen2VLImageProcessorPil(
-            patch_size=8,
-            merge_size=2,
-            temporal_patch_size=2,
-            size={"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS},
-        )
-        ids: dict[str, int] = {t: int(tok.convert_tokens_to_ids(t)) for t in SPECIAL_TOKENS}  # type: ignore[arg-type]
+        tok, image_processor, ids = tiny_tokenizer_and_image_processor(CHAT_TEMPLATE, self.padding_side)
         config = Qwen3VLConfig(
             text_config={
                 "vocab_size": len(tok),
