@@ -16,5 +16,7 @@ fi
 PIP="$VENV/bin/python -m pip"
 $PIP install --quiet --disable-pip-version-check --upgrade pip
 $PIP install --quiet --disable-pip-version-check "$TORCH_SPEC"
-$PIP install --quiet --disable-pip-version-check -e ".[${EXTRAS}]"
+# setuptools warns on every editable install with a package-dir mapping (kernels/ -> mme5.kernels)
+# that folders named like the package may shadow it; that is the layout on purpose, so not shown.
+PYTHONWARNINGS="ignore:Editable installation" $PIP install --quiet --disable-pip-version-check -e ".[${EXTRAS}]"
 "$VENV/bin/python" -c "import torch, mme5, mme5.kernels; print(f'mme5 {mme5.__version__} installed in $VENV (torch {torch.__version__})')"
