@@ -43,6 +43,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +54,16 @@ from PIL import Image
 from mme5.atomic import atomic_open
 from mme5.eval.datasets import EvalDataError
 from mme5.eval.items import Item, ItemTable
-from mme5.eval.v2.frames import frame_gaps, load_frames, pixel_key, sample_frames, write_tiled
+from mme5.eval.v2.convert import convert_hub_rows
+from mme5.eval.v2.frames import (
+    IMAGE_EXTENSIONS,
+    frame_gaps,
+    load_frames,
+    pixel_key,
+    sample_frames,
+    write_tiled,
+)
+from mme5.eval.v2.hub_video import folder_names, hub_folder, hub_present, read_hub_rows
 from mme5.eval.v2.tasks import NUM_FRAMES, V2Task
 
 VISDOC_QUERY_INSTRUCTION = "Find a document image that matches the given query:"  # vidore_dataset.py:9
@@ -113,10 +123,10 @@ def table_file(folder: Path, stem: str) -> Path | None:
 
 
 def task_present(root: str | os.PathLike, task: V2Task) -> bool:
-    """Whether the task's rows (video) or BEIR tables (visdoc) are in ``root``."""
+    """Whether the task's rows or hub snapshot (video) or BEIR tables (visdoc) are in ``root``."""
     root = Path(root)
     if task.kind == "video":
-        return table_file(root / "video-tasks", task.name) is not None
+        return table_file(root / "video-tasks", task.name) is not None or hub_present(root, task.name)
     if task.kind == "visdoc":
         folder = root / task.data_dir
         return all(table_file(folder, s) is not None for s in ("queries", "qrels", "corpus"))
@@ -139,12 +149,18 @@ class _Videos:
         self.tiles: dict[bytes, list[str]] = {}  # tiled image pixels -> its sampled frame files
 
     def image(self, folder: str) -> str | None:
-        """The tiled image path of a frame folder ("" for none; None when the folder is unusable)."""
+        """The tiled image path of a frame folder ("" for none; None when the folder is unusable); an
+        image file (a MomentSeeker image query) is its own path."""
         if not folder:
             return ""
         if folder in self.done:
             return self.done[folder]
         path = self.frame_root / folder
+        if path.suffix.lower() in IMAGE_EXTENSIONS and not path.is_dir():
+            if not path.is_file():
+                self.missing.append(f"{self.task}: {path} (absent)")
+            self.done[folder] = str(path) if path.is_file() else None
+            return self.done[folder]
         frames = load_frames(path)
         gaps = frame_gaps(frames)
         out: str | None
@@ -173,6 +189,49 @@ def _names(value: object, where: str) -> list[str]:
     raise EvalDataError(f"{where}: label_name must be a name or a non-empty list of names")
 
 
+@dataclass
+class VideoRows:
+    """A video task's rows and corpus rows in the reader's layout, with where they came from.
+
+    ``source``: what the rows were read from (named when the task has no usable row); ``where(r)``:
+    row ``r``'s place in it, for error messages.
+    """
+
+    rows: list[dict]
+    corpus: list[dict]
+    source: str
+    where: Callable[[int], str]
+    corpus_source: str = ""
+
+
+def video_task_rows(root: str | os.PathLike, task: V2Task) -> VideoRows:
+    """A video task's rows: mme5's ``video-tasks/<Task>.jsonl | .parquet`` (and ``<Task>.corpus``) when
+    present, else converted from the task's hub snapshot (:mod:`mme5.eval.v2.hub_video`,
+    :func:`mme5.eval.v2.convert.convert_hub_rows`)."""
+    root = Path(root)
+    folder = root / "video-tasks"
+    path = table_file(folder, task.name)
+    if path is not None:
+        corpus = table_file(folder, f"{task.name}.corpus")
+        name = path.name
+        return VideoRows(
+            read_rows(path),
+            read_rows(corpus) if corpus else [],
+            str(path),
+            lambda r: f"{name} row {r}",
+            corpus.name if corpus else "",
+        )
+    if hub_present(root, task.name):
+        hub = read_hub_rows(root, task.name)
+        converted = convert_hub_rows(task.name, hub.rows, root / task.data_dir, hub.where)
+        source = str(hub_folder(root, task.name))
+        return VideoRows(converted.rows, converted.corpus, source, hub.where, "official class names")
+    raise EvalDataError(
+        f"{task.name}: no {folder / task.name}.jsonl or .parquet, and no hub snapshot in "
+        f"{folder}/({' | '.join(folder_names(task.name))})"
+    )
+
+
 def read_video_task(
     root: str | os.PathLike,
     task: V2Task,
@@ -182,25 +241,47 @@ def read_video_task(
     num_frames: int = NUM_FRAMES,
     max_pixels: int | None = None,
 ) -> V2Set:
-    """Read a video task's rows (frames sampled and tiled into ``work_dir``) into ``items``."""
+    """Read a video task's rows (:func:`video_task_rows`; frames sampled and tiled into ``work_dir``)
+    into ``items``."""
+    return read_video_rows(
+        video_task_rows(root, task),
+        Path(root) / task.data_dir,
+        task,
+        items,
+        work_dir,
+        max_rows,
+        num_frames,
+        max_pixels,
+    )
+
+
+def read_video_rows(
+    data: VideoRows,
+    frame_root: str | os.PathLike,
+    task: V2Task,
+    items: ItemTable,
+    work_dir: str | os.PathLike,
+    max_rows: int | None = None,
+    num_frames: int = NUM_FRAMES,
+    max_pixels: int | None = None,
+) -> V2Set:
+    """Read a video task's rows (frame folders relative to ``frame_root``) into ``items``."""
     from mme5.eval.items import default_max_pixels
 
-    root = Path(root)
-    path = table_file(root / "video-tasks", task.name)
-    if path is None:
-        raise EvalDataError(f"{task.name}: no {root / 'video-tasks' / task.name}.jsonl or .parquet")
     videos = _Videos(
-        root / task.data_dir, Path(work_dir), num_frames, max_pixels or default_max_pixels(), task.name
+        Path(frame_root), Path(work_dir), num_frames, max_pixels or default_max_pixels(), task.name
     )
     out = V2Set(task, local=[] if task.eval_type == "local" else None)
     index: dict[str, int] = {}
     rows_cands: list[list[int]] = []
     rows_labels: list[list[str]] = []
-    for r, row in enumerate(read_rows(path)):
+    for r, row in enumerate(data.rows):
         out.total_rows += 1
         if max_rows is not None and len(out.queries) >= max_rows:
             continue
-        where = f"{task.name} ({path.name} row {r})"
+        where = f"{task.name} ({data.where(r)})"
+        if not isinstance(row, dict):
+            raise EvalDataError(f"{where}: not a table row")
         texts, vids, names = row.get("cand_text"), row.get("cand_video"), row.get("cand_names")
         if not (isinstance(texts, list) and isinstance(vids, list) and isinstance(names, list)) or not (
             len(texts) == len(vids) == len(names) > 0
@@ -228,10 +309,9 @@ def read_video_task(
         out.queries.append(query)
         rows_cands.append(cands)
         rows_labels.append(labels)
-    corpus = table_file(root / "video-tasks", f"{task.name}.corpus")
-    for r, row in enumerate(read_rows(corpus) if corpus else []):
-        where = f"{task.name} ({corpus.name if corpus else ''} row {r})"
-        name = row.get("cand_name")
+    for r, row in enumerate(data.corpus):
+        where = f"{task.name} ({data.corpus_source} row {r})"
+        name = row.get("cand_name") if isinstance(row, dict) else None
         if not isinstance(name, str):
             raise EvalDataError(f"{where}: cand_name must be a string")
         if name in index:
@@ -254,7 +334,7 @@ def read_video_task(
     out.missing_frames = videos.missing
     out.tiles = videos.tiles
     if not out.queries:
-        raise EvalDataError(f"{task.name}: no usable rows in {path}")
+        raise EvalDataError(f"{task.name}: no usable rows in {data.source}")
     return out
 
 
