@@ -8,7 +8,7 @@ from pathlib import Path
 from mme5.errors import ConfigError
 from mme5.eval.datasets import XTD_LANGUAGES
 from mme5.eval.metrics import TieRule
-from mme5.eval.runner import EvalResult
+from mme5.eval.runner import EvalResult, covers
 from mme5.eval.v2.runner import FrameInput, V2Result
 from mme5.model.settings import DType, Quantization
 
@@ -119,13 +119,6 @@ def evaluate(
     return everything
 
 
-def _covers(result: EvalResult | None, names: list[str]) -> bool:
-    """Whether an MMEB run scored every one of ``names`` under the official tie rule (then reused)."""
-    if result is None or not names or result.tie_rule != "truth_wins":
-        return False
-    return set(names) <= {d.name for d in result.datasets}
-
-
 def _evaluate_v2(
     loaded, root, demo_root, mmeb_dir, mmeb_root, tasks, kinds, frame_input, mmeb_result, output_dir, common
 ) -> V2Result:
@@ -137,9 +130,12 @@ def _evaluate_v2(
     if root == "demo":
         from mme5.demo.v2 import build_v2_demo
 
-        base = (
-            Path(demo_root) / "mmeb_v2" if demo_root else default_work_dir(output_dir).parent / "mmeb_v2_demo"
-        )
+        if demo_root:
+            from mme5.demo import open_demo_corpus
+
+            base = open_demo_corpus(demo_root).mmeb_v2_dir  # made with the corpus (older ones: now)
+        else:
+            base = default_work_dir(output_dir).parent / "mmeb_v2_demo"
         root = str(build_v2_demo(base))
     chosen = resolve_v2_tasks(tasks, kinds)
     bench = load_mmeb_v2(root, chosen, default_work_dir(output_dir), mmeb_dir, common["max_rows"])
@@ -156,7 +152,7 @@ def _evaluate_v2(
         EmbeddingCache(folder) if folder is not None else None,
         common["fingerprint"],
         max_rows=common["max_rows"],
-        image_result=mmeb_result if _covers(mmeb_result, bench.image_tasks) else None,
+        image_result=mmeb_result if covers(mmeb_result, bench.image_tasks) else None,
         frame_input=frame_input,
     )
     print(v2_table(result))

@@ -56,8 +56,9 @@ class MME5CLI(LightningCLI):
             self._print_final_evaluation()
 
     def _print_final_evaluation(self) -> None:
-        from mme5.eval.callbacks import MMEBEvaluation, XTDEvaluation
+        from mme5.eval.callbacks import MMEBEvaluation, MMEBV2Evaluation, XTDEvaluation
         from mme5.eval.report import markdown_report
+        from mme5.eval.v2 import v2_table
         from mme5.eval.runner import EvalResult
 
         found: dict[str, EvalResult] = {}
@@ -68,6 +69,9 @@ class MME5CLI(LightningCLI):
         if found:
             title = f"Evaluation after step {self.trainer.global_step}"
             print("\n" + markdown_report(mmeb=found.get("mmeb"), xtd=found.get("xtd"), title=title))
+        for cb in trainer.callbacks:
+            if isinstance(cb, MMEBV2Evaluation) and cb.last_result is not None:
+                print(f"\nMMEB-V2 after step {self.trainer.global_step}\n{v2_table(cb.last_result)}")
 
     def _save_final_checkpoint(self) -> None:
         cb: Any = self.trainer.checkpoint_callback

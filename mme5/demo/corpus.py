@@ -7,6 +7,7 @@ Layout under ``root``::
     mmeb/<Dataset>/test-00000-of-00001.parquet  the public MMEB-eval layout, plus mmeb/datasets.json
     xtd/<lang>/test-00000-of-00001.parquet      the XTD layout (it, es, ru, zh, pl, tr, ko)
     images/<Dataset>/q_000012.jpg ...           every evaluation image (paths in the parquet are relative)
+    mmeb_v2/video-tasks, mmeb_v2/visdoc-tasks   drawn MMEB-V2 video and document tasks (mme5.demo.v2)
 
 A folder with a matching manifest is reused as is; a different manifest stops with one error line; a
 folder left by a killed generation (marked by ``.generating``) is cleaned and generated again.
@@ -31,6 +32,7 @@ import pyarrow.parquet as pq
 from mme5 import __version__
 from mme5.atomic import TEMP_SUFFIX, atomic_open, write_text
 from mme5.demo.phrases import phrases
+from mme5.demo.v2 import build_v2_demo
 from mme5.demo.scene import Picture, distinct_scenes, jpeg_bytes, render
 from mme5.demo.tasks import (
     BUILDERS,
@@ -52,7 +54,7 @@ CORPUS_NAME = "mme5-demo"
 MANIFEST = "MANIFEST.json"
 IN_PROGRESS = ".generating"
 LOCK = ".lock"
-PARTS = ("train", "mmeb", "xtd", "images")
+PARTS = ("train", "mmeb", "xtd", "images", "mmeb_v2")
 MARKERS = (IN_PROGRESS, LOCK, f"{MANIFEST}.tmp")  # MANIFEST.json.tmp: the temp name before mme5.atomic
 
 
@@ -88,6 +90,8 @@ class DemoPaths:
     mmeb_dir: Path
     xtd_dir: Path
     image_root: Path
+    mmeb_v2_dir: Path
+    """The drawn MMEB-V2 video and visual-document tasks (:mod:`mme5.demo.v2`)."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,7 @@ def ensure_demo_corpus(
         manifest = root / MANIFEST
         if manifest.is_file() and (not overwrite or _matches(manifest, params)):
             _check_manifest(manifest, params)
+            build_v2_demo(paths.mmeb_v2_dir)  # kept when there; added to corpora drawn before it existed
             return paths
         foreign = [
             p.name
@@ -176,6 +181,7 @@ def ensure_demo_corpus(
                 "mme5": __version__,
             },
         )
+        build_v2_demo(paths.mmeb_v2_dir)
         (root / IN_PROGRESS).unlink()
     return paths
 
@@ -212,7 +218,9 @@ def demo_paths(root: Path, params: DemoParams) -> DemoPaths:
     last = params.train_shards - 1
     name = f"shard-{{000000..{last:06d}}}.tar" if last > 0 else "shard-000000.tar"
     pattern = str(root / "train" / name)
-    return DemoPaths(root, root / "train", pattern, root / "mmeb", root / "xtd", root / "images")
+    return DemoPaths(
+        root, root / "train", pattern, root / "mmeb", root / "xtd", root / "images", root / "mmeb_v2"
+    )
 
 
 def read_manifest(root: str | os.PathLike) -> dict:

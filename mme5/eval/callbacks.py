@@ -28,7 +28,7 @@ from mme5.eval.datasets import XTD_LANGUAGES, Benchmark
 from mme5.eval.items import check_images
 from mme5.eval.metrics import TieRule, resolve_tie_rule
 from mme5.eval.report import headline, markdown_report, plot_history, write_json
-from mme5.eval.runner import EvalResult, load_mmeb, load_xtd, run_benchmark
+from mme5.eval.runner import EvalResult, covers, load_mmeb, load_xtd, run_benchmark
 from mme5.records import Side
 
 log = logging.getLogger("mme5.eval")
@@ -344,6 +344,7 @@ class MMEBV2Evaluation(_BenchmarkEvaluation):
         self.frame_input: Any = frame_input
         self.tasks = resolve_v2_tasks(tasks, kinds)  # a bad name fails when the callback is built
         self._trainer_out: Path | None = None
+        self._mmeb_callbacks: list[MMEBEvaluation] = []
 
     @property
     def state_key(self) -> str:
@@ -351,7 +352,23 @@ class MMEBV2Evaluation(_BenchmarkEvaluation):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer_out = self.out_dir(trainer)
+        self._mmeb_callbacks = [cb for cb in trainer.callbacks if isinstance(cb, MMEBEvaluation)]  # type: ignore[attr-defined]
         super().setup(trainer, pl_module, stage)
+
+    def _same_step_image_result(self, step: int) -> EvalResult | None:
+        """An MMEB run of this fit at ``step`` over the same folder, images and rows that scored every
+        V2 image task under the tie rule V2 uses: its scores are the V2 image tasks' (not encoded again)."""
+        tasks = self._bench.image_tasks if self._bench is not None else []
+        for cb in self._mmeb_callbacks:
+            result = cb.last_result
+            same_source = (cb.mmeb_dir, cb.image_root, cb.max_rows) == (
+                self.image_dir,
+                self.image_root,
+                self.max_rows,
+            )
+            if result is not None and result.step == step and same_source and covers(result, tasks):
+                return result
+        return None
 
     def _load(self) -> Any:
         from mme5.eval.v2 import load_mmeb_v2
@@ -372,6 +389,7 @@ class MMEBV2Evaluation(_BenchmarkEvaluation):
             DistContext.current(),
             max_rows=self.max_rows,
             step=step,
+            image_result=self._same_step_image_result(step),
             frame_input=self.frame_input,
         )
 

@@ -435,3 +435,11 @@ def evaluate_xtd(
     return run_benchmark(
         "xtd", embed, bench, image_root, batch_size, cache, fingerprint, ctx, tie_rule=tie_rule
     )
+
+
+def covers(result: EvalResult | None, names: Sequence[str]) -> bool:
+    """Whether an MMEB run scored every one of ``names`` under the official MMEB tie rule (truth wins),
+    so that MMEB-V2's image tasks can take its scores instead of encoding them again."""
+    if result is None or not names or result.tie_rule != "truth_wins":
+        return False
+    return set(names) <= {d.name for d in result.datasets}

@@ -150,7 +150,7 @@ def test_convert_fit_export_evaluate_on_hub_layouts(tmp_path, monkeypatch):
     run = tmp_path / "run"
     config = yaml.safe_load(Path("configs/demo.yaml").read_text())
     config["trainer"].update(max_steps=3, max_epochs=-1, log_every_n_steps=1, default_root_dir=str(run))
-    checkpoint, mmeb, _ = config["trainer"]["callbacks"]
+    checkpoint, mmeb = config["trainer"]["callbacks"][:2]
     mmeb["init_args"] = {"mmeb_dir": str(mmeb_dir), "image_root": str(eval_images), "batch_size": 8}
     config["trainer"]["callbacks"] = [checkpoint, mmeb]
     config["data"] = {"train": [{"shards": str(shards / "VOC2007")}], "batch_size": 4, "num_workers": 0}

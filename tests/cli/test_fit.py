@@ -17,12 +17,12 @@ def _short_demo_config(
     config = yaml.safe_load(Path("configs/demo.yaml").read_text())
     trainer = config["trainer"]
     trainer.update(max_steps=max_steps, log_every_n_steps=1)
-    _, mmeb, xtd = trainer["callbacks"]
-    mmeb["init_args"].update(
-        mmeb_dir=str(demo_root / "mmeb"), image_root=str(demo_root / "images"), max_rows=max_rows
-    )
-    xtd["init_args"].update(
-        xtd_dir=str(demo_root / "xtd"), image_root=str(demo_root / "images"), max_rows=max_rows
+    _, mmeb, xtd, v2 = trainer["callbacks"]
+    images = str(demo_root / "images")
+    mmeb["init_args"].update(mmeb_dir=str(demo_root / "mmeb"), image_root=images, max_rows=max_rows)
+    xtd["init_args"].update(xtd_dir=str(demo_root / "xtd"), image_root=images, max_rows=max_rows)
+    v2["init_args"].update(
+        root=str(demo_root / "mmeb_v2"), image_dir=str(demo_root / "mmeb"), image_root=images, max_rows=max_rows
     )
     config["data"].update(batch_size=4, num_workers=0)
     config["data"]["demo"].update(root=str(demo_root), train_samples=train_samples)
@@ -32,7 +32,7 @@ def _short_demo_config(
 
 
 @pytest.mark.slow
-def test_demo_fit_runs_a_few_steps_and_evaluates(tmp_path, monkeypatch):
+def test_demo_fit_runs_a_few_steps_and_evaluates(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["mme5"])
     demo_root = tmp_path / "demo"
     run = tmp_path / "run"
@@ -49,6 +49,15 @@ def test_demo_fit_runs_a_few_steps_and_evaluates(tmp_path, monkeypatch):
     assert mmeb["rows"] == 13 * 4 and all(0 <= v <= 100 for v in mmeb["summary"].values())
     assert {f"{lang}/R@10" for lang in ("it", "es", "ru", "zh", "pl", "tr", "ko")} <= set(xtd["summary"])
     assert xtd["rows"] == 7 * 4 and 0 <= xtd["summary"]["mean_R@10"] <= 100
+    v2 = json.loads((version / "eval" / "mmeb_v2_step3.json").read_text())
+    assert v2["step"] == 3 and {"video", "visdoc", "Overall"} <= set(v2["summary"])
+    by_name = {t["name"]: t for t in v2["tasks"]}
+    assert {"MSR-VTT", "K700", "SmthSmthV2", "ViDoRe_arxivqa"} <= set(by_name) and not v2["missing_frames"]
+    for d in mmeb["datasets"]:  # the image tasks took the MMEB run's scores of the same step
+        if d["name"] in by_name:
+            assert by_name[d["name"]]["metrics"]["hit@1"] == pytest.approx(d["metrics"]["precision@1"])
+    printed = capsys.readouterr().out
+    assert "MMEB-V2 after step 3" in printed and "| video (" in printed
     metrics = (run / "lightning_logs").rglob("metrics.csv")
     header = next(iter(metrics)).read_text().splitlines()[0]
     assert "train/loss" in header
