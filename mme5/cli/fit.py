@@ -58,8 +58,8 @@ class MME5CLI(LightningCLI):
     def _print_final_evaluation(self) -> None:
         from mme5.eval.callbacks import MMEBEvaluation, MMEBV2Evaluation, XTDEvaluation
         from mme5.eval.report import markdown_report
-        from mme5.eval.v2 import v2_table
         from mme5.eval.runner import EvalResult
+        from mme5.eval.v2 import v2_table
 
         found: dict[str, EvalResult] = {}
         trainer: Any = self.trainer

@@ -32,7 +32,6 @@ import pyarrow.parquet as pq
 from mme5 import __version__
 from mme5.atomic import TEMP_SUFFIX, atomic_open, write_text
 from mme5.demo.phrases import phrases
-from mme5.demo.v2 import build_v2_demo
 from mme5.demo.scene import Picture, distinct_scenes, jpeg_bytes, render
 from mme5.demo.tasks import (
     BUILDERS,
@@ -45,6 +44,7 @@ from mme5.demo.tasks import (
     source_name,
     train_language,
 )
+from mme5.demo.v2 import build_v2_demo
 from mme5.errors import Mme5Error
 from mme5.records import PUBLIC_IMAGE_TOKEN, Example, ShardSetWriter, Side, compose_text
 

@@ -22,7 +22,10 @@ def _short_demo_config(
     mmeb["init_args"].update(mmeb_dir=str(demo_root / "mmeb"), image_root=images, max_rows=max_rows)
     xtd["init_args"].update(xtd_dir=str(demo_root / "xtd"), image_root=images, max_rows=max_rows)
     v2["init_args"].update(
-        root=str(demo_root / "mmeb_v2"), image_dir=str(demo_root / "mmeb"), image_root=images, max_rows=max_rows
+        root=str(demo_root / "mmeb_v2"),
+        image_dir=str(demo_root / "mmeb"),
+        image_root=images,
+        max_rows=max_rows,
     )
     config["data"].update(batch_size=4, num_workers=0)
     config["data"]["demo"].update(root=str(demo_root), train_samples=train_samples)
