@@ -8,6 +8,7 @@ Quick use::
     print(v2_table(result))
 """
 
+from mme5.eval.v2.images import V2_IMAGE_PARSERS, load_v2_images, read_v2_image_task
 from mme5.eval.v2.metrics import V2Metrics, row_scores
 from mme5.eval.v2.readers import V2Set, read_video_task, read_visdoc_task
 from mme5.eval.v2.report import v2_table, write_v2
@@ -26,6 +27,7 @@ from mme5.eval.v2.tasks import KIND_METRIC, KINDS, V2_META_TASKS, V2_TASKS, V2Ta
 __all__ = [
     "KINDS",
     "KIND_METRIC",
+    "V2_IMAGE_PARSERS",
     "V2_META_TASKS",
     "V2_TASKS",
     "V2Benchmark",
@@ -36,6 +38,8 @@ __all__ = [
     "V2TaskScore",
     "evaluate_mmeb_v2",
     "load_mmeb_v2",
+    "load_v2_images",
+    "read_v2_image_task",
     "read_video_task",
     "read_visdoc_task",
     "resolve_v2_tasks",

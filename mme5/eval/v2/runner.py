@@ -1,6 +1,7 @@
-"""MMEB-V2 evaluation: image tasks through the MMEB reader, video and visual-document tasks through
-:mod:`mme5.eval.v2.readers`, each distinct item encoded once (cache, ranks), the summary the official
-report prints.
+"""MMEB-V2 evaluation: image tasks as VLM2Vec's V2 evaluation reads them (:mod:`mme5.eval.v2.images`,
+the rows of ``<root>/image-query``) or, when the root holds no ``image-query/``, through the MMEB-V1
+reader (``image_dir``); video and visual-document tasks through :mod:`mme5.eval.v2.readers`; each
+distinct item encoded once (cache, ranks), the summary the official report prints.
 
 The summary (``experiments/report_score_v2.py`` of TIGER-AI-Lab/VLM2Vec at 6e1e1d4): per kind, the
 mean of the kind's main metric over the tasks that have a score, with the number of tasks it is from
@@ -23,11 +24,12 @@ import torch
 from mme5.distributed import DistContext
 from mme5.errors import ConfigError
 from mme5.eval.cache import EmbeddingCache, resolve_cache_dir
-from mme5.eval.datasets import resolve_mmeb
+from mme5.eval.datasets import Benchmark, resolve_mmeb
 from mme5.eval.items import ItemTable, check_images
 from mme5.eval.runner import EmbedFn, EncodeStats, EvalResult, encode_items, load_mmeb, run_benchmark
 from mme5.eval.scoring import SCORE_BUDGET, canonical_ids, rows_for_rank
 from mme5.eval.v2.frames import pixel_key
+from mme5.eval.v2.images import has_image_query, load_v2_images, v2_image_root
 from mme5.eval.v2.metrics import HIT_KS, NDCG_K, V2Metrics, rank_rows, row_scores
 from mme5.eval.v2.readers import V2Set, read_video_task, read_visdoc_task, task_present
 from mme5.eval.v2.tasks import KIND_METRIC, KINDS, V2_META_TASKS, V2_TASKS, V2Task
@@ -118,7 +120,9 @@ def resolve_v2_tasks(names: Sequence[str] | None = None, kinds: Sequence[str] | 
 
 @dataclass
 class V2Benchmark:
-    """The video and visual-document tasks read into one item table, and the image tasks' MMEB folder."""
+    """The video and visual-document tasks read into one item table, and the image tasks: read from the
+    V2 root's ``image-query/`` (``image_bench``, images under ``v2_image_root``) or, without it, to be
+    read from the MMEB-V1 folder ``image_dir``."""
 
     sets: list[V2Set]
     items: ItemTable
@@ -126,6 +130,15 @@ class V2Benchmark:
     missing_frames: list[str]
     image_tasks: list[str]
     image_dir: str | None
+    image_bench: Benchmark | None = None
+    v2_image_root: str | None = None
+
+    @property
+    def image_source(self) -> str:
+        """Where the image tasks come from: ``image-query`` (V2 layout), ``mmeb-v1`` or ``none``."""
+        if self.image_bench is not None:
+            return "image-query"
+        return "mmeb-v1" if self.image_dir else "none"
 
 
 def load_mmeb_v2(
@@ -135,16 +148,28 @@ def load_mmeb_v2(
     image_dir: str | os.PathLike | None = None,
     max_rows: int | None = None,
 ) -> V2Benchmark:
-    """Read the tasks present; those absent are listed in ``missing`` (image tasks: in ``image_dir``,
-    the MMEB-eval layout read by :mod:`mme5.eval.datasets`)."""
+    """Read the tasks present; those asked for but absent are listed in ``missing``, never dropped.
+
+    Image tasks: from ``<root>/image-query`` when the root holds it (VLM2Vec's V2 rows, read by
+    :func:`mme5.eval.v2.images.load_v2_images`; ``image_dir`` is then not read), else from
+    ``image_dir``, the MMEB-eval layout read by :mod:`mme5.eval.datasets`.
+    """
     items = ItemTable()
     sets: list[V2Set] = []
     missing: list[str] = []
     frames: list[str] = []
     image_names = [t.name for t in tasks if t.kind == "image"]
     image_found: list[str] = []
+    image_bench: Benchmark | None = None
+    image_root: str | None = None
     if image_names:
-        if image_dir is None:
+        if has_image_query(root):
+            assert root is not None
+            image_bench = load_v2_images(root, image_names, max_rows)
+            image_found = [s.name for s in image_bench.sets]
+            image_root = str(v2_image_root(root))
+            missing += image_bench.missing
+        elif image_dir is None:
             missing += image_names
         else:
             found, absent = resolve_mmeb(image_dir, image_names)
@@ -164,7 +189,16 @@ def load_mmeb_v2(
         sets.append(s)
     order = {t.name: i for i, t in enumerate(tasks)}
     missing.sort(key=lambda n: order[n])
-    return V2Benchmark(sets, items, missing, frames, image_found, str(image_dir) if image_dir else None)
+    return V2Benchmark(
+        sets,
+        items,
+        missing,
+        frames,
+        image_found,
+        str(image_dir) if image_dir else None,
+        image_bench,
+        image_root,
+    )
 
 
 def _score_set(s: V2Set, emb: torch.Tensor, canon: torch.Tensor, ctx: DistContext, budget: int) -> dict:
@@ -229,14 +263,32 @@ def run_mmeb_v2(
     image per frame, as VLM2Vec's collator hands frames to the processor), ``tiled`` as the frames tiled
     into one image (for an encoder that takes one image only). The embedding cache keeps the two apart.
 
-    Image tasks run through :func:`mme5.eval.runner.run_benchmark` (MMEB-V1's reader; hit@1 = its
-    Precision@1 under the ``truth_wins`` tie rule: the truth, candidate 0, wins an exact tie, as the
-    stable order of :mod:`mme5.eval.v2.metrics` would rank it).
+    Image tasks run through :func:`mme5.eval.runner.run_benchmark` (hit@1 = its Precision@1 under the
+    ``truth_wins`` tie rule: the truth, candidate 0, wins an exact tie, as the stable order of
+    :mod:`mme5.eval.v2.metrics` would rank it): the rows of ``image-query/`` with their images under
+    ``bench.v2_image_root`` when the benchmark read them (``image_root`` and ``image_result``, an MMEB-V1
+    run, are then not used: V1's texts are not V2's), else MMEB-V1's reader over ``image_root``
+    (``image_result``: that run, done already).
     """
     ctx = ctx or DistContext.current()
     t0 = time.perf_counter()
     scores: list[V2TaskScore] = []
-    if bench.image_tasks and image_result is None:
+    if bench.image_bench is not None:
+        if image_result is not None:
+            log.info("mmeb_v2: image tasks from image-query/; the MMEB-V1 run given is not used for them")
+        image_result = run_benchmark(
+            "mmeb",
+            embed,
+            bench.image_bench,
+            bench.v2_image_root,
+            batch_size,
+            cache,
+            fingerprint,
+            ctx,
+            score_budget,
+            step=step,
+        )
+    elif bench.image_tasks and image_result is None:
         image = load_mmeb(bench.image_dir, bench.image_tasks, max_rows)  # type: ignore[arg-type]
         image_result = run_benchmark(
             "mmeb", embed, image, image_root, batch_size, cache, fingerprint, ctx, step=step
@@ -358,8 +410,9 @@ def evaluate_mmeb_v2(
     ``frame_input``: ``frames`` (a video as its frame list) or ``tiled`` (one tiled image); see
     :func:`run_mmeb_v2`.
 
-    ``root``: the MMEB-V2 folder of video and visual-document tasks (:mod:`mme5.eval.v2.readers`);
-    ``image_dir`` / ``image_root``: the image tasks' MMEB folder and image root (as for
+    ``root``: the MMEB-V2 folder of video and visual-document tasks (:mod:`mme5.eval.v2.readers`) and,
+    when it holds ``image-query/``, of the image tasks (:mod:`mme5.eval.v2.images`); otherwise
+    ``image_dir`` / ``image_root``: the image tasks' MMEB-V1 folder and image root (as for
     :func:`mme5.eval.evaluate_mmeb`); ``work_dir``: where the tiled video frames are written.
     Tasks asked for (default: all 78) but absent are listed in ``missing``.
     """
