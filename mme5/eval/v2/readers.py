@@ -5,19 +5,31 @@ Layout under an MMEB-V2 root (the folders are those of VLM2Vec's ``experiments/p
     video-tasks/frames/<group>/<Folder>/<video>/frame_0001.jpg ...   frame folders (video.yaml frame_root)
     video-tasks/<Task>.jsonl | .parquet                                rows (below)
     video-tasks/<Task>.corpus.jsonl | .parquet                         optional extra candidates
+    video-tasks/<repo name>/[<subset>/]<split>[-*].parquet | .jsonl    or: the official hub dataset
     visdoc-tasks/<Folder>/<corpus-id>.png                              pages (visdoc.yaml image_root;
                                                                        VisRAG: a shortened name)
     visdoc-tasks/<Folder>/queries|qrels|corpus.jsonl | .parquet        BEIR tables
 
 A video row has the fields of the official query dataset (``EVAL_QRY_FEATURES``,
 ``src/data/eval_dataset/base_eval_dataset.py`` lines 7-24) with frame folders in place of frame lists:
-``query_text`` (str), ``query_video`` (frame folder relative to the task's frame root, "" = none),
+``query_text`` (str), ``query_video`` (frame folder relative to the task's frame root, "" = none; an
+image file there is one image, as MomentSeeker's image queries, ``momentseeker_dataset.py`` line 48),
 ``cand_text`` / ``cand_video`` / ``cand_names`` (lists of equal length), ``label_name`` (a name or a
 list of names). The official loaders write their instructions into the texts (e.g.
 ``msrvtt_dataset.py`` lines 10-11, 24, 32); these rows carry the final texts. A corpus row has
 ``cand_name``, ``cand_text``, ``cand_video`` (e.g. the class names of a video classification task,
-``video_classification_datasets.py`` lines 61-64). The rows' own reading of each official hub dataset
-(``load_hf_dataset``) is not reproduced: convert a task to these rows first.
+``video_classification_datasets.py`` lines 61-64).
+
+The official data. When a task has no such rows, its hub dataset is read where VLM2Vec's download
+script puts it (``adhoc/data/download_datasets.py`` lines 209-227: ``video-tasks/<repo name>``, e.g.
+``video-tasks/MSR-VTT/test_1k/test-00000-of-00001.parquet``, ``video-tasks/Kinetics-700/test.parquet``,
+``video-tasks/MVBench/<subset>/train-*.parquet``; the folder may also carry video.yaml's
+``dataset_name`` or the mme5 task name; details in :mod:`mme5.eval.v2.hub_video`), and its rows are
+converted on the fly exactly as the official loader builds them
+(:func:`mme5.eval.v2.convert.convert_hub_rows`: ``load_hf_dataset`` + ``data_prepare`` of each
+``src/data/eval_dataset/*.py``; the video classification tasks' corpus is their class list). Both
+sources go through the same reader (:func:`read_video_rows`). A hub row without a column the official
+loader reads is an :class:`EvalDataError` naming the task, the file and row, and the column.
 
 The candidate pool of a task is built as ``generate_cand_dataset`` builds it (base_eval_dataset.py lines
 121-152): the rows' candidates in row order, then the corpus, the first row of each ``cand_name``
