@@ -319,7 +319,11 @@ def hub_fixture(root: Path) -> dict[str, tuple[Path, list[dict]]]:
         "Kinetics-700/test.parquet",
         [{"video_id": f"k{i}", "pos_text": lab} for i, lab in enumerate(["archery", "yoga", "archery"])],
     )
-    put("HMDB51", "HMDB51/test.parquet", [{"video_id": f"h{i}", "pos_text": "wave"} for i in range(2)])
+    put(
+        "HMDB51",
+        "HMDB51/default/test/0000.parquet",
+        [{"video_id": f"h{i}", "pos_text": "wave"} for i in range(2)],
+    )
     put("UCF101", "UCF101/test.jsonl", [{"video_id": f"u{i}", "pos_text": "Kayaking"} for i in range(2)])
     put("Breakfast", "Breakfast/test.parquet", [{"video_id": f"b{i}", "pos_text": "tea"} for i in range(2)])
     put(

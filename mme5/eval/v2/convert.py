@@ -62,7 +62,9 @@ Differences, all listed: a Video-MRET video whose frame folder is absent gives a
 is that folder, so the reader lists it in ``missing_frames`` and skips the row (the official code would
 fail, ``save_frames`` line 293). MomentSeeker reads all frames of a folder (``load_frames``, line 40);
 mme5 samples ``num_frames`` of them, the same when the folders hold the 8 frames the official code saves
-(video.yaml line 124).
+(video.yaml line 124). A ``local`` row whose label is not one of its candidates (an MVBench answer
+that matches no candidate, ``qa_template``'s ``(@) ...``) is an error of the reader, where the official
+code would score the row as a miss.
 """
 
 from __future__ import annotations

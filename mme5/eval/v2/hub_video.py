@@ -6,15 +6,17 @@ Each video task's rows come from one hub dataset (``src/constant/dataset_hf_path
 VLM2Vec's download script clones a dataset repository into ``<root>/video-tasks/<repo name>``
 (``adhoc/data/download_datasets.py`` lines 209-227 with lines 244-255; its list of video repositories
 lines 44-68) or saves its split as ``<name>/<split>.parquet`` and ``.jsonl`` (lines 116-127, 148-161).
-mme5 looks, for a task, in the first of these folders under ``video-tasks/`` that exists:
-the repository's name (both lists' spellings, e.g. ``egoschema`` and ``EgoSchema``), the official
+mme5 looks, for a task, in the first of these folders under ``video-tasks/`` that exists: the
+repository's name (both lists' spellings, e.g. ``egoschema`` and ``EgoSchema``), the official
 ``dataset_name`` (``Kinetics-700``) and the mme5 task name (``K700``). In that folder the split's files
 are ``<split>.parquet`` / ``<split>-*.parquet`` (the hub's shards, read in name order), else
-``<split>.jsonl`` / ``<split>-*.jsonl`` / ``.json``, in the first of ``<subset>/``, ``data/<subset>/``
-(for a dataset with a subset: MSR-VTT ``test_1k``, NExTQA ``MC``, EgoSchema ``Subset``), the folder
-itself, ``data/`` that holds any. MVBench is one subset per folder (``<folder>/<subset>/``, its 20
-subsets of ``mvbench_dataset.py`` lines 24-45, loaded and concatenated in that order with a ``subset``
-column, ``dataset_utils.py`` lines 78-91); a subset without files is an error naming it.
+``<split>.jsonl`` / ``<split>-*.jsonl`` / ``.json``, else ``<split>/*.parquet`` (the hub's parquet
+conversion), in the first folder that holds any of: ``<subset>/`` and ``data/<subset>/`` (a dataset
+with a subset: MSR-VTT ``test_1k``, NExTQA ``MC``, EgoSchema ``Subset``) or ``default/`` (one
+without), then the folder itself and ``data/``. MVBench is one subset per folder
+(``<folder>/<subset>/`` or ``<folder>/data/<subset>/``; its 20 subsets of ``mvbench_dataset.py`` lines
+24-45, loaded and concatenated in that order with a ``subset`` column, ``dataset_utils.py`` lines
+78-91); a subset without files is an error naming it.
 """
 
 from __future__ import annotations
@@ -80,11 +82,13 @@ def _split_files(folder: Path, split: str) -> list[Path]:
         hits = [p for p in files if p.suffix in exts and (p.stem == split or p.stem.startswith(f"{split}-"))]
         if hits:
             return hits
+    if (folder / split).is_dir():  # the hub's parquet conversion: <config>/<split>/0000.parquet
+        return sorted(p for p in (folder / split).iterdir() if p.is_file() and p.suffix == ".parquet")
     return []
 
 
 def _files_in(folder: Path, subset: str | None, split: str) -> list[Path]:
-    dirs = [folder / subset, folder / "data" / subset] if subset else []
+    dirs = [folder / subset, folder / "data" / subset] if subset else [folder / "default"]
     for d in [*dirs, folder, folder / "data"]:
         hits = _split_files(d, split)
         if hits:
