@@ -238,7 +238,7 @@ class _Row:
             raise self.error(f"no column '{col}'")
         return self.row[col]
 
-    def str(self, col: str) -> str:
+    def text(self, col: str) -> str:
         value = self[col]
         if value is None or isinstance(value, list | dict):
             raise self.error(f"column '{col}' must be a string, got {type(value).__name__}")
@@ -276,66 +276,66 @@ def _video_row(
 def _retrieval(task: str, row: _Row) -> dict:
     video_col, caption_col, first, extra, instruction = RETRIEVAL_COLUMNS[task]
     row.need(video_col, *extra, caption_col)
-    name = row.str(video_col)
+    name = row.text(video_col)
     if task == "DiDeMo":  # didemo_dataset.py line 26
         name = os.path.splitext(os.path.basename(name))[0]
-    caption = row.strings(caption_col)[0] if first else row.str(caption_col)
+    caption = row.strings(caption_col)[0] if first else row.text(caption_col)
     return _video_row(prompt_text(instruction, caption), "", [VIDEO_TARGET_TEXT], [name], [name], name)
 
 
 def _classification(task: str, row: _Row) -> dict:
     row.need("video_id", "pos_text")  # video_classification_datasets.py line 21
-    label = row.str("pos_text")
+    label = row.text("pos_text")
     query = prompt_text(CLASSIFICATION_INSTRUCTION[task], video=True)  # line 27
-    return _video_row(query, row.str("video_id"), [label], [""], [label], label)  # lines 23, 34-39
+    return _video_row(query, row.text("video_id"), [label], [""], [label], label)  # lines 23, 34-39
 
 
 def _ssv2(task: str, row: _Row) -> dict:
     row.need("video_id", "pos_text", "neg_text")  # ssv2_dataset.py lines 20-21
     cands = row.strings("neg_text")
     query = prompt_text(CLASSIFICATION_INSTRUCTION[task], video=True)  # line 28
-    return _video_row(query, row.str("video_id"), cands, [""] * len(cands), cands, row.str("pos_text"))
+    return _video_row(query, row.text("video_id"), cands, [""] * len(cands), cands, row.text("pos_text"))
 
 
 def _videomme(task: str, row: _Row) -> dict:
     row.need("question", "videoID", "options", "answer", "question_id", "domain", "sub_category")  # :30-31
     options = row.strings("options")
-    answer = row.str("answer")
+    answer = row.text("answer")
     if answer not in ABCD:
         raise row.error(f"answer '{answer}' is not one of {', '.join(ABCD)}")
     if ABCD.index(answer) >= len(options):
         raise row.error(f"answer '{answer}' has no option")
-    query = qa_query(row.str("question") + "\n" + "\n".join(options))  # line 32
+    query = qa_query(row.text("question") + "\n" + "\n".join(options))  # line 32
     texts = [strip_option(o) for o in options]  # line 63
     return _video_row(
-        query, row.str("videoID"), texts, [""] * len(options), options, options[ABCD.index(answer)]
+        query, row.text("videoID"), texts, [""] * len(options), options, options[ABCD.index(answer)]
     )
 
 
 def _mvbench(task: str, row: _Row) -> dict:
     row.need("subset", "question", "video", "candidates", "answer")  # mvbench_dataset.py lines 112-113
-    subset = row.str("subset")
+    subset = row.text("subset")
     if subset not in MVBENCH_SUBSETS:
         raise row.error(f"subset '{subset}' is not one of MVBench's (mvbench_dataset.py lines 24-45)")
     cands = row["candidates"]
     if not isinstance(cands, list | tuple) or not cands:
         raise row.error("column 'candidates' must be a non-empty list")
     query, options, answer, _ = qa_template(
-        qa_query(row.str("question")), list(cands), row["answer"]
+        qa_query(row.text("question")), list(cands), row["answer"]
     )  # :116-117
-    folder = f"{subset}/{row.str('video')}"  # line 119
+    folder = f"{subset}/{row.text('video')}"  # line 119
     return _video_row(query, folder, options, [""] * len(options), options, answer)  # lines 150-158
 
 
 def _nextqa(task: str, row: _Row) -> dict:
     cols = ("video", "question", "answer", "qid", "type", "a0", "a1", "a2", "a3", "a4")  # :30-31
     row.need(*cols)
-    options = [row.str(c) for c in ("a0", "a1", "a2", "a3", "a4")]  # line 32
+    options = [row.text(c) for c in ("a0", "a1", "a2", "a3", "a4")]  # line 32
     answer = row["answer"]
     if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(options):
         raise row.error(f"answer must be an option index 0-4, got {answer!r}")
-    query, _, _, _ = qa_template(qa_query(row.str("question")), options, answer)  # lines 33-34
-    return _video_row(query, row.str("video"), options, [""] * 5, options, options[answer])  # lines 65-73
+    query, _, _, _ = qa_template(qa_query(row.text("question")), options, answer)  # lines 33-34
+    return _video_row(query, row.text("video"), options, [""] * 5, options, options[answer])  # lines 65-73
 
 
 def _egoschema(task: str, row: _Row) -> dict:
@@ -350,25 +350,25 @@ def _egoschema(task: str, row: _Row) -> dict:
         raise row.error(f"answer must be an option index, got {answer!r}")
     if not 0 <= idx < len(options):
         raise row.error(f"answer {idx} has no option")
-    query = qa_query(row.str("question") + " ".join(options))  # line 32
+    query = qa_query(row.text("question") + " ".join(options))  # line 32
     texts = [strip_option(o) for o in options]  # line 64
-    return _video_row(query, row.str("video_idx"), texts, [""] * len(options), options, options[idx])
+    return _video_row(query, row.text("video_idx"), texts, [""] * len(options), options, options[idx])
 
 
 def _activitynetqa(task: str, row: _Row) -> dict:
     row.need("video_name", "question", "answer", "question_id")  # activitynetqa_dataset.py lines 34-35
-    answer = row.str("answer")
+    answer = row.text("answer")
     if answer not in YES_NO:  # line 76: OPTIONS.index(answer)
         raise row.error(f"answer '{answer}' is not one of yes, no")
-    query = qa_query(row.str("question") + "? (A) yes; (B) no.")  # line 36
+    query = qa_query(row.text("question") + "? (A) yes; (B) no.")  # line 36
     names: list[str] = list(YES_NO)
-    return _video_row(query, f"v_{row.str('video_name')}", names, ["", ""], names, answer)  # lines 39, 67-75
+    return _video_row(query, f"v_{row.text('video_name')}", names, ["", ""], names, answer)  # lines 39, 67-75
 
 
 def _moment(task: str, row: _Row, frame_root: Path | None) -> dict:
     row.need("query", "video_path")  # moment_retrieval_datasets.py line 25
-    video = os.path.splitext(os.path.basename(row.str("video_path")))[0]  # line 27
-    query = prompt_text(MRET_INSTRUCTION, row.str("query"), video=True)  # line 39
+    video = os.path.splitext(os.path.basename(row.text("video_path")))[0]  # line 27
+    query = prompt_text(MRET_INSTRUCTION, row.text("query"), video=True)  # line 39
     folder = frame_root / video if frame_root is not None else None
     if folder is None or not folder.is_dir():  # listed as missing by the reader, the row skipped
         return _video_row(query, f"{video}/query", [VIDEO_TARGET_TEXT], [video], [video], video)
@@ -388,8 +388,8 @@ def _clip_folder(path: str) -> str:
 
 def _momentseeker(task: str, row: _Row) -> dict:
     row.need("query", "positive_frames", "negative_frames", "input_frames")  # lines 26-27
-    text = row.str("query")
-    given = row.str("input_frames")
+    text = row.text("query")
+    given = row.text("input_frames")
     if given.endswith(".mp4"):  # lines 29-40
         query = prompt_text(SEEKER_VIDEO, text, video=True)
         query_video = os.path.join("video_frames", given.split(".mp4")[0].replace("/", "_"))
