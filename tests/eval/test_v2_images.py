@@ -392,6 +392,13 @@ def test_images_directly_under_image_tasks(tmp_path, embedder):
     assert result.score("CIRR").score == pytest.approx(oracle_hit1(rows, embedder))
 
 
+def test_image_tasks_absent_from_image_query_are_listed(v2_images, tmp_path, embedder):
+    bench = load_mmeb_v2(v2_images, resolve_v2_tasks(["ImageNet-A", "Country211"]), tmp_path)
+    assert bench.image_tasks == [] and bench.missing == ["ImageNet-A", "Country211"]
+    result = run_mmeb_v2(embedder, bench)
+    assert result.tasks == [] and result.missing == ["ImageNet-A", "Country211"]
+
+
 def test_without_image_query_the_image_tasks_are_missing_or_from_image_dir(tmp_path):
     bench = load_mmeb_v2(tmp_path, resolve_v2_tasks(["ImageNet-1K", "K700"]), tmp_path)
     assert bench.image_source == "none" and bench.missing == ["ImageNet-1K", "K700"]

@@ -276,10 +276,12 @@ def run_mmeb_v2(
     if bench.image_bench is not None:
         if image_result is not None:
             log.info("mmeb_v2: image tasks from image-query/; the MMEB-V1 run given is not used for them")
+        image_result = None
+    if bench.image_bench is not None and bench.image_bench.sets:
         image_result = run_benchmark(
             "mmeb",
             embed,
-            bench.image_bench,
+            Benchmark(bench.image_bench.sets, bench.image_bench.items),  # absent ones: said once, below
             bench.v2_image_root,
             batch_size,
             cache,
@@ -288,7 +290,7 @@ def run_mmeb_v2(
             score_budget,
             step=step,
         )
-    elif bench.image_tasks and image_result is None:
+    elif bench.image_bench is None and bench.image_tasks and image_result is None:
         image = load_mmeb(bench.image_dir, bench.image_tasks, max_rows)  # type: ignore[arg-type]
         image_result = run_benchmark(
             "mmeb", embed, image, image_root, batch_size, cache, fingerprint, ctx, step=step
