@@ -195,54 +195,12 @@ def test_resume_from_the_checkpoint_at_the_end_of_an_epoch(tmp_path):
     assert _ids(tmp_path / "resumed.txt") == epoch1
 
 
-@pytest.mark.slow
-def test_resume_to_train_longer_continues_the_epoch_a_max_steps_stop_ended(tmp_path):
+def test_resume_to_train_longer_in_process(tmp_path):
     """A fit stopped by ``max_steps`` at step 10 of a 20-step epoch (Lightning's loop state: epoch 0
     completed; data state: batch 10), resumed from its end-of-fit checkpoint with a higher
-    ``max_steps``, sees the rest of epoch 0 and then epoch 1, exactly as an uninterrupted 30-step fit,
-    and ends with the same weights; ``max_epochs`` still allows the data's 2 epochs."""
-    sets = _mixture(tmp_path)
-    dm = make_datamodule(sets)
-    loader = dm.loader(rank=0, world_size=1)
-    reference = []
-    for epoch in range(2):
-        loader.set_epoch(epoch)
-        for batch in loader:
-            reference.append((len(reference), ",".join(batch)))
-
-    straight = _fit(
-        tmp_path, sets, "straight.txt", "--ckpt-dir", str(tmp_path / "ck0"), "--every", "100",
-        "--max-steps", "30", "--final-ckpt", str(tmp_path / "straight.ckpt"),
-    )  # fmt: skip
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    first = _fit(
-        tmp_path, sets, "first.txt", "--ckpt-dir", str(tmp_path / "ck"), "--every", "100",
-        "--max-steps", "10", "--final-ckpt", str(tmp_path / "first.ckpt"),
-    )  # fmt: skip
-    assert first.returncode == 0, first.stderr[-3000:]
-    longer = _fit(
-        tmp_path, sets, "longer.txt", "--ckpt-dir", str(tmp_path / "ck"), "--every", "100",
-        "--max-steps", "30", "--resume", str(tmp_path / "first.ckpt"),
-        "--final-ckpt", str(tmp_path / "longer.ckpt"),
-    )  # fmt: skip
-    assert longer.returncode == 0, longer.stderr[-3000:]
-
-    def steps(name: str) -> list[tuple[int, str]]:
-        return [(step, ids) for step, _, ids in _ids(tmp_path / name)]
-
-    assert steps("straight.txt") == reference[:30]
-    assert steps("first.txt") == reference[:10]
-    assert steps("longer.txt") == reference[10:30]
-    import torch
-
-    a = torch.load(tmp_path / "straight.ckpt", weights_only=True)
-    b = torch.load(tmp_path / "longer.ckpt", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 30
-    torch.testing.assert_close(b["state_dict"], a["state_dict"], rtol=0, atol=0)
-
-
-def test_resume_to_train_longer_in_process(tmp_path):
-    """The same as the test above in one process (no workers, no subprocess): fast enough for every run."""
+    ``max_steps``, sees the rest of epoch 0 and then epoch 1, exactly as an uninterrupted 30-step fit.
+    In one process; ``tests/cli/test_resume.py`` runs the same through `mme5 fit` with a loader worker
+    and compares the weights."""
     import lightning as L
 
     from mme5.training.checkpoints import AtomicCheckpointIO

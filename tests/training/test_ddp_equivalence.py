@@ -269,10 +269,13 @@ def single_process_step(tmp_path_factory):
     return run_script(tmp_path_factory.mktemp("single") / "res.pt", devices=1, chunk=None)
 
 
+# DDP plain and DDP + GradCache as the recipes run it (find_unused_parameters); FSDP2, plain and with
+# GradCache, is compared by the modality-skewed test below (DoRA, gradient checkpointing, ranks whose
+# batches differ in modality), which subsumes the uniform case.
 @pytest.mark.parametrize(
     "chunk,strategy",
-    [(None, "ddp"), (3, "ddp"), (3, "ddp_find_unused_parameters_true"), (None, "fsdp2"), (3, "fsdp2")],
-    ids=["plain", "gradcache3", "gradcache3-find-unused", "fsdp2", "fsdp2-gradcache3"],
+    [(None, "ddp"), (3, "ddp_find_unused_parameters_true")],
+    ids=["plain", "gradcache3-find-unused"],
 )
 def test_lightning_ddp_step_equals_single_process(single_process_step, tmp_path, chunk, strategy):
     assert_same_step(
