@@ -114,7 +114,7 @@ def test_absent_tasks_are_listed_and_items_encoded_once(v2_root, tmp_path, embed
     scored = {t.name for t in result.tasks}
     assert {*TASKS, "ImageNet-1K", "VisualNews_t2i"} <= scored
     assert set(result.missing) == set(V2_TASKS) - scored  # all 78 accounted for
-    assert len(result.missing) + len(result.tasks) == 78
+    assert scored - set(V2_TASKS) == {"ToyVQA"}  # and the MMEB folder's custom task (its datasets.json)
     first = result.encode
     assert first.encoded == first.distinct_items and first.from_cache == 0
     seen = embedder.sides_seen
@@ -145,10 +145,20 @@ def test_image_tasks_are_hit_at_1_of_the_v1_reader(tmp_path, embedder, fixture_f
         image_root=fixture_folders.image_root,
         kinds=["image"],
     )
-    for d in v1.datasets:
-        if d.name in V2_TASKS:
-            assert v2.score(d.name).score == pytest.approx(d.metrics["precision@1"])
+    for d in v1.datasets:  # the official ones and the folder's custom ToyVQA (its datasets.json)
+        assert v2.score(d.name).score == pytest.approx(d.metrics["precision@1"])
+        assert v2.score(d.name).meta_task == d.meta_task
+    assert "ToyVQA" not in V2_TASKS and v2.summary["image"] == pytest.approx(
+        sum(d.metrics["precision@1"] for d in v1.datasets) / len(v1.datasets)
+    )
     assert all(V2_TASKS[n].kind == "image" for n in v2.missing)
+    assert "custom image tasks" in v2_table(v2)
+    named = [d.name for d in v1.datasets if d.name in V2_TASKS]  # tasks named: no custom one
+    only = evaluate_mmeb_v2(
+        embedder, None, tmp_path, image_dir=fixture_folders.mmeb_dir, image_root=fixture_folders.image_root,
+        tasks=named,
+    )  # fmt: skip
+    assert [t.name for t in only.tasks] == named
 
 
 def test_unknown_task_and_kind_fail_in_one_line():

@@ -20,8 +20,11 @@ def v2_table(result: V2Result) -> str:
     """Markdown: the kind / overall row, the meta-task rows, one row per task, what is missing."""
     s, n = result.summary, result.counts
     total = {k: sum(1 for t in V2_TASKS.values() if t.kind == k) for k in KINDS}
+    official = sum(t.name in V2_TASKS for t in result.tasks)
+    custom = len(result.tasks) - official  # a custom MMEB folder's own image tasks (datasets.json)
+    extra = f", and {custom} custom image tasks" if custom else ""
     lines = [
-        f"MMEB-V2 ({len(result.tasks)} of {len(V2_TASKS)} tasks scored; image and video hit@1, "
+        f"MMEB-V2 ({official} of {len(V2_TASKS)} tasks scored{extra}" + "; image and video hit@1, "
         "visual documents ndcg_linear@5, %)",
         "",
         "| "

@@ -24,7 +24,7 @@ import torch
 from mme5.distributed import DistContext
 from mme5.errors import ConfigError
 from mme5.eval.cache import EmbeddingCache, resolve_cache_dir
-from mme5.eval.datasets import Benchmark, resolve_mmeb
+from mme5.eval.datasets import Benchmark, read_extra_table, resolve_mmeb
 from mme5.eval.items import ItemTable, check_images
 from mme5.eval.runner import EmbedFn, EncodeStats, EvalResult, encode_items, load_mmeb, run_benchmark
 from mme5.eval.scoring import SCORE_BUDGET, canonical_ids, rows_for_rank
@@ -32,7 +32,7 @@ from mme5.eval.v2.frames import pixel_key
 from mme5.eval.v2.images import has_image_query, load_v2_images, v2_image_root
 from mme5.eval.v2.metrics import HIT_KS, NDCG_K, V2Metrics, rank_rows, row_scores
 from mme5.eval.v2.readers import V2Set, read_video_task, read_visdoc_task, task_present
-from mme5.eval.v2.tasks import KIND_METRIC, KINDS, V2_META_TASKS, V2_TASKS, V2Task
+from mme5.eval.v2.tasks import KIND_METRIC, KINDS, V2_META_TASKS, V2_TASKS, V2Task, tasks_of
 from mme5.records import Side
 
 log = logging.getLogger("mme5.eval")
@@ -172,7 +172,7 @@ def load_mmeb_v2(
         elif image_dir is None:
             missing += image_names
         else:
-            found, absent = resolve_mmeb(image_dir, image_names)
+            found, absent = resolve_mmeb(image_dir, image_names + _custom_image_tasks(image_dir, image_names))
             image_found = [f.name for f in found]
             missing += absent
     for task in tasks:
@@ -188,7 +188,7 @@ def load_mmeb_v2(
         frames += s.missing_frames
         sets.append(s)
     order = {t.name: i for i, t in enumerate(tasks)}
-    missing.sort(key=lambda n: order[n])
+    missing.sort(key=lambda n: order.get(n, len(order)))
     return V2Benchmark(
         sets,
         items,
@@ -199,6 +199,14 @@ def load_mmeb_v2(
         image_bench,
         image_root,
     )
+
+
+def _custom_image_tasks(image_dir: str | os.PathLike, asked: list[str]) -> list[str]:
+    """The custom datasets of an MMEB folder's ``datasets.json`` (the demo's, a user's own), scored as
+    image tasks beside the 36 when all 36 are asked for, as the MMEB-V1 evaluation scores them."""
+    if set(asked) != {t.name for t in tasks_of("image")}:
+        return []
+    return [n for n in read_extra_table(Path(image_dir)) if n not in V2_TASKS]
 
 
 def _score_set(s: V2Set, emb: torch.Tensor, canon: torch.Tensor, ctx: DistContext, budget: int) -> dict:
@@ -299,12 +307,11 @@ def run_mmeb_v2(
         for d in image_result.datasets:
             if d.name not in bench.image_tasks:
                 continue
-            task = V2_TASKS[d.name]
             scores.append(
                 V2TaskScore(
                     d.name,
                     "image",
-                    task.meta_task,
+                    V2_TASKS[d.name].meta_task if d.name in V2_TASKS else d.meta_task,
                     "local",
                     "hit@1",
                     d.rows,
@@ -352,7 +359,9 @@ def run_mmeb_v2(
             stats.seconds + stats2.seconds,
         )
     order = {n: i for i, n in enumerate(V2_TASKS)}
-    scores.sort(key=lambda t: order[t.name])
+    scores.sort(
+        key=lambda t: (KINDS.index(t.kind), order.get(t.name, len(order)))
+    )  # custom: after the kind's own
     summary, counts = summarize_v2(scores)
     if bench.missing:
         log.warning(
