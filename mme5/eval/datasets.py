@@ -63,7 +63,7 @@ class RetrievalSet:
         return sum(len(c) for c in self.candidates)
 
 
-def _dataset_files(root: Path, name: str) -> tuple[Path, ...] | None:
+def dataset_files(root: Path, name: str) -> tuple[Path, ...] | None:
     single = root / f"{name}.parquet"
     if single.is_file():
         return (single,)
@@ -106,7 +106,7 @@ def discover_datasets(root: str | Path) -> list[str]:
         for p in root.iterdir()
         if (p.is_file() and p.suffix == ".parquet") or p.is_dir()
     }
-    present = {n for n in present if _dataset_files(root, n) is not None}
+    present = {n for n in present if dataset_files(root, n) is not None}
     known = [n for n in MMEB_DATASETS if n in present]
     return known + sorted(present - set(known))
 
@@ -127,7 +127,7 @@ def resolve_mmeb(
         wanted = list(names)
     else:
         extras = [n for n in extra if n not in MMEB_META_TASK]
-        has_official = any(_dataset_files(root, n) is not None for n in MMEB_DATASETS)
+        has_official = any(dataset_files(root, n) is not None for n in MMEB_DATASETS)
         wanted = (list(MMEB_DATASETS) if has_official or not extras else []) + extras
     found, missing = [], []
     for name in wanted:
@@ -143,7 +143,7 @@ def resolve_mmeb(
                 f"MMEB dataset '{name}' is not one of the 36 official names and has no entry "
                 f"in {root / EXTRA_TABLE}"
             )
-        files = _dataset_files(root, name)
+        files = dataset_files(root, name)
         if files is None:
             missing.append(name)
             continue
@@ -162,7 +162,7 @@ def resolve_xtd(
         )
     found, missing = [], []
     for lang in languages:
-        files = _dataset_files(root, lang)
+        files = dataset_files(root, lang)
         if files is None:
             missing.append(lang)
         else:

@@ -73,7 +73,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mme5.errors import ConfigError, MissingPathError
-from mme5.eval.datasets import Benchmark, DatasetInfo, EvalDataError, RetrievalSet, _dataset_files
+from mme5.eval.datasets import Benchmark, DatasetInfo, EvalDataError, RetrievalSet, dataset_files
 from mme5.eval.items import Item, ItemError, ItemTable
 from mme5.mmeb import MMEB_DATASETS, MMEB_META_TASK, MMEB_OOD
 from mme5.records import PUBLIC_IMAGE_TOKEN
@@ -186,7 +186,7 @@ def resolve_v2_images(
         raise ConfigError(f"'{unknown[0]}' is not one of the 36 MMEB-V2 image tasks")
     found, missing = [], []
     for name in wanted:
-        files = _dataset_files(folder, name)
+        files = dataset_files(folder, name)
         if files is None:
             missing.append(name)
         else:
