@@ -49,9 +49,10 @@ def evaluate(
         xtd_image_root: XTD's image folder: Haon-Chen/XTD-10's XTD10_dataset.tar.gz unpacked
             (`tar -xzf XTD10_dataset.tar.gz`, then `--xtd_image_root XTD10_dataset`).
         demo_root: use the demo corpus in this folder (generated when missing) for MMEB, XTD and images.
-        mmeb_v2_root: MMEB-V2 folder of video and visual-document tasks (mme5.eval.v2.readers); its image
-            tasks are read from mmeb_dir. "demo": the drawn V2 demo subset, written under
-            <demo_root>/mmeb_v2 (or <output_dir>/mmeb_v2_demo). Skipped when None.
+        mmeb_v2_root: MMEB-V2 folder: video-tasks/ (mme5 rows or the official hub snapshots, frames under
+            video-tasks/frames/), visdoc-tasks/, and image-query/ + image-tasks/ for the image tasks
+            (without image-query/ they are read from mmeb_dir). "demo": the drawn V2 demo subset of
+            the demo corpus (<demo_root>/mmeb_v2, or <output_dir>/mmeb_v2_demo). Skipped when None.
         v2_tasks: MMEB-V2 tasks to evaluate (default: all 78; absent ones are listed as missing).
         v2_kinds: only these MMEB-V2 kinds (image, video, visdoc).
         v2_frame_input: how a video reaches the model: "frames" (its 8 sampled frames as a frame list,
@@ -141,7 +142,8 @@ def _evaluate_v2(
     bench = load_mmeb_v2(root, chosen, default_work_dir(output_dir), mmeb_dir, common["max_rows"])
     if not bench.sets and not bench.image_tasks:
         raise ConfigError(
-            f"none of the {len(chosen)} requested MMEB-V2 task(s) is in '{root}' or '{mmeb_dir}'"
+            f"none of the {len(chosen)} requested MMEB-V2 task(s) is in '{root}' (video-tasks/, "
+            f"visdoc-tasks/, image-query/) or in the MMEB folder '{mmeb_dir}'"
         )
     folder = resolve_cache_dir(common["cache_dir"])
     result = run_mmeb_v2(

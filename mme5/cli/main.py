@@ -32,7 +32,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "fit": ("mme5.cli.fit", "train an embedding model from a YAML config (LightningCLI)"),
     "validate": ("mme5.cli.validate", "run a config's validation loop, e.g. on a checkpoint (LightningCLI)"),
     "export": ("mme5.cli.export", "write a training checkpoint as a Hugging Face-style model folder"),
-    "evaluate": ("mme5.cli.evaluate", "score a model on MMEB and/or XTD and print the tables"),
+    "evaluate": ("mme5.cli.evaluate", "score a model on MMEB, MMEB-V2 and/or XTD and print the tables"),
     "eval-quantized": ("mme5.cli.eval_quantized", "compare a model at full precision, int8 and nf4"),
     "encode": ("mme5.cli.encode", "embed texts and images (parquet, JSONL, CSV, a folder) to .npy / parquet"),
     "convert": ("mme5.cli.convert", "turn public parquet training sets into mme5 shards"),
