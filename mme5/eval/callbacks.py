@@ -355,6 +355,24 @@ class MMEBV2Evaluation(_BenchmarkEvaluation):
         self._mmeb_callbacks = [cb for cb in trainer.callbacks if isinstance(cb, MMEBEvaluation)]  # type: ignore[attr-defined]
         super().setup(trainer, pl_module, stage)
 
+    def check_inputs(self) -> None:
+        """As for MMEB, but each part against its own root: the video frames and document pages as read
+        (their paths are whole), the image tasks of ``image-query/`` under the V2 root's image folder
+        and those of ``image_dir`` under ``image_root`` (checked when they are read, at the first
+        evaluation, or by an :class:`MMEBEvaluation` of the same folder)."""
+        name = type(self).__name__
+        if self.image_root is not None and not Path(self.image_root).is_dir():
+            raise MissingPathError(f"{name}: image_root '{self.image_root}' is not a folder")
+        if self._bench is None:
+            return
+        parts = [(self._bench.items.items, None)]
+        if self._bench.image_bench is not None:
+            parts.append((self._bench.image_bench.items.items, self._bench.v2_image_root))
+        for items, root in parts:
+            with_images = [it for it in items if it.image_path]
+            step = max(1, len(with_images) // SETUP_IMAGE_SAMPLE)
+            check_images(with_images[::step][:SETUP_IMAGE_SAMPLE], root, what=name)
+
     def _same_step_image_result(self, step: int) -> EvalResult | None:
         """An MMEB run of this fit at ``step`` over the same folder, images and rows that scored every
         V2 image task under the tie rule V2 uses: its scores are the V2 image tasks' (not encoded again)."""

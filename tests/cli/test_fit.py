@@ -36,10 +36,11 @@ def _short_demo_config(
 
 @pytest.mark.slow
 def test_demo_fit_runs_a_few_steps_and_evaluates(tmp_path, monkeypatch, capsys):
+    """Every path relative to the working folder, as configs/demo.yaml has them."""
     monkeypatch.setattr("sys.argv", ["mme5"])
-    demo_root = tmp_path / "demo"
-    run = tmp_path / "run"
+    demo_root, run = Path("demo"), Path("run")
     config_path = _short_demo_config(tmp_path, demo_root, max_steps=3, max_rows=4, train_samples=64)
+    monkeypatch.chdir(tmp_path)
     args = ["fit", "--config", str(config_path), "--trainer.default_root_dir", str(run)]
     assert main(args) == 0
     version = run / "lightning_logs" / "version_0"  # Lightning's default logger (CSV without tensorboard)
