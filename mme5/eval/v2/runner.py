@@ -59,7 +59,8 @@ def frames_embed(embed: EmbedFn, tiles: dict[bytes, list[str]]) -> EmbedFn:
 
 @dataclass
 class V2TaskScore:
-    """One task's scores (percent): ``metrics[main]`` is the official main metric of its kind."""
+    """One task's scores (percent): ``metrics[main]`` is the official main metric of its kind;
+    ``candidates``: the video / document task's candidate pool, an image task's candidates per row."""
 
     name: str
     kind: str
@@ -317,7 +318,7 @@ def run_mmeb_v2(
                     d.rows,
                     d.total_rows,
                     0,
-                    d.candidates,
+                    round(d.candidates / max(d.rows, 1)),  # per row (V1 counts row x candidate pairs)
                     {k: v for k, v in d.metrics.items() if k.startswith("hit@")},
                 )
             )
