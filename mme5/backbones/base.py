@@ -86,14 +86,23 @@ class BackboneAdapter:
     skip_quantization: ClassVar[tuple[str, ...]] = ("lm_head", "multi_modal_projector")
     #: How the family takes a side's frame list (video frames, document pages): ``"images"``, one
     #: image per frame in one prompt (the images separated by :attr:`frame_separator`, so that each
-    #: frame's placeholder run stays apart), or ``"single"``, one image per prompt, where a side of
-    #: more than one frame is refused in one line (:meth:`side_images`).
-    frame_input: ClassVar[Literal["images", "single"]] = "images"
+    #: frame's placeholder run stays apart), ``"single"``, one image per prompt, where a side of
+    #: more than one frame is refused in one line (:meth:`side_images`), or ``"video"``, the frames
+    #: as one video through the backbone's video input (:attr:`video_token` in the prompt, the frame
+    #: list given to the processor as ``videos=``; the tensors in :attr:`per_video_keys`).
+    frame_input: ClassVar[Literal["images", "single", "video"]] = "images"
     frame_separator: ClassVar[str] = "\n"
+    #: The prompt token of a video (``frame_input = "video"``); the processor repeats it once per
+    #: video feature.
+    video_token: ClassVar[str | None] = None
+    #: Input tensors indexed by video, as :attr:`per_image_keys` are by image (only rows whose
+    #: ``input_ids`` hold :attr:`video_token` own one entry each, in row order).
+    per_video_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, path: str | None = None):
         self.path = path
         self.placeholder_id: int | None = None
+        self.video_placeholder_id: int | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(path={self.path!r})"
@@ -127,13 +136,19 @@ class BackboneAdapter:
         return text[:first] + visual + rest
 
     def visual_prompt(self, side: Side) -> str:
-        """The tokens standing for a side's image (the image token) or frames (one per frame)."""
+        """The tokens standing for a side's image (the image token) or frames (one image token per
+        frame, or the :attr:`video_token` of a ``"video"`` family)."""
         if not side.has_frames or self.frame_input == "single":
             return self.image_token
+        if self.frame_input == "video":
+            if self.video_token is None:
+                raise BackboneError(f"backbone family '{self.family}' takes videos but names no video token")
+            return self.video_token
         return self.frame_separator.join([self.image_token] * len(side.frames))
 
     def side_images(self, side: Side) -> Any:
-        """What the processor gets for one side: ``None`` (text only), one image, or a list of frames.
+        """What the processor gets for one side: ``None`` (text only), one image, or a list of frames
+        (several images, or one video for a ``"video"`` family: :meth:`processor_call` tells them apart).
 
         Frames are decoded here if the caller has not done so already (``Side.load_frames``). A
         ``"single"`` family takes a one-frame side as an image and refuses more frames in one line.
@@ -171,6 +186,8 @@ class BackboneAdapter:
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         self.placeholder_id = tok.convert_tokens_to_ids(self.placeholder_token or self.image_token)
+        if self.video_token is not None:
+            self.video_placeholder_id = tok.convert_tokens_to_ids(self.video_token)
         return processor
 
     def select_rows(
@@ -179,8 +196,8 @@ class BackboneAdapter:
         """The model inputs of a subset of the batch's rows (e.g. a GradCache chunk), in the given order.
 
         Per-row tensors are indexed directly; per-image tensors (:attr:`per_image_keys`) keep the
-        entries of the chosen rows' images. Needs :meth:`load_processor` to have run (it learns the
-        placeholder token id there).
+        entries of the chosen rows' images, per-video ones (:attr:`per_video_keys`) those of their
+        videos. Needs :meth:`load_processor` to have run (it learns the placeholder token ids there).
         """
         n = inputs["input_ids"].shape[0]
         device = inputs["input_ids"].device
@@ -189,30 +206,38 @@ class BackboneAdapter:
             if isinstance(rows, slice)
             else torch.as_tensor(rows, device=device)
         )
-        out = {k: v[index] for k, v in inputs.items() if k not in self.per_image_keys}
-        present = [k for k in self.per_image_keys if k in inputs]
-        if not present:
-            return out
-        if getattr(self, "placeholder_id", None) is None:
-            raise RuntimeError(f"{type(self).__name__}.select_rows needs load_processor() to have run first")
-        counts = self.images_per_row(inputs)
-        first = torch.cumsum(counts, 0) - counts
-        ranges = [
-            torch.arange(int(first[r]), int(first[r] + counts[r]), device=device)
-            for r in index.tolist()
-            if int(counts[r])
-        ]
-        if ranges:
-            out.update(self.select_images(inputs, torch.cat(ranges)))
+        per_item = (*self.per_image_keys, *self.per_video_keys)
+        out = {k: v[index] for k, v in inputs.items() if k not in per_item}
+        if any(k in inputs for k in self.per_image_keys):
+            if getattr(self, "placeholder_id", None) is None:
+                raise RuntimeError(
+                    f"{type(self).__name__}.select_rows needs load_processor() to have run first"
+                )
+            chosen = _items_of_rows(self.images_per_row(inputs), index)
+            if chosen is not None:
+                out.update(self.select_images(inputs, chosen))
+        if any(k in inputs for k in self.per_video_keys):
+            if getattr(self, "video_placeholder_id", None) is None:
+                raise RuntimeError(
+                    f"{type(self).__name__}.select_rows needs load_processor() to have run first"
+                )
+            chosen = _items_of_rows(self.videos_per_row(inputs), index)
+            if chosen is not None:
+                out.update(self.select_videos(inputs, chosen))
         return out
 
     def images_per_row(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Long [n]: images per row, the runs of placeholder tokens (a processor repeats an image's
         placeholder once per feature, and frames are separated, so one run is one image)."""
-        is_placeholder = inputs["input_ids"] == self.placeholder_id
-        starts = is_placeholder.clone()
-        starts[:, 1:] &= ~is_placeholder[:, :-1]
-        return starts.sum(dim=1)
+        return _runs_per_row(inputs["input_ids"], self.placeholder_id)
+
+    def videos_per_row(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Long [n]: videos per row, the runs of :attr:`video_token` (one run per video)."""
+        return _runs_per_row(inputs["input_ids"], self.video_placeholder_id)
+
+    def select_videos(self, inputs: dict[str, torch.Tensor], videos: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The per-video tensors of the given videos (indices in batch order)."""
+        return {k: inputs[k][videos] for k in self.per_video_keys if k in inputs}
 
     def select_images(self, inputs: dict[str, torch.Tensor], images: torch.Tensor) -> dict[str, torch.Tensor]:
         """The per-image tensors of the given images (indices in batch order)."""
@@ -236,21 +261,31 @@ class BackboneAdapter:
         The text before the first image token and after the last one is cut; what lies between image
         tokens (a frame list's separators) is kept whole, as the image tokens are.
         """
-        if self.image_token not in prompt:
+        token = self.image_token
+        if token not in prompt and self.video_token is not None and self.video_token in prompt:
+            token = self.video_token  # a video side: its one video token is kept whole the same way
+        if token not in prompt:
             return truncate_text(tokenizer, prompt, max_length)
-        parts = prompt.split(self.image_token)
+        parts = prompt.split(token)
         before = truncate_text(tokenizer, parts[0], max_length)
         used = len(tokenizer(before, add_special_tokens=False)["input_ids"]) if before else 0
         after = truncate_text(tokenizer, parts[-1], max_length - used)
-        return self.image_token.join([before, *parts[1:-1], after])
+        return token.join([before, *parts[1:-1], after])
 
     def processor_call(self, processor: Any, texts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
         """Run the processor on formatted texts and per-side images (``None`` for text-only sides, a
-        list for a side's frames)."""
+        list for a side's frames: its images, or for a ``"video"`` family one video, given as
+        ``videos=``)."""
+        videos: list[list[Any]] = []
+        if self.frame_input == "video":
+            videos = [im for im in images if isinstance(im, list)]
+            images = [im for im in images if not isinstance(im, list)]
         flat = [f for im in images if im is not None for f in (im if isinstance(im, list) else [im])]
         kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
         if flat:
             kwargs["images"] = flat
+        if videos:
+            kwargs["videos"] = videos
         return processor(**kwargs)
 
     # ---- model ------------------------------------------------------------------------------------
@@ -305,15 +340,21 @@ class BackboneAdapter:
         return language_model(**inputs, use_cache=False).last_hidden_state
 
     def image_rows(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Bool [n]: which rows of the batch hold an image."""
-        n, device = inputs["input_ids"].shape[0], inputs["input_ids"].device
-        if not any(k in inputs for k in self.per_image_keys) or getattr(self, "placeholder_id", None) is None:
-            return torch.zeros(n, dtype=torch.bool, device=device)
-        return (inputs["input_ids"] == self.placeholder_id).any(dim=1)
+        """Bool [n]: which rows of the batch hold an image or a video."""
+        ids = inputs["input_ids"]
+        rows = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        image_id = getattr(self, "placeholder_id", None)
+        if any(k in inputs for k in self.per_image_keys) and image_id is not None:
+            rows |= (ids == image_id).any(dim=1)
+        video_id = getattr(self, "video_placeholder_id", None)
+        if any(k in inputs for k in self.per_video_keys) and video_id is not None:
+            rows |= (ids == video_id).any(dim=1)
+        return rows
 
     def text_only(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The inputs of image-less rows without the (empty) image tensors."""
-        return {k: v for k, v in inputs.items() if k not in self.per_image_keys}
+        """The inputs of image-less rows without the (empty) image and video tensors."""
+        per_item = (*self.per_image_keys, *self.per_video_keys)
+        return {k: v for k, v in inputs.items() if k not in per_item}
 
     def last_hidden_state_lockstep(
         self,
@@ -326,8 +367,8 @@ class BackboneAdapter:
 
         Sharded training (FSDP, ZeRO-3) gathers each block's weights when the block runs, so every
         rank must run the same blocks in the same order. Here each call runs two sub-batches: the rows
-        with an image (or ``dummy_image``, one image side, when there are none), then the image-less
-        rows (or ``dummy_text``). A dummy's output joins the result times zero, so every trainable
+        with an image or a video (or ``dummy_image``, one image side, when there are none), then the
+        other rows (or ``dummy_text``). A dummy's output joins the result times zero, so every trainable
         weight gets a gradient (zero where unused) on every rank.
         """
         has_image = self.image_rows(inputs)
@@ -381,6 +422,26 @@ class BackboneAdapter:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return str(target)
+
+
+def _runs_per_row(input_ids: torch.Tensor, token_id: int | None) -> torch.Tensor:
+    """Long [n]: the runs of ``token_id`` in each row (one run per image or video)."""
+    is_token = input_ids == token_id
+    starts = is_token.clone()
+    starts[:, 1:] &= ~is_token[:, :-1]
+    return starts.sum(dim=1)
+
+
+def _items_of_rows(counts: torch.Tensor, rows: torch.Tensor) -> torch.Tensor | None:
+    """The indices (batch order) of the items (images or videos) of ``rows``, in ``rows``' order,
+    given each row's item count; ``None`` when those rows hold none."""
+    first = torch.cumsum(counts, 0) - counts
+    ranges = [
+        torch.arange(int(first[r]), int(first[r] + counts[r]), device=counts.device)
+        for r in rows.tolist()
+        if int(counts[r])
+    ]
+    return torch.cat(ranges) if ranges else None
 
 
 def _tiny_is_current(folder: Path, version: int, seed: int) -> bool:

@@ -21,8 +21,10 @@ def test_frame_prompt_has_one_image_token_per_frame(name: str):
     adapter = get_adapter(name)
     side = Side.from_frames(frames(4), f"{PUBLIC_IMAGE_TOKEN}\nwhat happens in the clip?")
     prompt = adapter.format_text(side)
-    expected = 1 if adapter.frame_input == "single" else 4
+    expected = {"single": 1, "images": 4, "video": 0}[adapter.frame_input]
     assert prompt.count(adapter.image_token) == expected and PUBLIC_IMAGE_TOKEN not in prompt
+    if adapter.frame_input == "video":  # one video token for the whole frame list
+        assert adapter.video_token is not None and prompt.count(adapter.video_token) == 1
     assert "what happens in the clip?" in prompt
     # a frame side without the public token gets its frames first, as an image side gets its image
     bare = adapter.format_text(Side.from_frames(frames(2), "caption"))
@@ -43,6 +45,15 @@ def test_truncation_never_cuts_into_the_frames(name: str):
     prompt = adapter.truncate_prompt(processor.tokenizer, adapter.format_text(side), 12)
     assert prompt.count(adapter.image_token) == 5 and adapter.visual_prompt(side) in prompt
     assert "word199" not in prompt and "word0" in prompt
+
+
+def test_qwen2_vl_takes_frames_as_one_video():
+    adapter = get_adapter("tiny-qwen2-vl")
+    assert adapter.frame_input == "video"
+    side = Side.from_frames(frames(4), f"{PUBLIC_IMAGE_TOKEN}\nwhat happens in the clip?")
+    assert adapter.format_text(side) == "<|video_pad|>\nwhat happens in the clip?"
+    assert adapter.visual_prompt(side) == "<|video_pad|>"
+    assert isinstance(adapter.side_images(side), list) and len(adapter.side_images(side)) == 4
 
 
 def test_mllama_takes_one_frame_and_refuses_more_in_one_line():
