@@ -1,0 +1,256 @@
+"""Qwen2-VL takes a frame list through its video input (``<|video_pad|>``, ``pixel_values_videos``).
+
+The torch-only :class:`~mme5.backbones.qwen2_vl.FrameVideoProcessor` is checked against transformers'
+own ``Qwen2VLVideoProcessor`` / ``Qwen2VLProcessor(videos=...)`` in the vLLM environment (the only one
+with torchvision): ``-m vllm``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mme5.backbones import get_adapter
+from mme5.backbones.qwen2_vl import FrameVideoProcessor, Qwen2VLAdapter
+from mme5.records import PUBLIC_IMAGE_TOKEN, Side
+
+MERGE = 2
+
+
+def noise_frames(n: int, size: tuple[int, int] = (48, 40), seed: int = 0) -> list[Image.Image]:
+    """``n`` distinct frames (smooth gradients plus noise, so resizing and patch order matter)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for i in range(n):
+        base = np.stack([(xx * (3 + i)) % 256, (yy * (5 + i)) % 256, ((xx + yy) * 7 + 31 * i) % 256], -1)
+        noisy = np.clip(base + rng.integers(-40, 40, size=base.shape), 0, 255).astype(np.uint8)
+        out.append(Image.fromarray(noisy, "RGB"))
+    return out
+
+
+class FramesAsImages(Qwen2VLAdapter):
+    """The earlier Qwen2-VL frame rule: one ``<|image_pad|>`` per frame."""
+
+    frame_input = "images"
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    adapter = get_adapter("tiny-qwen2-vl")
+    processor = adapter.load_processor(adapter.source)
+    model = adapter.load_model(adapter.source).eval()
+    return adapter, processor, model
+
+
+def mixed() -> list[Side]:
+    frames = noise_frames(8)
+    return [
+        Side("a text only side"),
+        Side(f"{PUBLIC_IMAGE_TOKEN}\nan image side", image=noise_frames(1, (40, 56), seed=5)[0]),
+        Side.from_frames(frames, f"{PUBLIC_IMAGE_TOKEN}\nwhat happens in the clip?"),
+        Side("another text"),
+        Side.from_frames(noise_frames(3, (30, 20), seed=2), "a short clip"),
+    ]
+
+
+def last_token(adapter: Qwen2VLAdapter, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return adapter.last_hidden_state(model, inputs)[:, -1]  # left padding: the last token
+
+
+def test_video_prompt_is_vlm2vec_s_bare_video_token(qwen):
+    adapter, processor, _ = qwen
+    assert adapter.frame_input == "video"
+    side = mixed()[2]
+    assert adapter.format_text(side) == "<|video_pad|>\nwhat happens in the clip?"
+    assert adapter.format_text(mixed()[4]) == "<|video_pad|>\na short clip"
+    # an image side is unchanged
+    assert adapter.format_text(mixed()[1]) == "<|image_pad|>\nan image side"
+    long = Side.from_frames(noise_frames(2), "x " + " ".join(f"w{i}" for i in range(100)))
+    cut = adapter.truncate_prompt(processor.tokenizer, adapter.format_text(long), 5)
+    assert cut.startswith("<|video_pad|>\n") and "w99" not in cut
+
+
+def test_mixed_batch_gives_videos_through_the_video_input(qwen):
+    adapter, processor, model = qwen
+    sides = mixed()
+    inputs = adapter.build_inputs(processor, sides, max_length=32)
+    grid = inputs["video_grid_thw"]
+    # 8 frames -> 4 temporal patches; 3 frames are padded with the last one to 4 -> 2
+    assert grid[:, 0].tolist() == [4, 2] and inputs["image_grid_thw"].shape[0] == 1
+    assert inputs["pixel_values_videos"].shape[0] == int(grid.prod(-1).sum())
+    per_row = (inputs["input_ids"] == adapter.video_placeholder_id).sum(1)
+    expected = grid.prod(-1) // MERGE**2
+    assert per_row.tolist() == [0, 0, int(expected[0]), 0, int(expected[1])]
+    assert (inputs["mm_token_type_ids"] == 2).sum(1).tolist() == per_row.tolist()
+    assert adapter.videos_per_row(inputs).tolist() == [0, 0, 1, 0, 1]
+    assert adapter.image_rows(inputs).tolist() == [False, True, True, False, True]
+    h = last_token(adapter, model, inputs)
+    assert torch.isfinite(h).all()
+    # the same frames as a run of images embed differently
+    as_images = FramesAsImages(adapter.path)
+    proc_images = as_images.load_processor(as_images.source)
+    image_inputs = as_images.build_inputs(proc_images, sides, max_length=32)
+    assert "pixel_values_videos" not in image_inputs
+    assert (image_inputs["input_ids"] == adapter.video_placeholder_id).sum() == 0
+    h_images = last_token(as_images, model, image_inputs)
+    torch.testing.assert_close(h_images[[0, 1, 3]], h[[0, 1, 3]], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(h_images[2], h[2], atol=1e-3)
+    # the video's frames reach the model in order
+    reordered = Side(sides[2].text, frames=sides[2].frames[::-1])
+    h_rev = last_token(adapter, model, adapter.build_inputs(processor, [reordered], max_length=32))
+    assert not torch.allclose(h_rev[0], h[2], atol=1e-3)
+
+
+def test_row_subsets_and_lockstep_equal_the_whole_batch(qwen):
+    adapter, processor, model = qwen
+    inputs = adapter.build_inputs(processor, mixed(), max_length=32)
+    with torch.no_grad():
+        whole = adapter.last_hidden_state(model, inputs)
+        # GradCache chunks and lockstep sub-batches: select_rows keeps each row's own image / video
+        for rows in ([2], [4, 2], [0, 1], [3, 4], [1, 2, 3], [0, 3]):
+            part = adapter.select_rows(inputs, rows)
+            if "video_grid_thw" in part:
+                n = int(part["video_grid_thw"].prod(-1).sum())
+                assert part["pixel_values_videos"].shape[0] == n
+            h = adapter.last_hidden_state(model, part)
+            mask = part["attention_mask"].bool()
+            torch.testing.assert_close(h[mask], whole[rows][mask], atol=1e-5, rtol=1e-4)
+        dummy_image = adapter.build_inputs(processor, [Side(image=noise_frames(1)[0])], 8)
+        dummy_text = adapter.build_inputs(processor, [Side(".")], 8)
+        lock = adapter.last_hidden_state_lockstep(model, inputs, dummy_image, dummy_text)
+        mask = inputs["attention_mask"].bool()
+        torch.testing.assert_close(lock[:, -1], whole[:, -1], atol=1e-5, rtol=1e-4)
+        # a batch of videos and text only (no image): the video rows are the visual sub-batch
+        some = adapter.select_rows(inputs, [0, 2, 4])
+        assert "pixel_values" not in some and "pixel_values_videos" in some
+        lock = adapter.last_hidden_state_lockstep(model, some, dummy_image, dummy_text)
+        torch.testing.assert_close(lock[:, -1], whole[[0, 2, 4], -1], atol=1e-5, rtol=1e-4)
+    del mask
+
+
+def test_gradcache_chunks_of_a_video_batch_give_the_same_gradients(qwen):
+    adapter, processor, model = qwen
+    inputs = adapter.build_inputs(processor, mixed(), max_length=32)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def grads(chunks: list[list[int]]) -> list[torch.Tensor]:
+        model.zero_grad()
+        for rows in chunks:
+            h = adapter.last_hidden_state(model, adapter.select_rows(inputs, rows))[:, -1]
+            h.pow(2).sum().backward()
+        return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+    whole, chunked = grads([[0, 1, 2, 3, 4]]), grads([[0, 2], [1], [3, 4]])
+    visual = [i for i, (n, _) in enumerate(model.named_parameters()) if "visual" in n]
+    assert any(whole[i].abs().sum() > 0 for i in visual)
+    for a, b in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)
+    model.zero_grad()
+
+
+def test_frame_video_processor_patches_and_config(tmp_path, qwen):
+    adapter, processor, _ = qwen
+    video = processor.video_processor
+    assert isinstance(video, FrameVideoProcessor) and video.merge_size == MERGE
+    frames = noise_frames(3, (30, 20), seed=2)
+    out = video([frames])
+    t, h, w = out["video_grid_thw"][0].tolist()
+    assert (t, h, w) == (2, *(d // video.patch_size for d in video.target_size(20, 30)))
+    rows = out["pixel_values_videos"]
+    assert rows.shape == (t * h * w, 3 * 2 * video.patch_size**2) and rows.dtype == torch.float32
+    # the padded fourth frame repeats the third: the second temporal patch's two halves are equal
+    second = rows[h * w :].reshape(h * w, 3, 2, -1)
+    torch.testing.assert_close(second[:, :, 0], second[:, :, 1])
+    # frames of another size are resized to the first frame's target size
+    mixed_sizes = [frames[0], frames[1].resize((60, 44))]
+    assert video([mixed_sizes])["video_grid_thw"][0].tolist() == [1, h, w]
+    # min_pixels / max_pixels override size, as Qwen2VLVideoProcessor.__init__ does
+    custom = FrameVideoProcessor({"min_pixels": 64 * 64, "max_pixels": 96 * 96, "patch_size": 8})
+    assert (custom.min_pixels, custom.max_pixels) == (64 * 64, 96 * 96)
+    # the processor saves its video config and loads it back
+    adapter.save_processor(processor, tmp_path)
+    saved = json.loads((tmp_path / "video_preprocessor_config.json").read_text())
+    assert saved["video_processor_type"] == "Qwen2VLVideoProcessor"
+    again = FrameVideoProcessor.from_pretrained(tmp_path)
+    assert (again.min_pixels, again.max_pixels, again.patch_size) == (
+        video.min_pixels,
+        video.max_pixels,
+        video.patch_size,
+    )
+
+
+# ---- the oracle: transformers' own video processor (needs torchvision: the vLLM environment) ---------
+# No resize-kernel tolerance is needed: both sides resize with torch's uint8 bicubic kernel (torchvision
+# calls ``torch.nn.functional.interpolate`` on the CPU uint8 tensor) and normalise with the same fused
+# float32 operations, so pixel_values_videos come out bit-identical.
+
+#: Qwen2-VL-2B-Instruct's processor settings (its preprocessor_config.json).
+QWEN2_VL_REAL = {
+    "min_pixels": 3136,
+    "max_pixels": 12845056,
+    "patch_size": 14,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+}
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize(
+    ("n", "size", "config"),
+    [
+        (8, (48, 40), None),  # the tiny twin's settings: downscaled to <= 64x64
+        (3, (20, 30), None),  # upscaled to >= 32x32, an odd frame count padded
+        (8, (320, 240), QWEN2_VL_REAL),  # Qwen2-VL-2B's settings on VGA-sized frames
+        (5, (333, 197), {**QWEN2_VL_REAL, "max_pixels": 160 * 28 * 28}),  # downscaled, odd sizes
+    ],
+)
+def test_video_patches_equal_transformers_video_processor(n, size, config):
+    pytest.importorskip("torchvision")
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    adapter = get_adapter("tiny-qwen2-vl")
+    ours = FrameVideoProcessor(config) if config else FrameVideoProcessor.from_pretrained(adapter.source)
+    theirs: Any = (
+        Qwen2VLVideoProcessor(**config) if config else Qwen2VLVideoProcessor.from_pretrained(adapter.source)
+    )
+    frames = noise_frames(n, size, seed=n)
+    mine = ours([frames])
+    ref = theirs(videos=[frames], return_tensors="pt", cap_pixels_per_frame=False)
+    assert mine["video_grid_thw"].tolist() == ref["video_grid_thw"].tolist()
+    assert mine["pixel_values_videos"].shape == ref["pixel_values_videos"].shape
+    assert torch.equal(mine["pixel_values_videos"], ref["pixel_values_videos"])
+
+
+@pytest.mark.vllm
+def test_mixed_batch_equals_transformers_processor_with_videos():
+    pytest.importorskip("torchvision")
+    from transformers import AutoProcessor
+
+    adapter = get_adapter("tiny-qwen2-vl")
+    processor = adapter.load_processor(adapter.source)
+    reference = AutoProcessor.from_pretrained(adapter.source)
+    assert type(reference.video_processor).__name__ == "Qwen2VLVideoProcessor"
+    reference.tokenizer.padding_side = adapter.padding_side
+    sides = mixed()
+    ours = adapter.build_inputs(processor, sides, max_length=64)
+    whole = reference(
+        text=[adapter.format_text(s) for s in sides],
+        images=[s.load_image() for s in sides if s.has_image],
+        videos=[s.load_frames() for s in sides if s.has_frames],
+        padding=True,
+        return_tensors="pt",
+        videos_kwargs={"cap_pixels_per_frame": False},
+    )
+    assert set(ours) == set(whole)
+    for key in ours:  # the expanded prompt ids, the modality types, the patches: all bit-identical
+        assert torch.equal(ours[key], whole[key]), key
