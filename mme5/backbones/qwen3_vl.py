@@ -63,7 +63,11 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     skip_quantization = ("lm_head", "visual")
     tiny_version = 1
     #: A frame list is a run of images in the user turn, as the chat template renders several image
-    #: parts (each already between vision start / end markers, so nothing separates them).
+    #: parts (each already between vision start / end markers, so nothing separates them). Qwen3-VL
+    #: stays on images, not its video input: ``Qwen3VLProcessor`` writes a timestamp before each
+    #: temporal chunk of a video, from the video's frame times (``processing_qwen3_vl.py``), which a
+    #: list of sampled frames does not carry.
+    frame_input = "images"
     frame_separator = ""
 
     def format_text(self, side: Side) -> str:

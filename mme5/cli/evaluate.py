@@ -126,7 +126,7 @@ def _evaluate_v2(
     """MMEB-V2 (image tasks from ``mmeb_dir``, reusing the MMEB run when there was one)."""
     from mme5.eval.cache import EmbeddingCache, resolve_cache_dir
     from mme5.eval.v2 import load_mmeb_v2, resolve_v2_tasks, run_mmeb_v2, v2_table, write_v2
-    from mme5.eval.v2.runner import default_work_dir
+    from mme5.eval.v2.runner import default_work_dir, takes_video
 
     if root == "demo":
         from mme5.demo.v2 import build_v2_demo
@@ -156,6 +156,7 @@ def _evaluate_v2(
         max_rows=common["max_rows"],
         image_result=mmeb_result if covers(mmeb_result, bench.image_tasks) else None,
         frame_input=frame_input,
+        video_input=takes_video(loaded.module),
     )
     print(v2_table(result))
     if output_dir is not None:

@@ -345,13 +345,17 @@ class MMEBV2Evaluation(_BenchmarkEvaluation):
         self.tasks = resolve_v2_tasks(tasks, kinds)  # a bad name fails when the callback is built
         self._trainer_out: Path | None = None
         self._mmeb_callbacks: list[MMEBEvaluation] = []
+        self._video_input = False
 
     @property
     def state_key(self) -> str:
         return self._generate_state_key(root=str(self.root), tasks=[t.name for t in self.tasks])
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        from mme5.eval.v2.runner import takes_video
+
         self._trainer_out = self.out_dir(trainer)
+        self._video_input = takes_video(pl_module)  # its backbone takes frame lists as videos
         self._mmeb_callbacks = [cb for cb in trainer.callbacks if isinstance(cb, MMEBEvaluation)]  # type: ignore[attr-defined]
         super().setup(trainer, pl_module, stage)
 
@@ -409,6 +413,7 @@ class MMEBV2Evaluation(_BenchmarkEvaluation):
             step=step,
             image_result=self._same_step_image_result(step),
             frame_input=self.frame_input,
+            video_input=self._video_input,
         )
 
     def _headline(self, result: Any) -> dict[str, float]:

@@ -254,3 +254,35 @@ def test_mixed_batch_equals_transformers_processor_with_videos():
     assert set(ours) == set(whole)
     for key in ours:  # the expanded prompt ids, the modality types, the patches: all bit-identical
         assert torch.equal(ours[key], whole[key]), key
+
+
+def test_mmeb_v2_keeps_video_input_embeddings_apart_and_says_so(tmp_path):
+    from types import SimpleNamespace
+
+    from mme5.demo.v2 import build_v2_demo
+    from mme5.eval.cache import EmbeddingCache
+    from mme5.eval.v2 import load_mmeb_v2, resolve_v2_tasks, run_mmeb_v2, v2_table
+    from mme5.eval.v2.runner import takes_video
+
+    assert takes_video(SimpleNamespace(adapter=get_adapter("tiny-qwen2-vl")))
+    assert takes_video(SimpleNamespace(encoder=SimpleNamespace(adapter=get_adapter("tiny-qwen2-vl"))))
+    assert not takes_video(SimpleNamespace(encoder=SimpleNamespace(adapter=get_adapter("tiny-llava"))))
+    assert not takes_video(object())
+
+    def embed(sides: list[Side]) -> torch.Tensor:
+        rows = [[1.0, float(len(s.frames)), float(len(s.text or ""))] for s in sides]
+        return torch.tensor(rows)
+
+    build_v2_demo(tmp_path / "v2")
+    bench = load_mmeb_v2(tmp_path / "v2", resolve_v2_tasks(["MSR-VTT"]), tmp_path / "work")
+    cache = EmbeddingCache(tmp_path / "cache")
+    video = run_mmeb_v2(embed, bench, cache=cache, fingerprint="fp", video_input=True)
+    assert video.video_input and video.encode.from_cache == 0
+    assert "through the backbone's video input" in v2_table(video)
+    frames = run_mmeb_v2(embed, bench, cache=cache, fingerprint="fp")  # the same model, frames as images
+    assert not frames.video_input and frames.encode.from_cache == 0  # nothing reused across the inputs
+    assert "list of their 8 sampled frames" in v2_table(frames)
+    again = run_mmeb_v2(embed, bench, cache=cache, fingerprint="fp", video_input=True)
+    assert again.encode.from_cache == video.encode.encoded > 0 and again.encode.encoded == 0
+    tiled = run_mmeb_v2(embed, bench, frame_input="tiled", video_input=True)
+    assert not tiled.video_input and "tiled into one image" in v2_table(tiled)

@@ -62,6 +62,8 @@ def v2_table(result: V2Result) -> str:
             "frames": "as the list of their 8 sampled frames (one image per frame, as the official collator)",
             "tiled": "as their 8 sampled frames tiled into one image (not the official input)",
         }.get(result.frame_input, result.frame_input)
+        if result.frame_input == "frames" and getattr(result, "video_input", False):
+            how = "through the backbone's video input (their 8 sampled frames as one video, as VLM2Vec-V2)"
         lines += ["", f"Videos reach the encoder {how}."]
     return "\n".join(lines)
 

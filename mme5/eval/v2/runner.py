@@ -41,6 +41,14 @@ VIDEO_AS_FRAMES = "mmeb_v2: frame_input 'tiled': each video's 8 sampled frames a
 FrameInput = Literal["frames", "tiled"]
 
 
+def takes_video(model: object) -> bool:
+    """Whether ``model`` (an :class:`~mme5.model.encoder.Encoder`, or a module or loaded model holding
+    one as ``encoder``) gives a frame list to its backbone's video input
+    (:attr:`mme5.backbones.BackboneAdapter.frame_input` ``"video"``)."""
+    encoder = model if hasattr(model, "adapter") else getattr(model, "encoder", None)
+    return getattr(getattr(encoder, "adapter", None), "frame_input", None) == "video"
+
+
 def frames_embed(embed: EmbedFn, tiles: dict[bytes, list[str]]) -> EmbedFn:
     """``embed`` with each tiled video image replaced by the list of its sampled frames (read as bytes,
     decoded by the adapter with the training decoder's checks)."""
@@ -91,6 +99,8 @@ class V2Result:
     seconds: float = 0.0
     step: int | None = None
     frame_input: str = "frames"
+    video_input: bool = False
+    """With ``frame_input`` ``frames``: the frame lists went through the backbone's video input."""
 
     benchmark = "mmeb_v2"
 
@@ -264,13 +274,17 @@ def run_mmeb_v2(
     score_budget: int = SCORE_BUDGET,
     image_result: EvalResult | None = None,
     frame_input: FrameInput = "frames",
+    video_input: bool = False,
 ) -> V2Result:
     """Encode, score and summarise an MMEB-V2 benchmark (every rank calls this).
 
     ``frame_input``: how a video reaches the encoder: ``frames`` (default) as the list of its sampled
-    frames (:class:`mme5.records.Side` ``frames``; each adapter formats it as its frame input, one
-    image per frame, as VLM2Vec's collator hands frames to the processor), ``tiled`` as the frames tiled
-    into one image (for an encoder that takes one image only). The embedding cache keeps the two apart.
+    frames (:class:`mme5.records.Side` ``frames``; each adapter formats it as its frame input: one
+    image per frame, as VLM2Vec's collator hands frames to the processor, or one video through the
+    backbone's video input, as VLM2Vec-V2 gives Qwen2-VL its videos), ``tiled`` as the frames tiled
+    into one image (for an encoder that takes one image only). ``video_input``: the encoder's backbone
+    takes frame lists as videos (:func:`takes_video`), said in the report. The embedding cache keeps
+    the three apart (``+frames``, ``+video``, the tiles under the plain fingerprint).
 
     Image tasks run through :func:`mme5.eval.runner.run_benchmark` (hit@1 = its Precision@1 under the
     ``truth_wins`` tie rule: the truth, candidate 0, wins an exact tie, as the stable order of
@@ -327,7 +341,8 @@ def run_mmeb_v2(
     if any(s.task.kind == "video" for s in bench.sets):
         if frame_input == "frames":
             v2_embed = frames_embed(embed, {k: v for s in bench.sets for k, v in s.tiles.items()})
-            v2_fingerprint = f"{fingerprint}+frames" if fingerprint is not None else None
+            suffix = "+video" if video_input else "+frames"
+            v2_fingerprint = f"{fingerprint}{suffix}" if fingerprint is not None else None
         else:
             log.warning(VIDEO_AS_FRAMES)
     if bench.sets:
@@ -380,6 +395,7 @@ def run_mmeb_v2(
         time.perf_counter() - t0,
         step,
         frame_input,
+        video_input and frame_input == "frames",
     )
 
 
@@ -416,11 +432,12 @@ def evaluate_mmeb_v2(
     fingerprint: str | None = None,
     ctx: DistContext | None = None,
     frame_input: FrameInput = "frames",
+    video_input: bool = False,
 ) -> V2Result:
     """MMEB-V2: hit@1 (image, video) and ndcg_linear@5 (visual documents) per task, the summary.
 
-    ``frame_input``: ``frames`` (a video as its frame list) or ``tiled`` (one tiled image); see
-    :func:`run_mmeb_v2`.
+    ``frame_input``: ``frames`` (a video as its frame list) or ``tiled`` (one tiled image);
+    ``video_input``: the backbone takes frame lists as videos; see :func:`run_mmeb_v2`.
 
     ``root``: the MMEB-V2 folder of video and visual-document tasks (:mod:`mme5.eval.v2.readers`) and,
     when it holds ``image-query/``, of the image tasks (:mod:`mme5.eval.v2.images`); otherwise
@@ -435,7 +452,16 @@ def evaluate_mmeb_v2(
     folder = resolve_cache_dir(cache_dir)
     cache = EmbeddingCache(folder) if folder is not None else None
     return run_mmeb_v2(
-        embed, bench, image_root, batch_size, cache, fingerprint, ctx, max_rows, frame_input=frame_input
+        embed,
+        bench,
+        image_root,
+        batch_size,
+        cache,
+        fingerprint,
+        ctx,
+        max_rows,
+        frame_input=frame_input,
+        video_input=video_input,
     )
 
 
