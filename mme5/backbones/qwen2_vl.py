@@ -284,7 +284,6 @@ def processor_without_video(
     proc.vision_end_token = getattr(tokenizer, "vision_eos_token", None) or "<|vision_end|>"
     proc.vision_start_token_id = tokenizer.convert_tokens_to_ids(proc.vision_start_token)
     proc.vision_end_token_id = tokenizer.convert_tokens_to_ids(proc.vision_end_token)
-    proc.video_processor = None  # set by Qwen2VLAdapter.load_processor (FrameVideoProcessor)
     return proc
 
 
@@ -384,7 +383,8 @@ class Qwen2VLAdapter(BackboneAdapter):
                 AutoTokenizer.from_pretrained(str(path)),
                 processor_class=self.processor_class(),
             )
-        processor.video_processor = FrameVideoProcessor.from_pretrained(path)
+        if self.frame_input == "video":  # the same video part with or without torchvision
+            processor.video_processor = FrameVideoProcessor.from_pretrained(path)
         return self._configure_processor(processor)
 
     def processor_class(self) -> type:

@@ -44,7 +44,14 @@ CHAT_TEMPLATE = (
 
 
 class Qwen3VLAdapter(Qwen2VLAdapter):
-    """Qwen3-VL (``model_type`` ``qwen3_vl``), the Qwen3-VL-Embedding backbone; right padding."""
+    """Qwen3-VL (``model_type`` ``qwen3_vl``), the Qwen3-VL-Embedding backbone; right padding.
+
+    Unlike Qwen2-VL, Qwen3-VL takes a frame list as a run of images (``frame_input = "images"``), not
+    through its video input: ``Qwen3VLProcessor.replace_video_token`` writes ``<t seconds>`` before each
+    temporal chunk from the video's metadata (fps and frame indices; 24 fps assumed when missing,
+    ``processing_qwen3_vl.py`` lines 75-103), and its video processor resizes over the whole clip,
+    while an mme5 frame list carries neither the frame times nor the source video.
+    """
 
     family = "qwen3_vl"
     model_types = ("qwen3_vl",)

@@ -5,8 +5,9 @@ per process). Images are decoded here, inside the worker, with the configured si
 
 A side's frame list (video frames, document pages; ``Side.frames``) is decoded the same way, each
 frame under the same limits, and goes to the backbone as the adapter's frame rule says
-(:attr:`mme5.backbones.BackboneAdapter.frame_input`): one image per frame in the side's prompt, or,
-for a family that takes one image per prompt, a one-line error for a side of several frames.
+(:attr:`mme5.backbones.BackboneAdapter.frame_input`): one image per frame in the side's prompt, one
+video through the backbone's video input (Qwen2-VL / Qwen2.5-VL: ``pixel_values_videos``), or, for a
+family that takes one image per prompt, a one-line error for a side of several frames.
 """
 
 from __future__ import annotations
