@@ -92,6 +92,7 @@ def test_two_runs_with_their_own_root_dirs_keep_everything_apart(tmp_path, monke
         assert {p.name for p in (version / "eval").glob("*_step1.json")} == {
             "mmeb_step1.json",
             "xtd_step1.json",
+            "mmeb_v2_step1.json",
         }
         assert "train/loss" in (version / "metrics.csv").read_text().splitlines()[0]
         assert [p for p in (work / name).rglob("*") if p.is_file() and version not in p.parents] == []
