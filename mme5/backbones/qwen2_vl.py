@@ -229,18 +229,30 @@ class FrameVideoProcessor:
         (long [n, 3]) for a list of frame lists; other keyword arguments (the processor's video
         kwargs, ``return_tensors``) change nothing: the result is always torch tensors."""
         from transformers import BatchFeature
+        from transformers.video_utils import VideoMetadata
 
         rows, grids = [], []
         for frames in videos:
             flat, grid = self.video(list(frames))
             rows.append(flat)
             grids.append(grid)
-        return BatchFeature(
-            {
-                "pixel_values_videos": torch.cat(rows),
-                "video_grid_thw": torch.tensor(grids, dtype=torch.long),
-            }
-        )
+        data: dict[str, Any] = {
+            "pixel_values_videos": torch.cat(rows),
+            "video_grid_thw": torch.tensor(grids, dtype=torch.long),
+        }
+        if kwargs.get("return_metadata"):
+            # what transformers assumes of pre-sampled frames (video_utils.py make_batched_metadata,
+            # lines 231-244): no fps, the frames in order; Qwen2.5-VL's processor reads it
+            data["video_metadata"] = [
+                VideoMetadata(
+                    total_num_frames=len(frames),
+                    fps=None,
+                    duration=None,
+                    frames_indices=list(range(len(frames))),
+                )
+                for frames in videos
+            ]
+        return BatchFeature(data)
 
     def to_dict(self) -> dict[str, Any]:
         """The video config it was built from (written back as ``video_preprocessor_config.json``)."""
@@ -353,7 +365,7 @@ class Qwen2VLAdapter(BackboneAdapter):
     )
     skip_quantization = ("lm_head", "visual")
     per_image_keys = ("pixel_values", "image_grid_thw")
-    per_video_keys = ("pixel_values_videos", "video_grid_thw")
+    per_video_keys = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
     placeholder_token = "<|image_pad|>"
     video_token = "<|video_pad|>"
     frame_input = "video"
@@ -381,14 +393,23 @@ class Qwen2VLAdapter(BackboneAdapter):
             processor = processor_without_video(
                 AutoImageProcessor.from_pretrained(str(path)),
                 AutoTokenizer.from_pretrained(str(path)),
-                processor_class=self.processor_class(),
+                processor_class=self.processor_class(path),
             )
         if self.frame_input == "video":  # the same video part with or without torchvision
             processor.video_processor = FrameVideoProcessor.from_pretrained(path)
         return self._configure_processor(processor)
 
-    def processor_class(self) -> type:
-        """The transformers processor class of the family (built without its video part if need be)."""
+    def processor_class(self, path: str | os.PathLike | None = None) -> type:
+        """The transformers processor class of the checkpoint at ``path`` (built without its video part
+        if need be): ``Qwen2_5_VLProcessor`` for Qwen2.5-VL (its videos carry ``second_per_grid_ts``,
+        ``processing_qwen2_5_vl.py`` 129-145), else ``Qwen2VLProcessor``."""
+        if path is not None:
+            from transformers import AutoConfig
+
+            if AutoConfig.from_pretrained(str(path)).model_type == "qwen2_5_vl":
+                from transformers import Qwen2_5_VLProcessor
+
+                return Qwen2_5_VLProcessor
         from transformers import Qwen2VLProcessor
 
         return Qwen2VLProcessor
@@ -399,7 +420,11 @@ class Qwen2VLAdapter(BackboneAdapter):
 
     def select_videos(self, inputs: dict[str, torch.Tensor], videos: torch.Tensor) -> dict[str, torch.Tensor]:
         pixels, grid = _select_patches(inputs["pixel_values_videos"], inputs["video_grid_thw"], videos)
-        return {"pixel_values_videos": pixels, "video_grid_thw": grid}
+        out = {"pixel_values_videos": pixels, "video_grid_thw": grid}
+        if "second_per_grid_ts" in inputs:  # Qwen2.5-VL: one per video
+            seconds = inputs["second_per_grid_ts"]
+            out["second_per_grid_ts"] = seconds[videos.to(seconds.device)]
+        return out
 
     def save_processor(self, processor: Any, out_dir: str | os.PathLike) -> None:
         video = getattr(processor, "video_processor", None)
@@ -411,7 +436,7 @@ class Qwen2VLAdapter(BackboneAdapter):
         write_processor_files(
             Path(out_dir),
             processor.chat_template,
-            self.processor_class().__name__,
+            type(processor).__name__,
             video.to_dict() if isinstance(video, FrameVideoProcessor) else None,
         )
 
@@ -489,7 +514,10 @@ def write_processor_files(
     source = video_config if video_config else pre
     video = {k: v for k, v in source.items() if k != "image_processor_type"}
     video["processor_class"] = processor_class
-    video["video_processor_type"] = processor_class.replace("Processor", "VideoProcessor")
+    # Qwen2.5-VL's processor uses Qwen2-VL's video processor (transformers' video_processing_auto.py)
+    video["video_processor_type"] = processor_class.replace("Qwen2_5_VL", "Qwen2VL").replace(
+        "Processor", "VideoProcessor"
+    )
     (out / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2))
     if chat_template:
         (out / "chat_template.json").write_text(json.dumps({"chat_template": chat_template}, indent=2))

@@ -97,7 +97,7 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         text = truncate_text(tokenizer, body[len(image) :], max_length)
         return PROMPT_PREFIX + image + text + PROMPT_SUFFIX
 
-    def processor_class(self) -> type:
+    def processor_class(self, path: str | os.PathLike | None = None) -> type:
         from transformers import Qwen3VLProcessor
 
         return Qwen3VLProcessor

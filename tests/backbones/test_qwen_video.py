@@ -286,3 +286,89 @@ def test_mmeb_v2_keeps_video_input_embeddings_apart_and_says_so(tmp_path):
     assert again.encode.from_cache == video.encode.encoded > 0 and again.encode.encoded == 0
     tiled = run_mmeb_v2(embed, bench, frame_input="tiled", video_input=True)
     assert not tiled.video_input and "tiled into one image" in v2_table(tiled)
+
+
+@pytest.fixture(scope="module")
+def qwen2_5(tmp_path_factory):
+    """A tiny Qwen2.5-VL checkpoint (the Qwen2-VL twin's tokenizer and processor files)."""
+    import os
+    import shutil
+
+    from transformers import AutoConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    out = tmp_path_factory.mktemp("qwen2_5_vl")
+    tiny = get_adapter("tiny-qwen2-vl").source
+    for name in os.listdir(tiny):
+        if not name.startswith(("model", "config", "mme5")):
+            shutil.copy(os.path.join(tiny, name), out / name)
+    qwen2: Any = AutoConfig.from_pretrained(tiny)
+    config = Qwen2_5_VLConfig(
+        text_config=qwen2.text_config.to_dict(),
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "out_hidden_size": 64,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": 8,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 32,
+            "fullatt_block_indexes": [1],
+        },
+        image_token_id=qwen2.image_token_id,
+        video_token_id=qwen2.video_token_id,
+        vision_start_token_id=qwen2.vision_start_token_id,
+        vision_end_token_id=qwen2.vision_end_token_id,
+    )
+    torch.manual_seed(0)
+    Qwen2_5_VLForConditionalGeneration(config).save_pretrained(out)
+    for name in ("preprocessor_config.json", "video_preprocessor_config.json"):  # as on the hub
+        pre = json.loads((out / name).read_text())
+        pre["processor_class"] = "Qwen2_5_VLProcessor"
+        (out / name).write_text(json.dumps(pre))
+    return str(out)
+
+
+def test_qwen2_5_vl_videos_carry_their_seconds_per_temporal_patch(qwen2_5):
+    adapter = get_adapter(qwen2_5)
+    processor = adapter.load_processor(adapter.source)
+    assert type(processor).__name__ == "Qwen2_5_VLProcessor"
+    inputs = adapter.build_inputs(processor, mixed(), max_length=32)
+    # pre-sampled frames: transformers assumes 24 fps (VideoMetadata.sampled_fps), 2 frames a patch
+    assert inputs["second_per_grid_ts"].tolist() == pytest.approx([2 / 24, 2 / 24])
+    model = adapter.load_model(adapter.source).eval()
+    with torch.no_grad():
+        whole = adapter.last_hidden_state(model, inputs)
+        assert torch.isfinite(whole).all()
+        for rows in ([4], [4, 2, 0]):  # one per video, following its row
+            part = adapter.select_rows(inputs, rows)
+            assert part["second_per_grid_ts"].shape[0] == len([r for r in rows if r in (2, 4)])
+            h = adapter.last_hidden_state(model, part)
+            mask = part["attention_mask"].bool()
+            torch.testing.assert_close(h[mask], whole[rows][mask], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.vllm
+def test_qwen2_5_vl_batch_equals_transformers_processor_with_videos(qwen2_5):
+    pytest.importorskip("torchvision")
+    from transformers import AutoProcessor
+
+    adapter = get_adapter(qwen2_5)
+    processor = adapter.load_processor(adapter.source)
+    reference = AutoProcessor.from_pretrained(adapter.source)
+    assert type(reference).__name__ == "Qwen2_5_VLProcessor"
+    reference.tokenizer.padding_side = adapter.padding_side
+    sides = mixed()
+    ours = adapter.build_inputs(processor, sides, max_length=64)
+    whole = reference(
+        text=[adapter.format_text(s) for s in sides],
+        images=[s.load_image() for s in sides if s.has_image],
+        videos=[s.load_frames() for s in sides if s.has_frames],
+        padding=True,
+        return_tensors="pt",
+        videos_kwargs={"cap_pixels_per_frame": False},
+    )
+    assert set(ours) == set(whole)
+    for key in ours:
+        assert torch.equal(ours[key], whole[key]), key
