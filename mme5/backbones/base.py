@@ -367,10 +367,15 @@ class BackboneAdapter:
 
         Sharded training (FSDP, ZeRO-3) gathers each block's weights when the block runs, so every
         rank must run the same blocks in the same order. Here each call runs two sub-batches: the rows
-        with an image or a video (or ``dummy_image``, one image side, when there are none), then the
-        other rows (or ``dummy_text``). A dummy's output joins the result times zero, so every trainable
-        weight gets a gradient (zero where unused) on every rank.
+        with an image (or ``dummy_image``, one image side, when there are none), then the image-less
+        rows (or ``dummy_text``). A dummy's output joins the result times zero, so every trainable
+        weight gets a gradient (zero where unused) on every rank. A family that takes videos
+        (``frame_input = "video"``) runs three: the image rows, the video rows (or
+        :meth:`dummy_video`), the text rows, as its model runs its vision tower once for the images
+        and once more for the videos of a batch.
         """
+        if self.frame_input == "video":
+            return self._lockstep_with_videos(model, inputs, dummy_image, dummy_text)
         has_image = self.image_rows(inputs)
         image_idx, text_idx = has_image.nonzero().squeeze(1), (~has_image).nonzero().squeeze(1)
         image_part = self.select_rows(inputs, image_idx) if image_idx.numel() else dummy_image
@@ -383,6 +388,43 @@ class BackboneAdapter:
             return h_image + 0.0 * h_text.mean()
         order = torch.argsort(torch.cat([image_idx, text_idx]))
         return torch.cat([h_image, h_text])[order.to(h_image.device)]
+
+    def _lockstep_with_videos(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        dummy_image: dict[str, torch.Tensor],
+        dummy_text: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """:meth:`last_hidden_state_lockstep` in three sub-batches: image rows, video rows, text rows."""
+        ids = inputs["input_ids"]
+        visual = self.image_rows(inputs)
+        video = torch.zeros_like(visual)
+        if any(k in inputs for k in self.per_video_keys) and self.video_placeholder_id is not None:
+            video = (ids == self.video_placeholder_id).any(dim=1)
+        dummy_video = self.dummy_video(dummy_image)
+        groups = [(visual & ~video, dummy_image), (video, dummy_video), (~visual, dummy_text)]
+        hidden: list[torch.Tensor] = []
+        rows: list[torch.Tensor] = []
+        unused: list[torch.Tensor] = []
+        for n, (mask, dummy) in enumerate(groups):
+            idx = mask.nonzero().squeeze(1)
+            if idx.numel():
+                part = self.select_rows(inputs, idx)
+                hidden.append(self.last_hidden_state(model, self.text_only(part) if n == 2 else part))
+                rows.append(idx)
+            else:
+                unused.append(self.last_hidden_state(model, dummy).mean())
+        order = torch.argsort(torch.cat(rows))
+        out = torch.cat(hidden)[order.to(hidden[0].device)]
+        for h in unused:
+            out = out + 0.0 * h
+        return out
+
+    def dummy_video(self, dummy_image: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One video side's inputs for lockstep forwards of a ``"video"`` family, made from the dummy
+        image side's (a family with videos implements it)."""
+        raise NotImplementedError(f"{type(self).__name__} takes videos but has no dummy_video")
 
     def lora_target_regex(self, patterns: Sequence[str] | None = None) -> str:
         """The peft ``target_modules`` regex for ``patterns`` (default: :attr:`lora_targets`)."""

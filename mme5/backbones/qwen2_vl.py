@@ -426,6 +426,22 @@ class Qwen2VLAdapter(BackboneAdapter):
             out["second_per_grid_ts"] = seconds[videos.to(seconds.device)]
         return out
 
+    def dummy_video(self, dummy_image: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The dummy image as a one-temporal-patch video: an image's patches are its frame repeated
+        over ``temporal_patch_size`` (``image_processing_pil_qwen2_vl.py`` ``patchify``), the rows of a
+        video of that frame twice with grid (1, h, w); its tokens become ``<|video_pad|>`` (type 2)."""
+        out = {k: v for k, v in dummy_image.items() if k not in self.per_image_keys}
+        ids = dummy_image["input_ids"].clone()
+        ids[ids == self.placeholder_id] = int(self.video_placeholder_id)  # type: ignore[arg-type]
+        out["input_ids"] = ids
+        if "mm_token_type_ids" in out:
+            types = out["mm_token_type_ids"].clone()
+            types[types == 1] = 2
+            out["mm_token_type_ids"] = types
+        out["pixel_values_videos"] = dummy_image["pixel_values"]
+        out["video_grid_thw"] = dummy_image["image_grid_thw"]
+        return out  # Qwen2.5-VL: no second_per_grid_ts, its get_rope_index then takes 1 s a patch
+
     def save_processor(self, processor: Any, out_dir: str | os.PathLike) -> None:
         video = getattr(processor, "video_processor", None)
         if video is not None and not isinstance(video, FrameVideoProcessor):

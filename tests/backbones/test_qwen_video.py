@@ -125,15 +125,30 @@ def test_row_subsets_and_lockstep_equal_the_whole_batch(qwen):
             torch.testing.assert_close(h[mask], whole[rows][mask], atol=1e-5, rtol=1e-4)
         dummy_image = adapter.build_inputs(processor, [Side(image=noise_frames(1)[0])], 8)
         dummy_text = adapter.build_inputs(processor, [Side(".")], 8)
-        lock = adapter.last_hidden_state_lockstep(model, inputs, dummy_image, dummy_text)
-        mask = inputs["attention_mask"].bool()
-        torch.testing.assert_close(lock[:, -1], whole[:, -1], atol=1e-5, rtol=1e-4)
-        # a batch of videos and text only (no image): the video rows are the visual sub-batch
-        some = adapter.select_rows(inputs, [0, 2, 4])
-        assert "pixel_values" not in some and "pixel_values_videos" in some
-        lock = adapter.last_hidden_state_lockstep(model, some, dummy_image, dummy_text)
-        torch.testing.assert_close(lock[:, -1], whole[[0, 2, 4], -1], atol=1e-5, rtol=1e-4)
-    del mask
+        # lockstep: the same module calls whatever the batch holds (images, videos, text, any mix):
+        # the vision tower twice (images, videos), the language model three times
+        calls = {"visual": 0, "language": 0}
+
+        def counter(name: str):
+            def hook(*_: Any) -> None:
+                calls[name] += 1
+
+            return hook
+
+        hooks = [
+            model.model.visual.register_forward_hook(counter("visual")),
+            model.model.language_model.register_forward_hook(counter("language")),
+        ]
+        try:
+            for rows in ([0, 1, 2, 3, 4], [0, 2, 4], [1], [2, 4], [0, 3], [1, 4]):
+                calls.update(visual=0, language=0)
+                part = adapter.select_rows(inputs, rows)
+                lock = adapter.last_hidden_state_lockstep(model, part, dummy_image, dummy_text)
+                torch.testing.assert_close(lock[:, -1], whole[rows, -1], atol=1e-5, rtol=1e-4)
+                assert calls == {"visual": 2, "language": 3}, rows
+        finally:
+            for hook in hooks:
+                hook.remove()
 
 
 def test_gradcache_chunks_of_a_video_batch_give_the_same_gradients(qwen):
@@ -347,6 +362,13 @@ def test_qwen2_5_vl_videos_carry_their_seconds_per_temporal_patch(qwen2_5):
             h = adapter.last_hidden_state(model, part)
             mask = part["attention_mask"].bool()
             torch.testing.assert_close(h[mask], whole[rows][mask], atol=1e-5, rtol=1e-4)
+        # lockstep on a batch without a video runs the dummy video (no second_per_grid_ts) through it
+        dummy_image = adapter.build_inputs(processor, [Side(image=noise_frames(1)[0])], 8)
+        dummy_text = adapter.build_inputs(processor, [Side(".")], 8)
+        lock = adapter.last_hidden_state_lockstep(
+            model, adapter.select_rows(inputs, [0, 1]), dummy_image, dummy_text
+        )
+        torch.testing.assert_close(lock[:, -1], whole[[0, 1], -1], atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.vllm
