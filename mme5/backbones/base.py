@@ -163,7 +163,7 @@ class BackboneAdapter:
                 raise BackboneError(
                     f"backbone family '{self.family}' has no video input and takes one image per input, "
                     f"but a side holds {len(frames)} frames: use frames one at a time (one frame per side), "
-                    "or a family that takes several images (llava, llava_next, qwen2_vl, qwen3_vl)"
+                    "or a family that takes several images (llava, llava_next, qwen3_vl) or videos (qwen2_vl)"
                 )
             return frames[0]
         return list(frames)

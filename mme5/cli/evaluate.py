@@ -55,8 +55,9 @@ def evaluate(
             the demo corpus (<demo_root>/mmeb_v2, or <output_dir>/mmeb_v2_demo). Skipped when None.
         v2_tasks: MMEB-V2 tasks to evaluate (default: all 78; absent ones are listed as missing).
         v2_kinds: only these MMEB-V2 kinds (image, video, visdoc).
-        v2_frame_input: how a video reaches the model: "frames" (its 8 sampled frames as a frame list,
-            one image per frame) or "tiled" (the frames tiled into one image, for a one-image model).
+        v2_frame_input: how a video reaches the model: "frames" (its 8 sampled frames as a frame list:
+            one video through the backbone's video input for Qwen2-VL / Qwen2.5-VL, one image per
+            frame otherwise) or "tiled" (the frames tiled into one image, for a one-image model).
         datasets: MMEB datasets to evaluate (default: the 36 official + the folder's datasets.json).
         languages: XTD languages to evaluate.
         max_rows: only the first N rows of each dataset / language (None: all).
