@@ -8,6 +8,8 @@ Quick use with any embedding function ``embed(sides: list[Side]) -> Tensor[n, D]
     print(markdown_report(mmeb=result))
 """
 
+from typing import TYPE_CHECKING
+
 from mme5.distributed import DistContext
 from mme5.eval.cache import EmbeddingCache, model_fingerprint
 from mme5.eval.datasets import (
@@ -31,6 +33,10 @@ from mme5.eval.runner import (
     run_benchmark,
 )
 from mme5.mmeb import META_TASKS, MMEB_DATASETS, MMEB_META_TASK, MMEB_OOD
+
+if TYPE_CHECKING:  # imported on first use (module __getattr__ below), named here for type checkers
+    from mme5.eval.callbacks import MMEBEvaluation, MMEBV2Evaluation, XTDEvaluation
+    from mme5.eval.report import markdown_report
 
 __all__ = [
     "META_TASKS",
