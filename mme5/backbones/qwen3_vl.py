@@ -7,7 +7,10 @@ then the text (lines 302-324), rendered by the chat template with ``add_generati
 (330-331), so the sequence ends with ``<|im_start|>assistant\\n``; right padding (188) and the
 hidden state of the last non-pad token, L2-normalised (365-370, 387-391). mme5 sides carry their
 task instruction inside the text (``Example.query_side``), so it goes into the user turn, under the
-default system prompt.
+default system prompt: the one form every seam shares (the export's sentence-transformers prompts,
+vLLM prompt strings, ``mme5 encode --instruction`` and the mteb adapter all prefix the text). A
+Qwen3-VL-Embedding checkpoint scored through mme5 thus sees its task instruction in the user turn, not
+in the system turn where its own embedder puts it, and may score below its published numbers.
 
 As for Qwen2-VL, the processor is built without its video part where torchvision does not import.
 """
