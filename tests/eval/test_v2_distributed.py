@@ -31,6 +31,7 @@ def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
         }
         with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
             json.dump(record, f)
+        dist.barrier()  # neither rank tears gloo down while the other is still in its last collective
     finally:
         dist.destroy_process_group()
 
