@@ -208,22 +208,20 @@ class BackboneAdapter:
         )
         per_item = (*self.per_image_keys, *self.per_video_keys)
         out = {k: v[index] for k, v in inputs.items() if k not in per_item}
-        if any(k in inputs for k in self.per_image_keys):
-            if getattr(self, "placeholder_id", None) is None:
+        kinds = (
+            (self.per_image_keys, "placeholder_id", self.images_per_row, self.select_images),
+            (self.per_video_keys, "video_placeholder_id", self.videos_per_row, self.select_videos),
+        )
+        for keys, placeholder, per_row, select in kinds:
+            if not any(k in inputs for k in keys):
+                continue
+            if getattr(self, placeholder, None) is None:
                 raise RuntimeError(
                     f"{type(self).__name__}.select_rows needs load_processor() to have run first"
                 )
-            chosen = _items_of_rows(self.images_per_row(inputs), index)
+            chosen = _items_of_rows(per_row(inputs), index)
             if chosen is not None:
-                out.update(self.select_images(inputs, chosen))
-        if any(k in inputs for k in self.per_video_keys):
-            if getattr(self, "video_placeholder_id", None) is None:
-                raise RuntimeError(
-                    f"{type(self).__name__}.select_rows needs load_processor() to have run first"
-                )
-            chosen = _items_of_rows(self.videos_per_row(inputs), index)
-            if chosen is not None:
-                out.update(self.select_videos(inputs, chosen))
+                out.update(select(inputs, chosen))
         return out
 
     def images_per_row(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

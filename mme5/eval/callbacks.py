@@ -37,6 +37,13 @@ log = logging.getLogger("mme5.eval")
 SETUP_IMAGE_SAMPLE = 256
 
 
+def _check_image_sample(items: Sequence[Any], image_root: str | None, what: str) -> None:
+    """:func:`check_images` on :data:`SETUP_IMAGE_SAMPLE` of the items' images, evenly spread."""
+    with_images = [it for it in items if it.image_path]
+    step = max(1, len(with_images) // SETUP_IMAGE_SAMPLE)
+    check_images(with_images[::step][:SETUP_IMAGE_SAMPLE], image_root, what=what)
+
+
 class _BenchmarkEvaluation(Callback):
     benchmark = ""
 
@@ -98,9 +105,7 @@ class _BenchmarkEvaluation(Callback):
             )
         if self._bench is None:
             return
-        with_images = [it for it in self._bench.items.items if it.image_path]
-        step = max(1, len(with_images) // SETUP_IMAGE_SAMPLE)
-        check_images(with_images[::step][:SETUP_IMAGE_SAMPLE], self.image_root, what=name)
+        _check_image_sample(self._bench.items.items, self.image_root, name)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -369,13 +374,9 @@ class MMEBV2Evaluation(_BenchmarkEvaluation):
             raise MissingPathError(f"{name}: image_root '{self.image_root}' is not a folder")
         if self._bench is None:
             return
-        parts = [(self._bench.items.items, None)]
+        _check_image_sample(self._bench.items.items, None, name)
         if self._bench.image_bench is not None:
-            parts.append((self._bench.image_bench.items.items, self._bench.v2_image_root))
-        for items, root in parts:
-            with_images = [it for it in items if it.image_path]
-            step = max(1, len(with_images) // SETUP_IMAGE_SAMPLE)
-            check_images(with_images[::step][:SETUP_IMAGE_SAMPLE], root, what=name)
+            _check_image_sample(self._bench.image_bench.items.items, self._bench.v2_image_root, name)
 
     def _same_step_image_result(self, step: int) -> EvalResult | None:
         """An MMEB run of this fit at ``step`` over the same folder, images and rows that scored every
