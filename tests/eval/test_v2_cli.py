@@ -44,3 +44,34 @@ def test_evaluate_mmeb_v2_on_the_demo(fixture_folders, tmp_path, capsys):
     mmeb = json.loads((out_dir / "results.json").read_text())["mmeb"]
     v1 = {d["name"]: d["metrics"]["precision@1"] for d in mmeb["datasets"]}
     assert all(t["metrics"]["hit@1"] == v1[t["name"]] for t in saved["tasks"] if t["kind"] == "image")
+
+
+@pytest.mark.slow
+def test_evaluate_an_export_on_the_official_v2_layouts(tmp_path, capsys):
+    """The user's chain: an exported Qwen2-VL model (videos through its video input) scored by `mme5
+    evaluate` on a root in VLM2Vec's layouts: image-query/ + image-tasks/ (V2 image rows) and the video
+    tasks' hub snapshots with their frame folders, fixtures written from the official loaders' columns."""
+    from mme5.model.encoder import Encoder, EncoderSettings
+    from mme5.model.export import export
+    from tests.eval.test_v2_convert import E2E, _official_root
+    from tests.eval.test_v2_images import TASKS as IMAGE_TASKS
+    from tests.eval.test_v2_images import build_v2_images
+
+    root = tmp_path / "MMEB-V2"
+    _official_root(root)
+    build_v2_images(root)
+    folder = export(Encoder(EncoderSettings("tiny-qwen2-vl", max_length=96)), tmp_path / "export")
+    tasks = [*IMAGE_TASKS[:3], *E2E]
+    out_dir = tmp_path / "out"
+    args = ["evaluate", "--model", str(folder), "--mmeb_v2_root", str(root), "--v2_tasks", json.dumps(tasks)]
+    args += ["--device", "cpu", "--cache_dir", "null", "--output_dir", str(out_dir)]
+    assert mme5_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "through the backbone's video input" in printed
+    saved = json.loads((out_dir / "mmeb_v2.json").read_text())
+    assert [t["name"] for t in saved["tasks"]] == tasks and saved["missing"] == []  # report order
+    assert saved["video_input"] and {"image", "video", "Overall"} <= set(saved["summary"])
+    by = {t["name"]: t for t in saved["tasks"]}
+    assert by["MSR-VTT"]["skipped"] == 1 and any("video3 (absent)" in m for m in saved["missing_frames"])
+    assert by["HMDB51"]["candidates"] == 51  # the official class list is the corpus
+    assert all(0 <= t["metrics"][t["main"]] <= 100 and t["rows"] > 0 for t in saved["tasks"])
