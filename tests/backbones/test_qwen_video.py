@@ -246,15 +246,13 @@ def test_video_patches_equal_transformers_video_processor(n, size, config):
     assert torch.equal(mine["pixel_values_videos"], ref["pixel_values_videos"])
 
 
-@pytest.mark.vllm
-def test_mixed_batch_equals_transformers_processor_with_videos():
-    pytest.importorskip("torchvision")
+def _assert_batch_equals_the_reference(adapter):
+    """mme5's inputs for a mixed batch equal transformers' own processor's (with torchvision), every key
+    bit for bit: the expanded prompt ids, the modality types, the patches; returns that processor."""
     from transformers import AutoProcessor
 
-    adapter = get_adapter("tiny-qwen2-vl")
     processor = adapter.load_processor(adapter.source)
     reference = AutoProcessor.from_pretrained(adapter.source)
-    assert type(reference.video_processor).__name__ == "Qwen2VLVideoProcessor"
     reference.tokenizer.padding_side = adapter.padding_side
     sides = mixed()
     ours = adapter.build_inputs(processor, sides, max_length=64)
@@ -267,8 +265,18 @@ def test_mixed_batch_equals_transformers_processor_with_videos():
         videos_kwargs={"cap_pixels_per_frame": False},
     )
     assert set(ours) == set(whole)
-    for key in ours:  # the expanded prompt ids, the modality types, the patches: all bit-identical
+    for key in ours:
         assert torch.equal(ours[key], whole[key]), key
+    return reference
+
+
+@pytest.mark.vllm
+def test_mixed_batch_equals_transformers_processor_with_videos():
+    pytest.importorskip("torchvision")
+
+    adapter = get_adapter("tiny-qwen2-vl")
+    reference = _assert_batch_equals_the_reference(adapter)
+    assert type(reference.video_processor).__name__ == "Qwen2VLVideoProcessor"
 
 
 def test_mmeb_v2_keeps_video_input_embeddings_apart_and_says_so(tmp_path):
@@ -374,23 +382,7 @@ def test_qwen2_5_vl_videos_carry_their_seconds_per_temporal_patch(qwen2_5):
 @pytest.mark.vllm
 def test_qwen2_5_vl_batch_equals_transformers_processor_with_videos(qwen2_5):
     pytest.importorskip("torchvision")
-    from transformers import AutoProcessor
 
     adapter = get_adapter(qwen2_5)
-    processor = adapter.load_processor(adapter.source)
-    reference = AutoProcessor.from_pretrained(adapter.source)
+    reference = _assert_batch_equals_the_reference(adapter)
     assert type(reference).__name__ == "Qwen2_5_VLProcessor"
-    reference.tokenizer.padding_side = adapter.padding_side
-    sides = mixed()
-    ours = adapter.build_inputs(processor, sides, max_length=64)
-    whole = reference(
-        text=[adapter.format_text(s) for s in sides],
-        images=[s.load_image() for s in sides if s.has_image],
-        videos=[s.load_frames() for s in sides if s.has_frames],
-        padding=True,
-        return_tensors="pt",
-        videos_kwargs={"cap_pixels_per_frame": False},
-    )
-    assert set(ours) == set(whole)
-    for key in ours:
-        assert torch.equal(ours[key], whole[key]), key
